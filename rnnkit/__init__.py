@@ -5,3 +5,7 @@ The public API is re-exported here; each module's docstring names the book chapt
 """
 
 __version__ = "0.1.0"
+
+# cells and layers (issue 3): the equations, and modules that equal torch.nn
+from .cells import GRUGates, LSTMGates, gru_cell, gru_gates, lstm_cell, lstm_gates, rnn_cell
+from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell

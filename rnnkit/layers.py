@@ -1,0 +1,403 @@
+r"""``RNN``, ``LSTM``, ``GRU`` and their single-step ``*Cell`` modules: drop-in replacements for ``torch.nn``.
+
+Same constructor arguments, parameter names (``weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``), gate order, initialisation and ``forward(input, hx=None)`` as ``torch.nn``, so a ``state_dict``
+moves both ways. Three additions:
+
+* ``backend``: ``"reference"`` (the per-step loop of :mod:`rnnkit.recurrence` over :mod:`rnnkit.cells`, chapter 1),
+  ``"fused"`` (:mod:`rnnkit.fused`, same arguments and results, faster) or ``"torch"`` (``torch.nn``'s own kernels
+  run on this module's parameters, for comparison). It can be changed after construction: ``model.backend = "torch"``.
+* ``GRU(..., reset_after=False)``: the Cho et al. (2014) / Chung et al. (2014) GRU (chapter 4), not in ``torch.nn``.
+* ``forward(input, hx=None, *, lengths=None)``: a padded batch with per-sequence lengths, without packing.
+
+Shape letters (as in ``torch.nn``): ``L`` sequence length, ``N`` batch size, ``H_in`` input size, ``H_out`` hidden size,
+``D`` 2 if bidirectional else 1.
+
+============================  ==================================  ==================================
+tensor                        batched                             unbatched
+============================  ==================================  ==================================
+input                         ``(L, N, H_in)``, or ``(N, L, H_in)``   ``(L, H_in)``
+                              with ``batch_first=True``
+output                        ``(L, N, D * H_out)`` (or batch first) ``(L, D * H_out)``
+``h_0``, ``h_n`` (``c_0``...)    ``(D * num_layers, N, H_out)``      ``(D * num_layers, H_out)``
+============================  ==================================  ==================================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, _VF, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import _checks, cells, recurrence
+
+__all__ = ["DEFAULT_BACKEND", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+
+DEFAULT_BACKEND = "reference"  # the backend used when none is given; one place to change it
+
+
+def direction_runner(backend: str):
+    """The function that runs one direction of one layer for ``backend`` (``"reference"`` or ``"fused"``)."""
+    if backend == "fused":
+        from . import fused  # lazy: the reference and torch backends must work without it
+
+        return fused.run_direction
+    return recurrence.run_direction
+
+
+class _Recurrent(nn.Module):
+    """What layers and cells share: torch.nn's initialisation, the ``backend`` switch, the GRU variant."""
+
+    mode: str  # "RNN", "LSTM" or "GRU"
+    hidden_size: int
+
+    def _init_common(self, backend: str | None, nonlinearity: str, reset_after: bool) -> None:
+        name = type(self).__name__
+        self.nonlinearity = _checks.choice(name, "nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.reset_after = _checks.boolean(name, "reset_after", reset_after)
+        self.backend = DEFAULT_BACKEND if backend is None else backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self._backend = _checks.backend(type(self).__name__, value, self.reset_after)
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation: every parameter uniform in :math:`(-1/\\sqrt{H}, 1/\\sqrt{H})`."""
+        bound = 1.0 / self.hidden_size**0.5
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def _extra(self) -> str:
+        s = ""
+        if self.mode == "RNN" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.mode == "GRU" and not self.reset_after:
+            s += ", reset_after=False"
+        return s + f", backend={self.backend!r}"
+
+
+class _RNNBase(_Recurrent):
+    def __init__(self, mode, input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
+                 bidirectional, device, dtype, backend, reset_after=True) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.mode = mode
+        self.input_size = _checks.positive_int(name, "input_size", input_size)
+        self.hidden_size = _checks.positive_int(name, "hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int(name, "num_layers", num_layers)
+        self.bias = _checks.boolean(name, "bias", bias)
+        self.batch_first = _checks.boolean(name, "batch_first", batch_first)
+        self.bidirectional = _checks.boolean(name, "bidirectional", bidirectional)
+        self.dropout = _checks.dropout(name, dropout, self.num_layers)
+        self._init_common(backend, nonlinearity, reset_after)
+
+        gate_size = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * self.hidden_size
+        num_directions = 2 if self.bidirectional else 1
+        factory = {"device": device, "dtype": dtype}
+        self._flat_weights_names: list[str] = []
+        # registered in torch.nn's order, so the same seed gives the same initial weights as torch.nn
+        for layer in range(self.num_layers):
+            layer_input_size = self.input_size if layer == 0 else self.hidden_size * num_directions
+            for direction in range(num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = {"weight_ih": (gate_size, layer_input_size), "weight_hh": (gate_size, self.hidden_size)}
+                if self.bias:
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                for kind, shape in shapes.items():
+                    setattr(self, kind + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(kind + suffix)
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for arg, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+            if getattr(self, arg) != default:
+                s += f", {arg}={getattr(self, arg)}"
+        return s + self._extra()
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept so code written for ``torch.nn`` runs unchanged (rnnkit never moves parameter storage)."""
+
+    def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        return (getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix),
+                getattr(self, "bias_ih" + suffix, None), getattr(self, "bias_hh" + suffix, None))
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """Parameters grouped per layer and direction, like ``torch.nn.RNNBase.all_weights``."""
+        D = 2 if self.bidirectional else 1
+        return [[w for w in self._weights(k // D, k % D) if w is not None] for k in range(self.num_layers * D)]
+
+    def forward(self, input, hx=None, *, lengths=None):
+        name = type(self).__name__
+        is_packed = isinstance(input, PackedSequence)
+        if is_packed:
+            if lengths is not None:
+                raise ValueError(f"{name}: lengths= is for a padded tensor; a PackedSequence carries its own lengths")
+            _checks.packed(name, input)
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            _checks.input_tensor(name, data, {2: "(sum of lengths, H_in)"}, self.input_size, self.weight_ih_l0)
+            # padded in the packed (decreasing length) order; lengths is a CPU int64 tensor
+            x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # (T, B, I)
+            batched = True
+        elif isinstance(input, Tensor):
+            layout = "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
+            rank = _checks.input_tensor(name, input, {3: layout, 2: "(L, H_in) (unbatched)"}, self.input_size,
+                                        self.weight_ih_l0)
+            batched = rank == 3
+            if not batched:
+                x = input.unsqueeze(1)  # (T, 1, I)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+            if x.shape[0] == 0:
+                raise ValueError(f"{name}: expected at least one time step, got input of shape {tuple(input.shape)}")
+            sorted_indices = unsorted_indices = None
+            lengths = _checks.lengths(name, lengths, x.shape[1], x.shape[0])
+        else:
+            raise TypeError(f"{name}: expected input as a torch.Tensor or a PackedSequence, "
+                            f"got {type(input).__name__}")
+
+        hx = self._initial_state(hx, x, batched)
+        if sorted_indices is not None:  # the caller's hx rows follow the original batch order
+            hx = _permute(hx, sorted_indices)
+        if self.backend == "torch":
+            output, h_n = self._forward_torch(x, hx, lengths)
+        else:
+            output, h_n = self._forward_loop(x, hx, lengths)
+
+        if is_packed:
+            out_data = pack_padded_sequence(output, lengths).data  # (sum of lengths, D * H)
+            return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), _permute(h_n, unsorted_indices)
+        if not batched:
+            return output.squeeze(1), _map(h_n, lambda t: t.squeeze(1))  # (T, D * H), (L * D, H)
+        return (output.transpose(0, 1) if self.batch_first else output), h_n
+
+    def _initial_state(self, hx, x: Tensor, batched: bool):
+        """Zeros, or the caller's ``hx`` checked and made batched: ``(L * D, B, H)`` (a pair for the LSTM)."""
+        name = type(self).__name__
+        num_states = self.num_layers * (2 if self.bidirectional else 1)
+        B = x.shape[1]
+        if hx is None:
+            zeros = x.new_zeros(num_states, B, self.hidden_size)  # (L * D, B, H)
+            return (zeros, zeros) if self.mode == "LSTM" else zeros
+        if batched:
+            shape, layout = (num_states, B, self.hidden_size), "(num_layers * num_directions, batch, hidden_size)"
+        else:
+            shape, layout = (num_states, self.hidden_size), "(num_layers * num_directions, hidden_size) for unbatched input"
+        if self.mode == "LSTM":
+            h0, c0 = _checks.state_pair(name, hx)
+            hx = (_checks.state(name, "h_0", h0, shape, layout, x), _checks.state(name, "c_0", c0, shape, layout, x))
+        else:
+            hx = _checks.state(name, "hx", hx, shape, layout, x)
+        return hx if batched else _map(hx, lambda t: t.unsqueeze(1))
+
+    def _forward_loop(self, x: Tensor, hx, lengths: Tensor | None):
+        """Layers bottom-up, each direction with the backend's ``run_direction``; the reference (and fused) path."""
+        run = direction_runner(self.backend)
+        D = 2 if self.bidirectional else 1
+        states = list(zip(*(t.unbind(0) for t in hx))) if self.mode == "LSTM" else hx.unbind(0)
+        layer_input, finals = x, []  # (T, B, I)
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(D):
+                out, h_n = run(self.mode, layer_input, states[layer * D + direction], *self._weights(layer, direction),
+                               lengths=lengths, reverse=direction == 1, nonlinearity=self.nonlinearity,
+                               reset_after=self.reset_after)  # out (T, B, H)
+                outputs.append(out)
+                finals.append(h_n)
+            layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]  # (T, B, D * H)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)  # between layers, like torch.nn
+        if self.mode == "LSTM":
+            h_n = (torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals]))  # 2 x (L * D, B, H)
+        else:
+            h_n = torch.stack(finals)  # (L * D, B, H)
+        return layer_input, h_n
+
+    def _forward_torch(self, x: Tensor, hx, lengths: Tensor | None):
+        """torch.nn's kernels (``torch._VF``, cuDNN on a GPU) on this module's own parameters."""
+        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu}
+        flat = [getattr(self, n) for n in self._flat_weights_names]
+        args = (flat, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if lengths is None:
+            result = kernel[self.mode](x, hx, *args, False)  # time-major
+            return result[0], _unpack_state(self.mode, result)
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        result = kernel[self.mode](packed.data, packed.batch_sizes, _permute(hx, packed.sorted_indices), *args)
+        output, _ = pad_packed_sequence(
+            PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
+            total_length=x.shape[0])  # (T, B, D * H)
+        return output, _permute(_unpack_state(self.mode, result), packed.unsorted_indices)
+
+
+def _map(state, fn):
+    return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
+
+
+def _permute(state, indices: Tensor | None):
+    """Reorder the batch dimension (dim 1) of a state, as torch.nn does for PackedSequence batches."""
+    return state if indices is None else _map(state, lambda t: t.index_select(1, indices.to(t.device)))
+
+
+def _unpack_state(mode: str, result):
+    return (result[1], result[2]) if mode == "LSTM" else result[1]
+
+
+class RNN(_RNNBase):
+    r"""Elman RNN, :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})` with :math:`\phi` tanh or ReLU.
+
+    ``torch.nn.RNN``'s arguments, parameters and forward, plus ``backend`` and ``forward(..., lengths=)`` (module
+    docstring). The step is :func:`rnnkit.cells.rnn_cell` (chapter 1).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend=None) -> None:
+        super().__init__("RNN", input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
+                         bidirectional, device, dtype, backend)
+
+
+class LSTM(_RNNBase):
+    r"""Long short-term memory; the step is :func:`rnnkit.cells.lstm_gates` (chapter 3).
+
+    .. math::
+        \begin{aligned}
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}), \quad
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}), \quad
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t, \quad h_t = o_t \odot \tanh(c_t)
+        \end{aligned}
+
+    ``torch.nn.LSTM``'s arguments and forward (``hx`` is the pair ``(h_0, c_0)``), except ``proj_size``, which only
+    accepts 0 (no projection).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, backend=None) -> None:
+        if proj_size != 0:
+            raise ValueError(f"LSTM: proj_size is not supported by rnnkit (expected 0, got {proj_size!r}); "
+                             "use torch.nn.LSTM for projected LSTMs")
+        super().__init__("LSTM", input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
+                         bidirectional, device, dtype, backend)
+        self.proj_size = 0
+
+
+class GRU(_RNNBase):
+    r"""Gated recurrent unit; the step is :func:`rnnkit.cells.gru_gates` (chapter 4).
+
+    .. math::
+        \begin{aligned}
+        r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}), \quad
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn}))
+            \quad \text{or, with reset\_after=False,} \quad
+            \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn}) \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{aligned}
+
+    ``torch.nn.GRU``'s arguments and forward, plus ``reset_after`` (``True``: PyTorch/cuDNN; ``False``: Cho et al. 2014
+    and Chung et al. 2014, not available with ``backend="torch"``).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, *, reset_after=True, backend=None) -> None:
+        super().__init__("GRU", input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
+                         bidirectional, device, dtype, backend, reset_after)
+
+
+class _CellBase(_Recurrent):
+    def __init__(self, mode, input_size, hidden_size, bias, nonlinearity, device, dtype, backend,
+                 reset_after=True) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.mode = mode
+        self.input_size = _checks.positive_int(name, "input_size", input_size)
+        self.hidden_size = _checks.positive_int(name, "hidden_size", hidden_size)
+        self.bias = _checks.boolean(name, "bias", bias)
+        self._init_common(backend, nonlinearity, reset_after)
+        gate_size = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * self.hidden_size
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(gate_size, self.input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(gate_size, self.hidden_size, **factory))
+        if self.bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False") + self._extra()
+
+    def forward(self, input, hx=None):
+        name = type(self).__name__
+        rank = _checks.input_tensor(name, input, {2: "(N, H_in)", 1: "(H_in,) (unbatched)"}, self.input_size,
+                                    self.weight_ih)
+        batched = rank == 2
+        x = input if batched else input.unsqueeze(0)  # (B, I)
+        if batched:
+            shape, layout = (x.shape[0], self.hidden_size), "(batch, hidden_size)"
+        else:
+            shape, layout = (self.hidden_size,), "(hidden_size,) for unbatched input"
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)  # (B, H)
+            hx = (zeros, zeros) if self.mode == "LSTM" else zeros
+        else:
+            if self.mode == "LSTM":
+                h0, c0 = _checks.state_pair(name, hx)
+                hx = (_checks.state(name, "h_0", h0, shape, layout, x), _checks.state(name, "c_0", c0, shape, layout, x))
+            else:
+                hx = _checks.state(name, "hx", hx, shape, layout, x)
+            if not batched:
+                hx = _map(hx, lambda t: t.unsqueeze(0))  # (1, H)
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if self.backend == "torch":
+            if self.mode == "RNN":
+                kernel = _VF.rnn_tanh_cell if self.nonlinearity == "tanh" else _VF.rnn_relu_cell
+            else:
+                kernel = _VF.lstm_cell if self.mode == "LSTM" else _VF.gru_cell
+            h_new = kernel(x, hx, *params)
+        elif self.backend == "reference":
+            if self.mode == "RNN":
+                h_new = cells.rnn_cell(x, hx, *params, nonlinearity=self.nonlinearity)
+            elif self.mode == "LSTM":
+                h_new = cells.lstm_cell(x, hx, *params)
+            else:
+                h_new = cells.gru_cell(x, hx, *params, reset_after=self.reset_after)
+        else:  # a one-step sequence through the backend's run_direction
+            _, h_new = direction_runner(self.backend)(self.mode, x.unsqueeze(0), hx, *params,
+                                                      nonlinearity=self.nonlinearity, reset_after=self.reset_after)
+        h_new = tuple(h_new) if self.mode == "LSTM" else h_new
+        return h_new if batched else _map(h_new, lambda t: t.squeeze(0))
+
+
+class RNNCell(_CellBase):
+    r"""One Elman RNN step, like ``torch.nn.RNNCell``: :math:`h' = \phi(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None, *,
+                 backend=None) -> None:
+        super().__init__("RNN", input_size, hidden_size, bias, nonlinearity, device, dtype, backend)
+
+
+class LSTMCell(_CellBase):
+    r"""One LSTM step, like ``torch.nn.LSTMCell``: ``forward(x, (h, c)) -> (h', c')``; see :func:`rnnkit.cells.lstm_gates`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend=None) -> None:
+        super().__init__("LSTM", input_size, hidden_size, bias, "tanh", device, dtype, backend)
+
+
+class GRUCell(_CellBase):
+    r"""One GRU step, like ``torch.nn.GRUCell`` (``reset_after=True``); see :func:`rnnkit.cells.gru_gates`."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, reset_after=True,
+                 backend=None) -> None:
+        super().__init__("GRU", input_size, hidden_size, bias, "tanh", device, dtype, backend, reset_after)
