@@ -1,0 +1,162 @@
+"""rnnkit.diagnostics: per-step gradient norms, Jacobians, spectral radius, gate traces and saturation.
+
+References are independent of the code under test: full-sequence autograd through torch.nn modules, the closed-form
+tanh-RNN Jacobian diag(1 - h_t^2) W_hh, and torch.nn's own outputs for the gate traces.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import cells, diagnostics as dg
+
+DT = torch.float64
+
+
+def _seeded(module_cls, *args, **kwargs):
+    torch.manual_seed(0)
+    return module_cls(*args, **kwargs).to(DT)
+
+
+def _full_sequence_state_grads(module, x):
+    """dL/dh_t for L = sum(out[-1]), via retain_grad on a hand-unrolled torch.nn module (T single-step calls)."""
+    state, hs = None, []
+    for t in range(x.size(0)):
+        _, state = module(x[t : t + 1], state)
+        h = state[0] if isinstance(state, tuple) else state
+        h.retain_grad()
+        hs.append(h)
+    hs[-1][-1].sum().backward()
+    return torch.stack([h.grad.transpose(0, 1).reshape(x.size(1), -1).norm(dim=1) for h in hs])
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU])
+def test_hidden_grad_norms_match_autograd_on_torch_modules(cls):
+    module = _seeded(cls, 3, 5, num_layers=2)
+    x = torch.randn(7, 4, 3, dtype=DT)
+    got = dg.hidden_grad_norms(module, x)
+    assert all(p.grad is None for p in module.parameters()), "diagnostics must not touch parameter gradients"
+    want = _full_sequence_state_grads(module, x)
+    assert got.h.shape == (7, 4)
+    torch.testing.assert_close(got.h, want)
+    assert (got.c is not None) == (cls is nn.LSTM)
+
+
+def test_hidden_grad_norms_tanh_rnn_equals_jacobian_product():
+    """For a 1-layer tanh RNN, dL/dh_t = (J_T ... J_{t+1})^T dL/dh_T with J_k = diag(1 - h_k^2) W_hh."""
+    rnn = _seeded(nn.RNN, 2, 4)
+    x = torch.randn(6, 1, 2, dtype=DT)
+    out, _ = rnn(x)
+    w = rnn.weight_hh_l0.detach()
+    g = torch.ones(4, dtype=DT)  # dL/dh_T for L = sum(h_T)
+    expected = [g.norm()]
+    for t in range(5, 0, -1):
+        g = (torch.diag(1 - out[t, 0].detach() ** 2) @ w).T @ g
+        expected.append(g.norm())
+    expected = torch.stack(expected[::-1])
+    torch.testing.assert_close(dg.hidden_grad_norms(rnn, x).h[:, 0], expected)
+
+
+def test_hidden_grad_norms_batch_first_and_custom_loss():
+    gru = _seeded(nn.GRU, 3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3, dtype=DT)  # (B, T, I)
+    res = dg.hidden_grad_norms(gru, x, loss_fn=lambda out: out[0].pow(2).sum())  # loss at the first step only
+    assert res.h.shape == (5, 2)
+    assert torch.all(res.h[1:] == 0) and torch.all(res.h[0] > 0)  # later states do not affect it
+
+
+def test_hidden_grad_norms_rejects_bidirectional_and_bad_input():
+    with pytest.raises(ValueError, match="unidirectional"):
+        dg.hidden_grad_norms(nn.GRU(3, 4, bidirectional=True), torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match=r"\(T, B, F\)"):
+        dg.hidden_grad_norms(nn.GRU(3, 4), torch.randn(5))
+    with pytest.raises(TypeError, match="RNN, LSTM or GRU"):
+        dg.hidden_grad_norms(nn.Linear(3, 4), torch.randn(5, 2, 3))
+
+
+def test_step_jacobians_match_closed_form_and_product_norms():
+    torch.manual_seed(1)
+    w_ih, w_hh = torch.randn(4, 2, dtype=DT), torch.randn(4, 4, dtype=DT) * 0.5
+    x, h0 = torch.randn(5, 3, 2, dtype=DT), torch.randn(3, 4, dtype=DT)
+    step = lambda x_t, h: cells.rnn_cell(x_t, h, w_ih, w_hh)  # noqa: E731
+    jac = dg.step_jacobians(step, x, h0)
+    assert jac.shape == (5, 3, 4, 4)
+    h = h0
+    for t in range(5):
+        h = step(x[t], h)
+        for b in range(3):
+            torch.testing.assert_close(jac[t, b], torch.diag(1 - h[b] ** 2) @ w_hh)
+    norms = dg.jacobian_product_norms(jac)
+    assert norms.shape == (5, 3)
+    torch.testing.assert_close(norms[-1], torch.ones(3, dtype=DT))
+    torch.testing.assert_close(norms[1], torch.linalg.matrix_norm(jac[4] @ jac[3] @ jac[2], ord=2))
+    with pytest.raises(ValueError, match=r"\(T, B, S, S\)"):
+        dg.jacobian_product_norms(torch.zeros(3, 4, 4))
+
+
+def test_spectral_radius_and_rescaling():
+    w = torch.tensor([[0.0, 2.0], [-2.0, 0.0]], dtype=torch.float32)  # eigenvalues +-2i
+    assert dg.spectral_radius(w) == pytest.approx(2.0)
+    w2 = dg.with_spectral_radius(w, 0.5)
+    assert w2.dtype == torch.float32 and dg.spectral_radius(w2) == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        dg.spectral_radius(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="spectral radius 0"):
+        dg.with_spectral_radius(torch.zeros(2, 2), 1.0)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gate_traces_reproduce_torch_outputs(cls, bidirectional):
+    module = _seeded(cls, 3, 4, num_layers=2, bidirectional=bidirectional, batch_first=True)
+    x = torch.randn(2, 6, 3, dtype=DT)  # (B, T, I)
+    with torch.no_grad():
+        out, _ = module(x)  # (B, T, dirs*H)
+    for d in range(2 if bidirectional else 1):
+        tr = dg.gate_traces(module, x, layer=1, direction=d)
+        assert tr.kind == cls.__name__
+        assert set(tr.gates) == ({"i", "f", "g", "o", "c", "h"} if cls is nn.LSTM else {"r", "z", "n", "h"})
+        torch.testing.assert_close(tr.gates["h"], out[..., d * 4 : (d + 1) * 4].transpose(0, 1))
+    gates = dg.stack_gates(tr, ["i", "f"] if cls is nn.LSTM else ["r", "z"], batch=1)
+    assert gates.shape == (2, 6, 4)
+
+
+def test_gate_traces_with_initial_state_and_unbatched_input():
+    lstm = _seeded(nn.LSTM, 3, 4)
+    x = torch.randn(5, 3, dtype=DT)  # unbatched (T, I)
+    hx = (torch.randn(1, 4, dtype=DT), torch.randn(1, 4, dtype=DT))
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x, hx)
+    tr = dg.gate_traces(lstm, x, hx)
+    torch.testing.assert_close(tr.gates["h"], out)
+    torch.testing.assert_close(tr.gates["c"][-1], c_n[0])
+
+
+def test_gate_traces_errors():
+    with pytest.raises(ValueError, match="no gates"):
+        dg.gate_traces(nn.RNN(3, 4), torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="3 features"):
+        dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 2))
+    with pytest.raises(ValueError, match="layer"):
+        dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 3), layer=1)
+
+
+def test_gate_saturation_counts_thresholds_and_mask():
+    i = torch.tensor([[[0.05, 0.5]], [[0.95, 0.99]]])  # (T=2, B=1, H=2)
+    g = torch.tensor([[[-0.9, 0.0]], [[0.0, 0.85]]])
+    tr = dg.GateTraces("LSTM", {"i": i, "g": g, "c": torch.zeros_like(i), "h": torch.zeros_like(i)})
+    stats = dg.gate_saturation(tr)
+    assert set(stats) == {"i", "g"}
+    assert stats["i"] == pytest.approx((0.25, 0.5, 0.25))
+    assert stats["g"] == pytest.approx((0.25, 0.25, 0.5))
+    masked = dg.gate_saturation(tr, mask=torch.tensor([[True], [False]]))
+    assert masked["i"] == pytest.approx((0.5, 0.0, 0.5))
+    with pytest.raises(ValueError, match="mask of shape"):
+        dg.gate_saturation(tr, mask=torch.ones(3, 1, dtype=torch.bool))
+
+
+def test_follows_input_dtype():
+    gru = nn.GRU(3, 4)  # float32
+    x = torch.randn(4, 2, 3)
+    assert dg.hidden_grad_norms(gru, x).h.dtype == torch.float32
+    assert dg.gate_traces(gru, x).gates["z"].dtype == torch.float32
