@@ -89,6 +89,8 @@ class SaturationStats(NamedTuple):
 
 
 def _recurrent_module_kind(module: nn.Module) -> str:
+    if not hasattr(module, "num_layers"):  # the single-step *Cell modules have another forward signature
+        raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
     mode = getattr(module, "mode", None)
     if mode in ("LSTM", "GRU") or (isinstance(mode, str) and mode.startswith("RNN")):
         return "RNN" if mode.startswith("RNN") else mode

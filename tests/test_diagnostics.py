@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import rnnkit
 from rnnkit import cells, diagnostics as dg
 
 DT = torch.float64
@@ -160,3 +161,15 @@ def test_follows_input_dtype():
     x = torch.randn(4, 2, 3)
     assert dg.hidden_grad_norms(gru, x).h.dtype == torch.float32
     assert dg.gate_traces(gru, x).gates["z"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_works_on_rnnkit_layers_including_cho_gru(reset_after):
+    gru = _seeded(rnnkit.GRU, 3, 4, num_layers=2, reset_after=reset_after)
+    x = torch.randn(6, 2, 3, dtype=DT)
+    with torch.no_grad():
+        out, _ = gru(x)
+    torch.testing.assert_close(dg.gate_traces(gru, x, layer=1).gates["h"], out)
+    torch.testing.assert_close(dg.hidden_grad_norms(gru, x).h, _full_sequence_state_grads(gru, x))
+    with pytest.raises(TypeError, match="layer"):
+        dg.hidden_grad_norms(rnnkit.GRUCell(3, 4), x)
