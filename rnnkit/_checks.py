@@ -94,11 +94,11 @@ def dtype_device(name: str, what: str, t: Tensor, ref: Tensor, ref_what: str) ->
     """``t`` must have the dtype and device of ``ref`` (the parameters, or the input)."""
     if t.dtype != ref.dtype:
         raise ValueError(
-            f"{name}: expected {what} of dtype {ref.dtype} ({ref_what}'s dtype), got {t.dtype}; "
+            f"{name}: expected {what} of dtype {ref.dtype} ({ref_what} dtype), got {t.dtype}; "
             f"convert one of them, e.g. {what}.to({ref.dtype})"
         )
     if t.device != ref.device:
-        raise ValueError(f"{name}: expected {what} on device {ref.device} ({ref_what}'s device), got {t.device}")
+        raise ValueError(f"{name}: expected {what} on device {ref.device} ({ref_what} device), got {t.device}")
 
 
 def input_tensor(name: str, x: Tensor, layouts: dict[int, str], input_size: int, weight: Tensor) -> int:
@@ -109,7 +109,7 @@ def input_tensor(name: str, x: Tensor, layouts: dict[int, str], input_size: int,
         raise ValueError(f"{name}: expected input with {expected}, got {x.dim()} dimensions with shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
         raise ValueError(f"{name}: expected input with {input_size} features (input_size), got {x.shape[-1]}")
-    dtype_device(name, "input", x, weight, "the parameters")
+    dtype_device(name, "input", x, weight, "the parameters'")
     return x.dim()
 
 
@@ -118,7 +118,7 @@ def state(name: str, what: str, t: object, shape: tuple[int, ...], layout: str, 
     t = tensor(name, what, t)
     if tuple(t.shape) != shape:
         raise ValueError(f"{name}: expected {what} of shape {shape} {layout}, got {tuple(t.shape)}")
-    dtype_device(name, what, t, x, "the input")
+    dtype_device(name, what, t, x, "the input's")
     return t
 
 
