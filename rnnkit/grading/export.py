@@ -1,0 +1,173 @@
+r"""Plain-data export of what a function returned on a spec's cases: the one format that
+:mod:`rnnkit.grading.check` writes, :mod:`rnnkit.grading.judge` reads and :mod:`rnnkit.grading.fixtures` stores.
+
+An export is a flat ``dict[str, numpy.ndarray]`` saved with :func:`numpy.savez` and loaded with
+``allow_pickle=False``: only numbers, booleans and unicode strings, never Python objects. Keys::
+
+    "spec"             str    the spec's name
+    "format"           str    EXPORT_FORMAT
+    "cases"            int64  number of cases
+    "c{i}.status"      str    "ok" (the call returned) or "error" (it raised)
+    "c{i}.error"       str    "ExceptionType: message" of the student's own exception (status "error" only)
+    "c{i}.structure"   str    nesting of the returned value, e.g. "(T,(T,T))" for ``(output, (h, c))``
+    "c{i}.l{j}.type"   str    leaf j: "torch.Tensor", "float", "int", "bool", "str", "None" or "other:<type>"
+    "c{i}.l{j}.dtype"  str    tensors: "torch.float32", ...
+    "c{i}.l{j}.shape"  int64  tensors: the shape
+    "c{i}.l{j}.value"  array  tensors, numbers, strings: the values (tensors keep their numpy dtype)
+
+Structure letters: ``T`` tensor, ``f`` float, ``i`` int, ``b`` bool, ``s`` str, ``n`` None, ``?`` anything else;
+``(a,b)`` a tuple or list, ``{k:a,m:b}`` a dict with sorted string keys. Exact types: a ``float`` subclass or a
+``Tensor`` subclass is "other", so an object that claims to equal everything has nothing to claim with.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+EXPORT_FORMAT = "rnnkit-grading-1"
+MAX_ELEMENTS = 1_000_000  # values of a bigger tensor are not exported (its type and shape still are)
+MAX_LEAVES = 256
+MAX_DEPTH = 6
+MAX_TEXT = 400  # characters kept of an exception message
+
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_LEAF_LETTERS = {"torch.Tensor": "T", "float": "f", "int": "i", "bool": "b", "str": "s", "None": "n"}
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    if t in _TENSOR_TYPES:
+        return "torch.Tensor"
+    if obj is None:
+        return "None"
+    if t in (float, int, bool, str):
+        return t.__name__
+    return f"other:{t.__module__}.{t.__qualname__}"[:120]
+
+
+def _text(value: str) -> np.ndarray:
+    return np.array(str(value)[:MAX_TEXT])
+
+
+def _tensor_values(t: torch.Tensor) -> np.ndarray | None:
+    t = t.detach()
+    if t.numel() > MAX_ELEMENTS or t.is_complex() or t.layout != torch.strided:
+        return None
+    t = t.to("cpu").resolve_conj().resolve_neg()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)  # numpy has no bfloat16; the dtype string keeps the truth
+    return np.array(t.numpy(), copy=True)
+
+
+def _flatten(obj: Any, leaves: list, depth: int = 0) -> str:
+    """Append obj's leaves to ``leaves`` and return its structure string."""
+    if len(leaves) >= MAX_LEAVES or depth > MAX_DEPTH:
+        leaves.append(("other:too-deep-or-too-many", None))
+        return "?"
+    t = type(obj)
+    if t in (tuple, list) or (isinstance(obj, tuple) and hasattr(obj, "_fields")):  # namedtuples count as tuples
+        return "(" + ",".join(_flatten(item, leaves, depth + 1) for item in obj) + ")"
+    if t is dict:
+        if not all(type(k) is str for k in obj):
+            leaves.append(("other:dict-with-non-string-keys", None))
+            return "?"
+        return "{" + ",".join(f"{k}:{_flatten(obj[k], leaves, depth + 1)}" for k in sorted(obj)) + "}"
+    name = _type_name(obj)
+    leaves.append((name, obj))
+    return _LEAF_LETTERS.get(name, "?")
+
+
+def _leaf_arrays(prefix: str, name: str, obj: Any) -> dict[str, np.ndarray]:
+    out = {f"{prefix}.type": _text(name)}
+    if name == "torch.Tensor":
+        out[f"{prefix}.dtype"] = _text(str(obj.dtype))
+        out[f"{prefix}.shape"] = np.array(tuple(obj.shape), dtype=np.int64)
+        values = _tensor_values(obj)
+        if values is not None:
+            out[f"{prefix}.value"] = values
+    elif name == "float":
+        out[f"{prefix}.value"] = np.array(obj, dtype=np.float64)
+    elif name == "bool":
+        out[f"{prefix}.value"] = np.array(obj, dtype=np.bool_)
+    elif name == "int":
+        if -(2**63) <= obj < 2**63:
+            out[f"{prefix}.value"] = np.array(obj, dtype=np.int64)
+    elif name == "str":
+        out[f"{prefix}.value"] = _text(obj)
+    return out
+
+
+def export_value(case: int, obj: Any) -> dict[str, np.ndarray]:
+    """The arrays describing one case's returned value ``obj``."""
+    leaves: list = []
+    structure = _flatten(obj, leaves)
+    out = {f"c{case}.status": _text("ok"), f"c{case}.structure": _text(structure)}
+    for j, (name, leaf) in enumerate(leaves):
+        out.update(_leaf_arrays(f"c{case}.l{j}", name, leaf))
+    return out
+
+
+def export_error(case: int, exc: BaseException) -> dict[str, np.ndarray]:
+    """The arrays recording that one case raised ``exc`` (the student's own exception: safe to show them)."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ raises
+        message = "<unprintable message>"
+    return {f"c{case}.status": _text("error"), f"c{case}.error": _text(f"{type(exc).__name__}: {message}")}
+
+
+def header(spec_name: str, num_cases: int) -> dict[str, np.ndarray]:
+    return {"spec": _text(spec_name), "format": _text(EXPORT_FORMAT), "cases": np.array(num_cases, dtype=np.int64)}
+
+
+def save(exported: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write an export as an uncompressed ``.npz`` (atomically: a reader never sees half a file)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **exported)
+    os.replace(tmp, path)
+
+
+def load(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
+    """Read an export without unpickling anything (``allow_pickle=False``); ``source`` is a path or the bytes."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    with np.load(source, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def text(exported: dict[str, np.ndarray], key: str, default: str | None = None) -> str | None:
+    """A string entry of an export, or ``default`` when it is missing or not a string."""
+    value = exported.get(key)
+    if value is None or value.dtype.kind != "U" or value.ndim != 0:
+        return default
+    return str(value)
+
+
+def collect(spec, obj: Any) -> dict[str, np.ndarray]:
+    """Run ``obj`` (a function, or for a "value" spec the value itself) on every case of ``spec`` and export
+    what came back. Exceptions raised by ``obj`` are recorded per case, never propagated (KeyboardInterrupt, the
+    grader's per-cell timeout, still stops it)."""
+    if spec.kind == "value":
+        return {**header(spec.name, 1), **export_value(0, obj)}
+    cases = spec.make_cases()
+    out = header(spec.name, len(cases))
+    for i, case in enumerate(cases):
+        try:
+            with torch.set_grad_enabled(spec.grad_enabled):
+                result = obj(*case.args, **case.kwargs)
+            out.update(export_value(i, result))
+        except (Exception, SystemExit) as exc:  # the student's own error: recorded, shown, scored 0
+            out.update(export_error(i, exc))
+    return out
+
+
+def case_part(exported: dict[str, np.ndarray], case: int) -> dict[str, np.ndarray]:
+    """The entries of one case, with the ``c{i}.`` prefix stripped."""
+    prefix = f"c{case}."
+    return {key[len(prefix):]: value for key, value in exported.items() if key.startswith(prefix)}

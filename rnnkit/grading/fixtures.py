@@ -1,0 +1,88 @@
+"""Stored expected values of every grading spec, next to the grader and outside ``exercises/``.
+
+Each spec's reference export lives in ``rnnkit/grading/fixtures/<name>.npz``. The judge compares a student's result
+with both these files and the values it recomputes live from ``rnnkit``, so a change to ``rnnkit`` that shifts an
+expected value shows up as a stale fixture in CI instead of silently moving the grades.
+
+Commands (``make fixtures`` runs the first; CI runs the second)::
+
+    python -m rnnkit.grading.fixtures --write    # regenerate every fixture from rnnkit
+    python -m rnnkit.grading.fixtures --check    # exit 1 if a fixture is missing, extra or out of date
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from . import export, specs
+
+FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
+
+
+def path(name: str) -> Path:
+    return FIXTURE_DIR / f"{name}.npz"
+
+
+@lru_cache(maxsize=None)
+def load(name: str) -> dict | None:
+    """The stored export of spec ``name``, or None when there is none."""
+    p = path(name)
+    return export.load(p) if p.is_file() else None
+
+
+def write() -> list[str]:
+    """Regenerate every fixture from the live references; returns the names written."""
+    from .judge import expected_export
+
+    FIXTURE_DIR.mkdir(exist_ok=True)
+    for stale in FIXTURE_DIR.glob("*.npz"):
+        if stale.stem not in specs.REGISTRY:
+            stale.unlink()
+    for name in specs.names():
+        export.save(expected_export(name), path(name))
+    load.cache_clear()
+    return specs.names()
+
+
+def check() -> list[str]:
+    """Problems with the stored fixtures (empty when all are current)."""
+    from .judge import compare_exports, expected_export
+
+    problems = []
+    for name in specs.names():
+        stored = load(name)
+        if stored is None:
+            problems.append(f"{name}: missing {path(name)}")
+            continue
+        live = expected_export(name)
+        if set(stored) != set(live):
+            problems.append(f"{name}: stored entries differ from the live reference's")
+            continue
+        for i, message in compare_exports(specs.get(name), stored, live):
+            problems.append(f"{name}: case {i}: stored fixture disagrees with rnnkit: {message}")
+    extra = sorted(p.stem for p in FIXTURE_DIR.glob("*.npz") if p.stem not in specs.REGISTRY)
+    problems += [f"{name}: fixture without a spec" for name in extra]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnkit.grading.fixtures", description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="regenerate every fixture from rnnkit")
+    mode.add_argument("--check", action="store_true", help="exit 1 unless every fixture is current")
+    args = parser.parse_args(argv)
+    if args.write:
+        names = write()
+        print(f"wrote {len(names)} fixtures to {FIXTURE_DIR}")
+        return 0
+    problems = check()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(specs.names())} fixtures checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
