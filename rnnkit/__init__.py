@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 # cells and layers (issue 3): the equations, and modules that equal torch.nn
 from .cells import GRUGates, LSTMGates, gru_cell, gru_gates, lstm_cell, lstm_gates, rnn_cell
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+# data and sampling (issue 4): datasets under rnnkit.data, temperature / top-k sampling
+from . import data
+from .sampling import next_symbol_distribution, sample_piano_roll, sample_sequence

@@ -1,0 +1,132 @@
+r"""Batching variable-length sequences: pad + lengths, or pack, time-major, on any device.
+
+rnnkit layers are time-major like ``torch.nn``: a padded batch is ``(T, B, F)`` with ``T = max(lengths)``, and
+``lengths[b]`` says how many leading steps of column ``b`` are real. Layers accept either form:
+``layer(padded, lengths=lengths)`` or ``layer(pack_batch(seqs))`` (a ``PackedSequence``).
+
+Chapter 5 batches chorales with :func:`iterate_batches`; chapter 6 batches character sequences the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+__all__ = ["pad_batch", "pack_batch", "iterate_batches"]
+
+
+def _check_sequences(seqs, fn: str) -> list[torch.Tensor]:
+    if isinstance(seqs, torch.Tensor) or not isinstance(seqs, Sequence):
+        raise TypeError(f"{fn}: expected a list of tensors of shape (T_i, *F), got {type(seqs).__name__}")
+    if len(seqs) == 0:
+        raise ValueError(f"{fn}: expected at least one sequence, got an empty list")
+    seqs = list(seqs)
+    first = seqs[0]
+    for b, s in enumerate(seqs):
+        if not isinstance(s, torch.Tensor):
+            raise TypeError(f"{fn}: expected sequence {b} to be a torch.Tensor, got {type(s).__name__}")
+        if s.dim() < 1:
+            raise ValueError(f"{fn}: expected sequence {b} to have a time dimension (T_i, *F), got a 0-d tensor")
+        if s.shape[0] == 0:
+            raise ValueError(f"{fn}: expected sequence {b} to have at least one time step, got length 0")
+        if s.shape[1:] != first.shape[1:]:
+            raise ValueError(
+                f"{fn}: expected every sequence to have feature shape {tuple(first.shape[1:])} "
+                f"(that of sequence 0), got {tuple(s.shape[1:])} for sequence {b}"
+            )
+        if s.dtype != first.dtype:
+            raise ValueError(f"{fn}: expected every sequence to have dtype {first.dtype}, got {s.dtype} for sequence {b}")
+    return seqs
+
+
+def pad_batch(
+    seqs: Sequence[torch.Tensor],
+    device: torch.device | str | None = None,
+    *,
+    padding_value: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack sequences ``(T_i, *F)`` into a time-major padded batch.
+
+    Returns ``(padded, lengths)``: ``padded`` is ``(T_max, B, *F)`` with ``padding_value`` at ``t >= lengths[b]``, on
+    ``device`` (default: the device of the first sequence) with the sequences' dtype; ``lengths`` is an int64 CPU
+    tensor ``(B,)`` — CPU because ``pack_padded_sequence`` and rnnkit's loops index with it on the host.
+    """
+    seqs = _check_sequences(seqs, "pad_batch")
+    device = torch.device(device) if device is not None else seqs[0].device
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)  # (B,) on CPU
+    t_max = int(lengths.max())
+    feature_shape = tuple(seqs[0].shape[1:])
+    padded = torch.full((t_max, len(seqs), *feature_shape), padding_value, dtype=seqs[0].dtype, device=device)  # (T, B, *F)
+    for b, s in enumerate(seqs):
+        padded[: s.shape[0], b] = s.to(device)
+    return padded, lengths
+
+
+def pack_batch(seqs: Sequence[torch.Tensor], device: torch.device | str | None = None) -> PackedSequence:
+    """Pack sequences ``(T_i, *F)`` into a ``PackedSequence`` (any order; ``enforce_sorted=False`` keeps the
+    original order recoverable through ``unsorted_indices``)."""
+    padded, lengths = pad_batch(seqs, device)
+    return pack_padded_sequence(padded, lengths, enforce_sorted=False)
+
+
+def iterate_batches(
+    seqs: Sequence[torch.Tensor],
+    batch_size: int,
+    *,
+    targets: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    bucket: bool = False,
+    drop_last: bool = False,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple]:
+    """Yield padded time-major batches ``(padded (T, B, *F), lengths (B,))``, or, with ``targets``,
+    ``(padded, lengths, batch_targets)``.
+
+    ``targets`` is either a list of per-sequence tensors (padded like the inputs, e.g. next-step targets) or one
+    tensor whose first dimension indexes sequences (e.g. class labels, gathered and moved to ``device``).
+
+    ``shuffle`` permutes the order with ``generator`` (or ``torch.Generator().manual_seed(seed)``): the same seed gives
+    the same batches. ``bucket=True`` sorts by length inside windows of ``50 * batch_size`` after shuffling, so batches
+    hold similar lengths and waste less padding while the batch order stays random.
+    """
+    fn = "iterate_batches"
+    seqs = _check_sequences(seqs, fn)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"{fn}: expected batch_size to be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"{fn}: expected batch_size >= 1, got {batch_size}")
+    if targets is not None and len(targets) != len(seqs):
+        raise ValueError(f"{fn}: expected {len(seqs)} targets (one per sequence), got {len(targets)}")
+    if seed is not None and generator is not None:
+        raise ValueError(f"{fn}: pass seed or generator, not both")
+    n = len(seqs)
+    if shuffle:
+        g = generator if generator is not None else torch.Generator().manual_seed(
+            seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        )
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    if bucket:
+        window = 50 * batch_size
+        order = [
+            i for w in range(0, n, window) for i in sorted(order[w : w + window], key=lambda k: seqs[k].shape[0])
+        ]
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if bucket and shuffle:
+        # Sorting made neighbouring batches similar in length; shuffle the batch order again with the same stream.
+        batches = [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()]
+    for idx in batches:
+        padded, lengths = pad_batch([seqs[i] for i in idx], device)
+        if targets is None:
+            yield padded, lengths
+        elif isinstance(targets, torch.Tensor):
+            yield padded, lengths, targets[torch.tensor(idx)].to(padded.device)
+        else:
+            yield padded, lengths, pad_batch([targets[i] for i in idx], padded.device)[0]
