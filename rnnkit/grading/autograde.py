@@ -1,0 +1,349 @@
+"""Autograde every submission safely, inside the nbgrader workflow (``make autograde``, ``make feedback``).
+
+    python -m rnnkit.grading.autograde [--jobs N] [--assignment A ...] [--student S ...] [--db-url URL]
+                                       [--cell-timeout S] [--timeout S] [--memory BYTES] [--no-feedback]
+    python -m rnnkit.grading.autograde --feedback-only
+
+For every ``<submitted>/<student>/<assignment>/`` (nbgrader's ``CourseDirectory.submitted_directory``):
+
+1. the trusted parent rebuilds the notebook to run (:func:`notebooks.prepare`: the source's test and locked cells,
+   the student's answers) and copies the student's other files into a private folder;
+2. :func:`sandbox.run` executes it in bubblewrap with ``RNNKIT_GRADING_EXPORT`` set, so the hidden
+   ``grading.check(...)`` calls only export plain data (``.npz``) — ``N`` sandboxes at once with ``--jobs N``;
+3. here, in the parent, each graded cell's checks (names parsed from the SOURCE notebook in ``solutions/``) are
+   judged with :func:`rnnkit.grading.judge.compare` on the exports loaded with ``allow_pickle=False``; a cell scores
+   ``points x passed checks / checks``, so a crash or a timeout costs only the checks it stopped;
+4. scores go into nbgrader's gradebook (any ``db_url``: sqlite or PostgreSQL), one writer (this process) however
+   many sandboxes run; the autograded notebook holds the student's cells and generated verdicts only, so
+   formgrader, ``generate_feedback`` and ``export`` keep working and never show hidden tests or expected values;
+5. ``grades.csv`` is written with nbgrader's CSV export: one row per student and assignment, always.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from . import notebooks, sandbox
+
+MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
+MAX_EXPORT_UNPACKED = 256 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
+
+
+def course_api(root: str | Path, **overrides):
+    """nbgrader's API for the course at ``root`` (its ``nbgrader_config.py`` if any) with ``Section.option``
+    overrides; nbgrader runs ``alembic`` from PATH, so this interpreter's ``bin/`` goes first."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(root).resolve()
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    config = Config()
+    if (root / "nbgrader_config.py").exists():
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    extra = Config()
+    extra.CourseDirectory.root = str(root)
+    for key, value in overrides.items():
+        section, option = key.split(".")
+        setattr(extra[section], option, value)
+    config.merge(extra)
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+@dataclass
+class Job:
+    student: str
+    assignment: str
+    notebook: str
+    source: notebooks.SourceNotebook
+    folder: Path  # <submitted>/<student>/<assignment>
+
+
+@dataclass
+class Graded:
+    scores: dict[str, float]  # grade_id -> auto_score
+    messages: dict[str, str]  # grade_id -> feedback text
+    autograded_nb: nbformat.NotebookNode
+    seconds: float
+
+
+def _copy_student_files(folder: Path, dest: Path, skip: str) -> None:
+    """Regular files only (no symlinks, devices), at most MAX_COPIED_BYTES in total, no notebooks but ours."""
+    budget = MAX_COPIED_BYTES
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(folder)
+            if name == skip or name.startswith(".") or path.is_symlink() or not path.is_file():
+                continue
+            size = path.stat().st_size
+            if size > budget:
+                continue
+            budget -= size
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / rel, follow_symlinks=False)
+
+
+def _load_export(data: bytes) -> dict:
+    from . import export
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        if len(infos) > 100_000 or sum(i.file_size for i in infos) > MAX_EXPORT_UNPACKED:
+            raise ValueError("export too large")
+    return export.load(data)
+
+
+def _reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits) -> str:
+    """Why a check produced no result, from what the sandbox reported (wording only, never a score)."""
+    if status is None:
+        if result.killed:
+            return f"the notebook was stopped at the {limits.submission_timeout:g} s limit for a whole submission " \
+                   "before this check ran"
+        if "done.json" not in result.records:
+            return "the grading run was cut short before this check ran (the kernel or its runner was killed)"
+        return "this cell did not run"
+    kind = status.get("status")
+    ename = str(status.get("ename") or "")[:60]
+    if kind == "timeout":
+        return f"the cell ran past the {limits.cell_timeout:g} s limit per cell and was interrupted " \
+               "(an infinite loop?)"
+    if kind == "died":
+        return "the kernel died while this cell ran (os._exit, a crash, or the memory limit): the cell was skipped"
+    if kind == "skipped":
+        return "the cell was skipped because it stopped or hung the kernel"
+    if kind == "error":
+        hint = " (is the function defined, and did its cell run?)" if ename == "NameError" else ""
+        if ename == "AssertionError":
+            hint = " (a visible test in this cell failed: run it in your notebook to see why)"
+        return f"the test cell stopped with {ename or 'an error'} before this check ran{hint}"
+    return "the check did not record a result"
+
+
+def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: sandbox.Result | None,
+                   why_not_run: str | None, limits: sandbox.Limits) -> Graded:
+    """Trusted: turn the sandbox's exports into scores and generated messages for every graded cell."""
+    from . import judge
+
+    records = result.records if result else {}
+    cell_records: dict[int, dict] = {}
+    for name, data in records.items():
+        if name.startswith("cell/") and name.endswith(".json"):
+            try:
+                cell_records[int(name[5:-5])] = dict(json.loads(data.decode()))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                pass
+    executed = prepared if prepared is not None else notebooks.prepare(job.source, None)
+    index_of = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(executed.cells)}
+    scores, messages = {}, {}
+    for cell in job.source.graded:
+        index = index_of.get(cell.grade_id)
+        lines, passed = [], 0
+        for name in cell.checks:
+            data = records.get(f"export/{index}/{name}.npz")
+            if why_not_run:
+                ok, text = False, f"{name}: not graded — {why_not_run}"
+            elif data is None:
+                ok, text = False, f"{name}: no result — {_reason(cell_records.get(index), result, limits)}"
+            else:
+                try:
+                    ok, text = judge.compare(name, _load_export(data))
+                except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to read is a failed check
+                    ok, text = False, f"{name}: the exported result could not be read as plain data " \
+                                      f"({type(exc).__name__})"
+            passed += bool(ok)
+            lines.append(("PASS " if ok else "FAIL ") + text)
+        score = round(cell.points * passed / len(cell.checks), 4)
+        scores[cell.grade_id] = score
+        messages[cell.grade_id] = "\n".join(lines) + f"\nScore: {score:g} / {cell.points:g}\n"
+    nb = notebooks.autograded(job.source, executed, cell_records, messages)
+    return Graded(scores, messages, nb, result.seconds if result else 0.0)
+
+
+def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path) -> Graded:
+    """Prepare (trusted), execute (sandbox), judge (trusted) one submitted notebook."""
+    cells, why = notebooks.read_submission(str(job.folder / f"{job.notebook}.ipynb"))
+    prepared = notebooks.prepare(job.source, cells) if cells is not None else None
+    result = None
+    if prepared is not None:
+        work = Path(tempfile.mkdtemp(prefix="rnnkit-grade-", dir=tmp_root))
+        try:
+            inp = work / "input"
+            inp.mkdir()
+            _copy_student_files(job.folder, inp, f"{job.notebook}.ipynb")
+            nbformat.write(prepared, str(inp / f"{job.notebook}.ipynb"))
+            for path in [work, *inp.rglob("*")]:
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            slot = slots.get()
+            try:
+                result = sandbox.run(inp, f"{job.notebook}.ipynb", slot=slot, limits=limits)
+            finally:
+                slots.put(slot)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return judge_notebook(job, prepared, result, why, limits)
+
+
+def _write_gradebook(gb, api, job: Job, graded: Graded) -> None:
+    timestamp = api.coursedir.get_existing_timestamp(str(job.folder))
+    gb.update_or_create_student(job.student)
+    kwargs = {"timestamp": timestamp} if timestamp else {}
+    gb.update_or_create_submission(job.assignment, job.student, **kwargs)
+    submitted = gb.find_submission_notebook(job.notebook, job.assignment, job.student)
+    for grade in submitted.grades:
+        if grade.name in graded.scores:
+            grade.auto_score = graded.scores[grade.name]
+            grade.needs_manual_grade = False
+    submitted.flagged = False
+    gb.db.commit()
+    dest = Path(api.coursedir.format_path(api.coursedir.autograded_directory, job.student, job.assignment))
+    dest.mkdir(parents=True, exist_ok=True)
+    nbformat.write(graded.autograded_nb, str(dest / f"{job.notebook}.ipynb"))
+    if timestamp:
+        (dest / "timestamp.txt").write_text(str(timestamp))
+
+
+def discover(api, assignments: list[str] | None, students: list[str] | None, release_dir: Path):
+    """(sources by assignment, jobs): releases each assignment into ``release_dir`` with nbgrader (which also
+    records its cells in the gradebook) and lists one job per submitted student folder and notebook."""
+    cd = api.coursedir
+    source_root = Path(cd.root) / cd.source_directory
+    names = sorted(p.name for p in source_root.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+    names = [n for n in names if not assignments or n in assignments]
+    sources: dict[str, list[notebooks.SourceNotebook]] = {}
+    for name in names:
+        result = api.generate_assignment(name, force=True, create=True)
+        if not result.get("success"):
+            raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{result.get('error')}\n"
+                               f"{result.get('log')}")
+        sources[name] = [notebooks.load_source(str(p), str(release_dir / name / p.name))
+                         for p in sorted((source_root / name).glob("*.ipynb"))]
+    submitted = Path(cd.root) / cd.submitted_directory
+    jobs, all_students = [], []
+    if submitted.is_dir():
+        for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.is_symlink()):
+            if students and student_dir.name not in students:
+                continue
+            all_students.append(student_dir.name)
+            for name in names:
+                folder = student_dir / name
+                if folder.is_dir() and not folder.is_symlink():
+                    jobs += [Job(student_dir.name, name, src.name, src, folder) for src in sources[name]]
+    return sources, jobs, all_students
+
+
+def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] | None = None,
+              students: list[str] | None = None, db_url: str | None = None, limits: sandbox.Limits | None = None,
+              export_to: str | Path | None = "grades.csv", feedback: bool = True, progress: bool = True) -> dict:
+    """Grade everything found; returns {"graded": n, "seconds": [...], "export": path}."""
+    from nbgrader.api import Gradebook
+    from nbgrader.plugins.export import CsvExportPlugin
+    from tqdm import tqdm
+
+    sandbox.check_available()
+    # nbgrader's own add_submission trips SQLAlchemy's autoflush warning on every new submission (harmless)
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    with tempfile.TemporaryDirectory(prefix="rnnkit-autograde-") as tmp:
+        tmp_root = Path(tmp)
+        os.chmod(tmp_root, 0o755)
+        overrides = {"CourseDirectory.release_directory": str(tmp_root / "release")}
+        if db_url:
+            overrides["CourseDirectory.db_url"] = db_url
+        api = course_api(root, **overrides)
+        limits = limits or sandbox.Limits(cell_timeout=float(api.config.Execute.get("timeout", 60) or 60))
+        sources, todo, all_students = discover(api, assignments, students, tmp_root / "release")
+        slots: queue.Queue = queue.Queue()
+        for k in range(max(1, jobs)):
+            slots.put(k)
+        seconds = []
+        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+            for student in all_students:  # every student gets a row in the export, whatever happens next
+                gb.update_or_create_student(student)
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                futures = {pool.submit(run_job, job, limits, slots, tmp_root): job for job in todo}
+                bar = tqdm(as_completed(futures), total=len(futures), desc="autograde", unit="notebook",
+                           disable=not progress, file=sys.stderr)
+                for future in bar:
+                    job = futures[future]
+                    try:
+                        graded = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a grader bug must not lose the student
+                        why = f"the grader failed on this submission ({type(exc).__name__}: {exc}); " \
+                              "ask your instructor"
+                        graded = judge_notebook(job, None, None, why, limits)
+                        print(f"autograde: {job.student}/{job.assignment}: {why}", file=sys.stderr)
+                    _write_gradebook(gb, api, job, graded)
+                    seconds.append(graded.seconds)
+                    bar.set_postfix_str(f"{job.student}/{job.assignment}")
+            if export_to:
+                export_to = str(Path(export_to).resolve())
+                CsvExportPlugin(to=export_to, assignment=sorted(sources)).export(gb)
+        if feedback:
+            generate_feedback(api, sorted({(j.assignment, j.student) for j in todo}))
+    return {"graded": len(todo), "seconds": seconds, "export": export_to}
+
+
+def generate_feedback(api, pairs: list[tuple[str, str]] | None = None) -> None:
+    """nbgrader's generate_feedback (HTML from the autograded notebooks) for each (assignment, student)."""
+    if pairs is None:
+        autograded = Path(api.coursedir.root) / api.coursedir.autograded_directory
+        pairs = sorted((a.name, s.name) for s in autograded.iterdir() if s.is_dir()
+                       for a in s.iterdir() if a.is_dir()) if autograded.is_dir() else []
+    for assignment, student in pairs:
+        result = api.generate_feedback(assignment, student_id=student, force=True)
+        if not result.get("success"):
+            print(f"feedback {student}/{assignment} failed: {result.get('error')}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnkit.grading.autograde", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=".", help="course root holding nbgrader_config.py (default: .)")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", "1")), help="sandboxes at once")
+    parser.add_argument("--assignment", action="append", help="only this assignment (repeatable)")
+    parser.add_argument("--student", action="append", help="only this student (repeatable)")
+    parser.add_argument("--db-url", help="gradebook URL (default: nbgrader_config.py's), e.g. postgresql://...")
+    parser.add_argument("--cell-timeout", type=float, help="seconds per cell (default: Execute.timeout)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per submitted notebook")
+    parser.add_argument("--memory", type=int, default=sandbox.Limits.memory, help="bytes of address space")
+    parser.add_argument("--export", default="grades.csv", help="CSV file to write (default: grades.csv)")
+    parser.add_argument("--no-feedback", action="store_true", help="skip generating feedback HTML")
+    parser.add_argument("--feedback-only", action="store_true", help="only (re)generate feedback, grade nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.feedback_only:
+        generate_feedback(course_api(args.root, **({"CourseDirectory.db_url": args.db_url} if args.db_url else {})))
+        return 0
+    limits = None
+    if args.cell_timeout or args.timeout or args.memory:
+        api = course_api(args.root)
+        cell_timeout = args.cell_timeout or float(api.config.Execute.get("timeout", 60) or 60)
+        limits = sandbox.Limits(cell_timeout=cell_timeout, submission_timeout=args.timeout, memory=args.memory)
+    started = time.monotonic()
+    summary = autograde(args.root, jobs=args.jobs, assignments=args.assignment, students=args.student,
+                        db_url=args.db_url, limits=limits, export_to=args.export, feedback=not args.no_feedback,
+                        progress=not args.quiet)
+    elapsed = time.monotonic() - started
+    n = summary["graded"]
+    print(f"autograded {n} notebooks in {elapsed:.1f} s with {args.jobs} job(s)"
+          + (f" ({elapsed / n:.2f} s each)" if n else "") + f"; grades in {summary['export']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
