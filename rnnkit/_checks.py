@@ -106,7 +106,8 @@ def input_tensor(name: str, x: Tensor, layouts: dict[int, str], input_size: int,
     tensor(name, "input", x)
     if x.dim() not in layouts:
         expected = " or ".join(f"{rank} dimensions {layout}" for rank, layout in layouts.items())
-        raise ValueError(f"{name}: expected input with {expected}, got {x.dim()} dimensions with shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected input with {expected}, "
+                         f"got {x.dim()} dimensions with shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
         raise ValueError(f"{name}: expected input with {input_size} features (input_size), got {x.shape[-1]}")
     dtype_device(name, "input", x, weight, "the parameters'")
@@ -127,6 +128,17 @@ def state_pair(name: str, hx: object) -> tuple[object, object]:
         got = f"a {_type_name(hx)} of length {len(hx)}" if isinstance(hx, (tuple, list)) else _type_name(hx)
         raise TypeError(f"{name}: expected hx as a tuple (h_0, c_0) of two tensors, got {got}")
     return hx[0], hx[1]
+
+
+def initial_state(name: str, is_lstm: bool, hx: object, shape: tuple[int, ...], layout: str, x: Tensor):
+    """Zeros of ``shape`` (like ``x``) if ``hx`` is None, else ``hx`` checked: a tensor, or ``(h_0, c_0)`` (LSTM)."""
+    if hx is None:
+        zeros = x.new_zeros(shape)
+        return (zeros, zeros) if is_lstm else zeros
+    if is_lstm:
+        h0, c0 = state_pair(name, hx)
+        return state(name, "h_0", h0, shape, layout, x), state(name, "c_0", c0, shape, layout, x)
+    return state(name, "hx", hx, shape, layout, x)
 
 
 def lengths(name: str, value: object, batch: int, steps: int) -> Tensor | None:

@@ -190,5 +190,5 @@ def gru_cell(
     b_hh: Tensor | None = None,
     reset_after: bool = True,
 ) -> Tensor:
-    r"""One GRU step (``torch.nn.GRUCell`` when ``reset_after=True``): returns ``h'``. Equations in :func:`gru_gates`."""
+    r"""One GRU step (``torch.nn.GRUCell`` when ``reset_after=True``): returns ``h'``, see :func:`gru_gates`."""
     return gru_gates(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=reset_after).h

@@ -10,20 +10,20 @@ moves both ways. Three additions:
 * ``GRU(..., reset_after=False)``: the Cho et al. (2014) / Chung et al. (2014) GRU (chapter 4), not in ``torch.nn``.
 * ``forward(input, hx=None, *, lengths=None)``: a padded batch with per-sequence lengths, without packing.
 
-Shape letters (as in ``torch.nn``): ``L`` sequence length, ``N`` batch size, ``H_in`` input size, ``H_out`` hidden size,
-``D`` 2 if bidirectional else 1.
+Shapes, with torch.nn's letters (``L`` sequence length, ``N`` batch size, ``H_in`` input size, ``H_out`` hidden size,
+``D`` = 2 if bidirectional else 1):
 
-============================  ==================================  ==================================
-tensor                        batched                             unbatched
-============================  ==================================  ==================================
-input                         ``(L, N, H_in)``, or ``(N, L, H_in)``   ``(L, H_in)``
-                              with ``batch_first=True``
-output                        ``(L, N, D * H_out)`` (or batch first) ``(L, D * H_out)``
-``h_0``, ``h_n`` (``c_0``...)    ``(D * num_layers, N, H_out)``      ``(D * num_layers, H_out)``
-============================  ==================================  ==================================
+* input: ``(L, N, H_in)``, or ``(N, L, H_in)`` with ``batch_first=True``, or ``(L, H_in)`` unbatched;
+* output: ``(L, N, D * H_out)``, or ``(N, L, D * H_out)`` with ``batch_first=True``, or ``(L, D * H_out)`` unbatched;
+* ``h_0`` and ``h_n`` (and ``c_0``, ``c_n`` for the LSTM): ``(D * num_layers, N, H_out)``, or
+  ``(D * num_layers, H_out)`` unbatched, whatever ``batch_first`` says.
+
+Inside, everything is time-major ``(T, B, .)`` (``T = L``, ``B = N``), the layout the loop runs over.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,7 @@ class _Recurrent(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation: every parameter uniform in :math:`(-1/\\sqrt{H}, 1/\\sqrt{H})`."""
-        bound = 1.0 / self.hidden_size**0.5
+        bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
@@ -123,7 +123,11 @@ class _RNNBase(_Recurrent):
         return s + self._extra()
 
     def flatten_parameters(self) -> None:
-        """No-op, kept so code written for ``torch.nn`` runs unchanged (rnnkit never moves parameter storage)."""
+        """No-op, kept so code written for ``torch.nn`` runs unchanged.
+
+        rnnkit keeps every parameter a separate tensor (so ``.to()``, ``state_dict`` and the reference loop stay
+        simple); with ``backend="torch"`` on a GPU, cuDNN therefore copies the weights into one buffer on each call.
+        """
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -137,6 +141,19 @@ class _RNNBase(_Recurrent):
         return [[w for w in self._weights(k // D, k % D) if w is not None] for k in range(self.num_layers * D)]
 
     def forward(self, input, hx=None, *, lengths=None):
+        """Run the whole sequence: ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM, as ``torch.nn``.
+
+        Args:
+            input: a padded tensor (batched, or unbatched ``(L, H_in)``) or a ``PackedSequence``.
+            hx: initial state(s) (zeros if ``None``), in the caller's batch order also for an unsorted packed batch.
+            lengths: only for a padded batched tensor: ``N`` lengths in ``[1, L]`` (a 1-D integer tensor or a list).
+                Steps at or past ``lengths[n]`` are ignored, output zeros there, and ``h_n`` is each sequence's
+                state after its own last step (the backward direction starts there), as with a packed batch.
+
+        Returns:
+            ``output`` in the input's form (a ``PackedSequence`` for a packed input, with the same indices) and the
+            final state(s) ``(D * num_layers, N, H_out)``.
+        """
         name = type(self).__name__
         is_packed = isinstance(input, PackedSequence)
         if is_packed:
@@ -175,29 +192,23 @@ class _RNNBase(_Recurrent):
 
         if is_packed:
             out_data = pack_padded_sequence(output, lengths).data  # (sum of lengths, D * H)
-            return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), _permute(h_n, unsorted_indices)
+            output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
+            return output, _permute(h_n, unsorted_indices)  # h_n rows back in the caller's order
         if not batched:
             return output.squeeze(1), _map(h_n, lambda t: t.squeeze(1))  # (T, D * H), (L * D, H)
         return (output.transpose(0, 1) if self.batch_first else output), h_n
 
     def _initial_state(self, hx, x: Tensor, batched: bool):
         """Zeros, or the caller's ``hx`` checked and made batched: ``(L * D, B, H)`` (a pair for the LSTM)."""
-        name = type(self).__name__
         num_states = self.num_layers * (2 if self.bidirectional else 1)
-        B = x.shape[1]
-        if hx is None:
-            zeros = x.new_zeros(num_states, B, self.hidden_size)  # (L * D, B, H)
-            return (zeros, zeros) if self.mode == "LSTM" else zeros
         if batched:
-            shape, layout = (num_states, B, self.hidden_size), "(num_layers * num_directions, batch, hidden_size)"
+            shape = (num_states, x.shape[1], self.hidden_size)
+            layout = "(num_layers * num_directions, batch, hidden_size)"
         else:
-            shape, layout = (num_states, self.hidden_size), "(num_layers * num_directions, hidden_size) for unbatched input"
-        if self.mode == "LSTM":
-            h0, c0 = _checks.state_pair(name, hx)
-            hx = (_checks.state(name, "h_0", h0, shape, layout, x), _checks.state(name, "c_0", c0, shape, layout, x))
-        else:
-            hx = _checks.state(name, "hx", hx, shape, layout, x)
-        return hx if batched else _map(hx, lambda t: t.unsqueeze(1))
+            shape = (num_states, self.hidden_size)
+            layout = "(num_layers * num_directions, hidden_size) for unbatched input"
+        hx = _checks.initial_state(type(self).__name__, self.mode == "LSTM", hx, shape, layout, x)
+        return hx if batched else _map(hx, lambda t: t.unsqueeze(1))  # (L * D, B, H)
 
     def _forward_loop(self, x: Tensor, hx, lengths: Tensor | None):
         """Layers bottom-up, each direction with the backend's ``run_direction``; the reference (and fused) path."""
@@ -224,7 +235,8 @@ class _RNNBase(_Recurrent):
 
     def _forward_torch(self, x: Tensor, hx, lengths: Tensor | None):
         """torch.nn's kernels (``torch._VF``, cuDNN on a GPU) on this module's own parameters."""
-        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu}
+        rnn = _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu
+        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": rnn}
         flat = [getattr(self, n) for n in self._flat_weights_names]
         args = (flat, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if lengths is None:
@@ -339,6 +351,7 @@ class _CellBase(_Recurrent):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False") + self._extra()
 
     def forward(self, input, hx=None):
+        """One step: ``h'`` (``(h', c')`` for the LSTM cell) with the shape of ``hx``; ``hx=None`` means zeros."""
         name = type(self).__name__
         rank = _checks.input_tensor(name, input, {2: "(N, H_in)", 1: "(H_in,) (unbatched)"}, self.input_size,
                                     self.weight_ih)
@@ -348,17 +361,8 @@ class _CellBase(_Recurrent):
             shape, layout = (x.shape[0], self.hidden_size), "(batch, hidden_size)"
         else:
             shape, layout = (self.hidden_size,), "(hidden_size,) for unbatched input"
-        if hx is None:
-            zeros = x.new_zeros(x.shape[0], self.hidden_size)  # (B, H)
-            hx = (zeros, zeros) if self.mode == "LSTM" else zeros
-        else:
-            if self.mode == "LSTM":
-                h0, c0 = _checks.state_pair(name, hx)
-                hx = (_checks.state(name, "h_0", h0, shape, layout, x), _checks.state(name, "c_0", c0, shape, layout, x))
-            else:
-                hx = _checks.state(name, "hx", hx, shape, layout, x)
-            if not batched:
-                hx = _map(hx, lambda t: t.unsqueeze(0))  # (1, H)
+        hx = _checks.initial_state(name, self.mode == "LSTM", hx, shape, layout, x)
+        hx = hx if batched else _map(hx, lambda t: t.unsqueeze(0))  # (B, H)
         params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         if self.backend == "torch":
             if self.mode == "RNN":
@@ -389,7 +393,10 @@ class RNNCell(_CellBase):
 
 
 class LSTMCell(_CellBase):
-    r"""One LSTM step, like ``torch.nn.LSTMCell``: ``forward(x, (h, c)) -> (h', c')``; see :func:`rnnkit.cells.lstm_gates`."""
+    r"""One LSTM step, like ``torch.nn.LSTMCell``: ``forward(x, (h, c)) -> (h', c')``.
+
+    The equations are in :func:`rnnkit.cells.lstm_gates`.
+    """
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend=None) -> None:
         super().__init__("LSTM", input_size, hidden_size, bias, "tanh", device, dtype, backend)
