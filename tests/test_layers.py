@@ -296,7 +296,7 @@ def test_inter_layer_dropout(name, backend):
     # eval mode switches it off
     ours.eval(), theirs.eval()
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], atol=ATOL, rtol=0)
-    # p = 0.5: random in training, and only between layers (a 1-layer net has no dropout)
+    # p = 0.5 in training: a fresh mask on every call
     ours.train()
     ours.dropout = 0.5
     assert not torch.equal(ours(x)[0], ours(x)[0])
@@ -364,3 +364,33 @@ def test_reference_loop_has_no_per_step_indexing(name):
     names = _autograd_node_names(out, *flat(h_n))
     assert {"UnbindBackward0", "StackBackward0"} <= names
     assert not names & {"SelectBackward0", "CopySlices", "IndexPutBackward0", "IndexBackward0"}, names
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_run_direction_contract(mode, reverse, backend):
+    """run_direction on a padded batch = each sequence alone through rnnkit.cells, forwards or from its own last step
+    backwards; zeros past each length; h_n the state after each sequence's last valid step."""
+    need(backend)
+    run = layers.direction_runner(backend)
+    gen = torch.Generator().manual_seed(5)
+    T, B, I, H = 6, 4, 3, 2
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode]
+    x = torch.randn(T, B, I, dtype=DT, generator=gen)
+    w = [torch.randn(shape, dtype=DT, generator=gen) for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+    h0 = torch.randn(B, H, dtype=DT, generator=gen)
+    hx = (h0, torch.randn(B, H, dtype=DT, generator=gen)) if mode == "LSTM" else h0
+    lengths = torch.tensor([6, 1, 4, 3])
+    out, h_n = run(mode, x, hx, *w, lengths=lengths, reverse=reverse)
+    step = {"RNN": rnnkit.rnn_cell, "LSTM": rnnkit.lstm_cell, "GRU": rnnkit.gru_cell}[mode]
+    for b, n in enumerate(lengths.tolist()):
+        state = tuple(s[b] for s in hx) if mode == "LSTM" else hx[b]
+        expected = [None] * n
+        for t in (reversed(range(n)) if reverse else range(n)):
+            state = step(x[t, b], state, *w)
+            expected[t] = state[0] if mode == "LSTM" else state
+        torch.testing.assert_close(out[:n, b], torch.stack(expected), atol=ATOL, rtol=0)
+        assert torch.equal(out[n:, b], torch.zeros(T - n, H, dtype=DT))
+        for got, want in zip(flat(h_n), flat(state)):
+            torch.testing.assert_close(got[b], want, atol=ATOL, rtol=0)
