@@ -152,6 +152,16 @@ def test_score_to_piano_roll_quantisation():
         score_to_piano_roll([low], 1)
 
 
+def test_duplicate_and_interlude_scores_are_skipped(cache, monkeypatch):
+    paths = chorales_mod.chorale_paths()
+    by_stem = {p.stem: p for p in paths}
+    a, b, c = (by_stem[k] for k in ("bwv269", "bwv347", "bwv153.1"))
+    interlude = by_stem["bwv248.64-6"]  # SATB silent for most of the movement while the orchestra plays
+    monkeypatch.setattr(chorales_mod, "chorale_paths", lambda: [a, a, interlude, b, c])
+    _, names = load_chorales(progress=False, return_names=True, refresh=True)
+    assert sorted(_all_names(names)) == ["bwv153.1", "bwv269", "bwv347"]
+
+
 @pytest.mark.parametrize("n", [382, 406, 10, 3])
 def test_split_proportions_follow_jsb(n):
     idx = chorales_mod._split_indices(n, 0)
