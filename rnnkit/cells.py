@@ -144,12 +144,13 @@ def gru_gates(
         \begin{aligned}
         r &= \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\
         z &= \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
-        n &= \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn}))
-            && \text{reset\_after=True (PyTorch, cuDNN)} \\
-        n &= \tanh(W_{in} x + b_{in} + W_{hn} (r \odot h) + b_{hn})
-            && \text{reset\_after=False (Cho et al. 2014, Chung et al. 2014)} \\
+        n &= \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+        n &= \tanh(W_{in} x + b_{in} + W_{hn} (r \odot h) + b_{hn}) \\
         h' &= (1 - z) \odot n + z \odot h
         \end{aligned}
+
+    The first ``n`` is ``reset_after=True`` (PyTorch, cuDNN), the second ``reset_after=False`` (Cho et al. 2014,
+    Chung et al. 2014).
 
     The two forms differ only in where the reset gate acts: after the recurrent matrix product (one matrix
     product per step for all three gates, which is why cuDNN chose it) or before it (the papers' form).
