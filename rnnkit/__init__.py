@@ -13,3 +13,7 @@ from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 # data and sampling (issue 4): datasets under rnnkit.data, temperature / top-k sampling
 from . import data
 from .sampling import next_symbol_distribution, sample_piano_roll, sample_sequence
+
+# training and models (issue 4): the Trainer, its config, and the course's small sequence models
+from .train import TrainConfig, Trainer
+from .models import CharLM, PianoRollModel, Seq2Seq, Tagger, units_for_budget

@@ -1,0 +1,363 @@
+r"""Training loop for the course's small sequence models: one config dataclass, one ``Trainer``.
+
+Chapter 5 ("LSTM vs GRU") trains with it to reproduce Chung et al. (2014); chapter 6 trains its character model.
+
+What one update does (``Trainer._step``), in order:
+
+1. **Weight noise** (Graves 2011), if ``weight_noise_std > 0``: save every parameter, add
+   :math:`\epsilon \sim \mathcal{N}(0, \sigma^2)` drawn from the trainer's own seeded generator, so the forward and
+   backward passes see :math:`\theta + \epsilon`.
+2. Forward + ``loss_fn`` + backward.
+3. Restore the saved (noise-free) parameters: the gradient taken at :math:`\theta + \epsilon` updates :math:`\theta`.
+4. Record the **pre-clip** global gradient norm :math:`\lVert g \rVert_2` (over all parameters), raise
+   ``FloatingPointError`` if the loss or that norm is NaN/inf (naming the step and the norm).
+5. Clip by value (each entry into :math:`[-c, c]`) and/or by global norm
+   (:math:`g \leftarrow g \cdot \min(1, \tau / \lVert g \rVert_2)`, Pascanu et al. 2013), then the optimizer step.
+
+Data: ``fit(train, valid)`` takes indexable datasets (a list of examples, or a tuple of tensors sharing their first
+dimension). Each epoch the trainer permutes the training indices with its own ``torch.Generator`` and calls
+``collate_fn(list_of_examples)`` to build a batch, then ``loss_fn(model, batch)``, which returns either a scalar loss
+or ``(mean_loss, count)`` so that epoch averages weight batches by how many items (e.g. time steps) they hold.
+
+Exact resume: a checkpoint written at the end of each epoch holds the model, the optimizer, the data-order and
+weight-noise generators, the global torch RNG (dropout), the epoch, the best weights and the history; resuming from
+it gives bitwise the same weights as the uninterrupted run (tested in ``tests/test_train.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "Trainer", "move_to", "default_collate"]
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "rmsprop"  # "rmsprop" or "adam"
+    lr: float = 1e-3  # learning rate of the optimizer
+    epochs: int = 10  # maximum number of passes over the training set
+    batch_size: int = 16  # examples per update; the last batch of an epoch may be smaller
+    clip_norm: float | None = 1.0  # rescale the gradient to this global L2 norm when above it (None: off)
+    clip_value: float | None = None  # clamp each gradient entry into [-clip_value, clip_value] (None: off)
+    weight_noise_std: float = 0.0  # std of Gaussian noise added to every parameter for each forward/backward (0: off)
+    patience: int | None = None  # stop after this many epochs without a better validation loss (None: never)
+    restore_best: bool = True  # with a validation set, end with the weights of the best validation epoch
+    seed: int = 0  # seeds data order, weight noise and the global torch RNG (dropout) at the start of fit()
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available)
+    checkpoint: str | None = None  # path of the checkpoint written after every epoch (None: no checkpoints)
+    resume: bool = False  # if the checkpoint file exists, continue from it instead of starting fresh
+    rmsprop_alpha: float = 0.9  # RMSProp decay of the squared-gradient average
+    eps: float = 1e-6  # optimizer epsilon (RMSProp and Adam)
+    time_limit: float | None = None  # stop after the epoch that passes this many wall-clock seconds (None: no limit)
+    log_every: int = 10  # refresh the progress bar's loss / norm every this many steps
+    progress: bool = True  # show a tqdm progress bar (one bar per fit, one tick per epoch)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"TrainConfig: expected optimizer 'rmsprop' or 'adam', got {self.optimizer!r}")
+        for name in ("lr", "epochs", "batch_size", "log_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig: expected {name} > 0, got {getattr(self, name)!r}")
+        for name in ("clip_norm", "clip_value", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"TrainConfig: expected {name} > 0 or None, got {value!r}")
+        if self.weight_noise_std < 0:
+            raise ValueError(f"TrainConfig: expected weight_noise_std >= 0, got {self.weight_noise_std!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"TrainConfig: expected patience >= 1 or None, got {self.patience!r}")
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in ``batch`` (nested tuples / lists / dicts) to ``device``. Objects with their own
+    ``.to(device)`` (e.g. :class:`rnnkit.models.SeqBatch`, which keeps ``lengths`` on the CPU) decide for themselves."""
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        moved = [move_to(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def default_collate(items: list) -> Any:
+    """Stack equally shaped examples: tensors -> one tensor, tuples of tensors -> a tuple of stacked tensors."""
+    return torch.utils.data.default_collate(items)
+
+
+class _TensorTuple:
+    """Index a tuple of tensors that share their first dimension, like ``TensorDataset`` (example i = tuple of rows)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        n = tensors[0].shape[0]
+        for k, t in enumerate(tensors):
+            if t.shape[0] != n:
+                raise ValueError(f"Trainer: expected every tensor of the dataset tuple to have {n} rows, got {t.shape[0]} for tensor {k}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, i: int):
+        return tuple(t[i] for t in self.tensors)
+
+
+def _as_dataset(data, name: str):
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        return _TensorTuple(data)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"Trainer: expected {name} to be a list of examples or a tuple of tensors, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"Trainer: expected a non-empty {name} set, got 0 examples")
+    return data
+
+
+def _split_loss(out) -> tuple[torch.Tensor, int]:
+    """``loss_fn`` returns a scalar, or ``(mean_loss, count)``; return both (count 1 for a bare scalar)."""
+    if isinstance(out, tuple):
+        loss, count = out
+        return loss, int(count)
+    return out, 1
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Trainer: device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+    return dev
+
+
+class Trainer:
+    """Train ``model`` with ``loss_fn(model, batch) -> loss | (mean_loss, count)`` under ``config``.
+
+    >>> trainer = Trainer(model, TrainConfig(epochs=5, lr=1e-2), loss_fn=my_loss)   # doctest: +SKIP
+    >>> history = trainer.fit(train_examples, valid_examples)                         # doctest: +SKIP
+
+    ``history`` (also ``trainer.history``) is a JSON-friendly dict of lists, one entry per epoch: ``epoch``,
+    ``train_loss`` (mean over the epoch's updates, with weight noise, like the paper's training curves), ``valid_loss``,
+    ``seconds`` (cumulative wall-clock), ``updates`` (cumulative optimizer steps); ``grad_norm`` holds the pre-clip
+    gradient norm of every step; ``best_epoch`` and ``stop_reason`` say how training ended.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | None = None,
+        loss_fn: Callable[[nn.Module, Any], Any] | None = None,
+        *,
+        collate_fn: Callable[[list], Any] | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Trainer: expected model to be a torch.nn.Module, got {type(model).__name__}")
+        self.config = config if config is not None else TrainConfig()
+        if loss_fn is None:
+            if not callable(getattr(type(model), "loss", None)):
+                raise ValueError("Trainer: pass loss_fn(model, batch), or use a model with a .loss(batch) method")
+            loss_fn = type(model).loss
+        self.loss_fn = loss_fn
+        self.collate_fn = collate_fn or getattr(model, "collate", None) or default_collate
+        self.device = _resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = self._make_optimizer()
+        # Two private streams, so the data order does not shift when weight noise is switched on or off.
+        self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
+        self.epoch = 0
+        self.step = 0
+        self.history: dict[str, Any] = self._empty_history()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_loss = math.inf
+        self.bad_epochs = 0
+
+    # ----------------------------------------------------------------------------------------------------- setup
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "rmsprop":
+            return torch.optim.RMSprop(self.params, lr=c.lr, alpha=c.rmsprop_alpha, eps=c.eps)
+        return torch.optim.Adam(self.params, lr=c.lr, eps=c.eps)
+
+    @staticmethod
+    def _empty_history() -> dict[str, Any]:
+        return {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "updates": [], "grad_norm": [],
+                "best_epoch": None, "stop_reason": None}
+
+    # ---------------------------------------------------------------------------------------------- one update
+    def _step(self, batch) -> tuple[float, int, float]:
+        c = self.config
+        self.model.train()
+        saved = None
+        if c.weight_noise_std > 0:
+            saved = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                for p in self.params:
+                    p.add_(torch.randn(p.shape, generator=self.noise_generator, device=p.device, dtype=p.dtype),
+                           alpha=c.weight_noise_std)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, count = _split_loss(self.loss_fn(self.model, batch))
+        if loss.dim() != 0:
+            raise ValueError(f"Trainer: expected loss_fn to return a scalar loss, got shape {tuple(loss.shape)}")
+        loss.backward()
+        if saved is not None:
+            with torch.no_grad():
+                for p, s in zip(self.params, saved):
+                    p.copy_(s)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0  # pre-clip ||g||_2
+        self.history["grad_norm"].append(norm)
+        value = float(loss.detach())
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            what = "loss" if not math.isfinite(value) else "gradient norm"
+            raise FloatingPointError(
+                f"Trainer: the {what} became non-finite at step {self.step} (epoch {self.epoch + 1}): "
+                f"loss = {value}, pre-clip gradient norm = {norm}"
+                + (f", previous step's gradient norm = {self.history['grad_norm'][-2]}" if len(self.history["grad_norm"]) > 1 else "")
+                + ". Try a smaller lr, clip_norm, or check the data for NaN."
+            )
+        if c.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.params, c.clip_value)
+        if c.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, c.clip_norm)
+        self.optimizer.step()
+        self.step += 1
+        return value, count, norm
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, data, batch_size: int | None = None) -> float:
+        """Mean loss over ``data`` (weighted by each batch's count), in eval mode, without weight noise."""
+        data = _as_dataset(data, "evaluation")
+        bs = batch_size or self.config.batch_size
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        for start in range(0, len(data), bs):
+            batch = move_to(self.collate_fn([data[i] for i in range(start, min(start + bs, len(data)))]), self.device)
+            loss, n = _split_loss(self.loss_fn(self.model, batch))
+            total += float(loss) * n
+            count += n
+        self.model.train(was_training)
+        return total / count
+
+    # ------------------------------------------------------------------------------------------------- fit
+    def fit(self, train, valid=None) -> dict[str, Any]:
+        """Train for up to ``config.epochs`` epochs (in total, counting a resumed checkpoint's) and return the history."""
+        c = self.config
+        train = _as_dataset(train, "training")
+        valid = _as_dataset(valid, "validation") if valid is not None else None
+        if c.resume and c.checkpoint and os.path.exists(c.checkpoint):
+            self.load_checkpoint(c.checkpoint)
+        elif self.epoch == 0:
+            torch.manual_seed(c.seed)  # dropout and any other global-RNG draw inside the model
+        elapsed0 = self.history["seconds"][-1] if self.history["seconds"] else 0.0
+        start = time.perf_counter()
+        bar = tqdm(total=c.epochs, initial=self.epoch, desc="epochs", disable=not c.progress, leave=False)
+        try:
+            while self.epoch < c.epochs and self.history["stop_reason"] is None:
+                order = torch.randperm(len(train), generator=self.data_generator).tolist()
+                total, count = 0.0, 0
+                for b in range(0, len(order), c.batch_size):
+                    batch = move_to(self.collate_fn([train[i] for i in order[b : b + c.batch_size]]), self.device)
+                    loss, n, norm = self._step(batch)
+                    total += loss * n
+                    count += n
+                    if self.step % c.log_every == 0:
+                        bar.set_postfix(loss=f"{loss:.4g}", grad_norm=f"{norm:.3g}")
+                self.epoch += 1
+                valid_loss = self.evaluate(valid) if valid is not None else None
+                self._end_epoch(total / count, valid_loss, elapsed0 + time.perf_counter() - start)
+                bar.update(1)
+                if valid_loss is not None:
+                    bar.set_postfix(train=f"{total / count:.4g}", valid=f"{valid_loss:.4g}")
+                if c.checkpoint:
+                    self.save_checkpoint(c.checkpoint)
+        finally:
+            bar.close()
+        if self.history["stop_reason"] is None:
+            self.history["stop_reason"] = "max_epochs"
+        if valid is not None and c.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
+
+    def _end_epoch(self, train_loss: float, valid_loss: float | None, seconds: float) -> None:
+        h, c = self.history, self.config
+        h["epoch"].append(self.epoch)
+        h["train_loss"].append(train_loss)
+        h["valid_loss"].append(valid_loss)
+        h["seconds"].append(seconds)
+        h["updates"].append(self.step)
+        if valid_loss is not None:
+            if valid_loss < self.best_loss:
+                self.best_loss, self.bad_epochs = valid_loss, 0
+                h["best_epoch"] = self.epoch
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                self.bad_epochs += 1
+                if c.patience is not None and self.bad_epochs >= c.patience:
+                    h["stop_reason"] = "early_stopping"
+        if not math.isfinite(train_loss):  # cannot happen: _step raises first; kept as a guard for custom loops
+            raise FloatingPointError(f"Trainer: epoch {self.epoch} ended with a non-finite mean loss {train_loss}")
+        if c.time_limit is not None and seconds >= c.time_limit and h["stop_reason"] is None:
+            h["stop_reason"] = "time_limit"
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (all tensors, numbers, strings and lists: loads with weights_only=True)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_generator": self.data_generator.get_state(),
+            "noise_generator": self.noise_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": copy.deepcopy(self.history),
+            "best_state": self.best_state,
+            "best_loss": self.best_loss,
+            "bad_epochs": self.bad_epochs,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_generator.set_state(state["data_generator"])
+        self.noise_generator.set_state(state["noise_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history = copy.deepcopy(state["history"])
+        self.best_state, self.best_loss, self.bad_epochs = state["best_state"], state["best_loss"], state["bad_epochs"]
+
+    def save_checkpoint(self, path: str) -> None:
+        """Write atomically (temporary file + rename), so an interrupted save never leaves a corrupt checkpoint."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        # generator and RNG states are CPU ByteTensors whatever the map_location
+        for key in ("data_generator", "torch_rng"):
+            state[key] = state[key].cpu()
+        if self.noise_generator.device.type == "cpu":
+            state["noise_generator"] = state["noise_generator"].cpu()
+        self.load_state_dict(state)
+

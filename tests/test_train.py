@@ -1,0 +1,235 @@
+"""rnnkit.train: exact resume, clipping (pre-clip norm recorded), NaN errors, early stopping, determinism."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.models import CharLM, PianoRollModel
+from rnnkit.train import TrainConfig, Trainer
+
+
+def rolls(n=10, keys=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(int(torch.randint(3, 8, (1,), generator=g)), keys, generator=g) < 0.3).float() for _ in range(n)]
+
+
+def piano_trainer(tmp_path=None, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = PianoRollModel("gru", 5, n_keys=6)
+    cfg = dict(epochs=4, lr=1e-2, batch_size=3, weight_noise_std=0.075, seed=seed, progress=False)
+    cfg.update(kw)
+    return Trainer(model, TrainConfig(**cfg))
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    train, valid = rolls(10), rolls(4, seed=1)
+    full = piano_trainer()
+    full.fit(train, valid)
+
+    ckpt = str(tmp_path / "ckpt.pt")
+    first = piano_trainer(epochs=2, checkpoint=ckpt)
+    first.fit(train, valid)
+    assert not same_weights(first.model, full.model)  # half-way is not the end
+    resumed = piano_trainer(seed=0, epochs=4, checkpoint=ckpt, resume=True)
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    resumed.model.rnn.reset_parameters()  # and the fresh weights: the checkpoint must overwrite them
+    resumed.fit(train, valid)
+    assert same_weights(resumed.model, full.model)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+    assert resumed.history["grad_norm"] == full.history["grad_norm"]
+    assert resumed.history["updates"] == full.history["updates"]
+
+
+def test_resume_with_dropout_restores_global_rng(tmp_path):
+    """Dropout draws from the global torch RNG; the checkpoint carries its state."""
+    vocab = 7
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, vocab, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g) for _ in range(9)]
+
+    def make(**kw):
+        torch.manual_seed(0)
+        model = CharLM(vocab, 6, embedding_dim=4, num_layers=2, dropout=0.5)
+        return Trainer(model, TrainConfig(**{"epochs": 3, "lr": 1e-2, "batch_size": 4, "progress": False, **kw}))
+
+    full = make()
+    full.fit(seqs)
+    ckpt = str(tmp_path / "c.pt")
+    make(epochs=1, checkpoint=ckpt).fit(seqs)
+    torch.manual_seed(999)
+    resumed = make(checkpoint=ckpt, resume=True)
+    resumed.fit(seqs)
+    assert same_weights(resumed.model, full.model)
+
+
+class Quadratic(nn.Module):
+    """loss = scale * ||W x - y||^2 with a known gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.0, -1.0]]))
+
+    def loss(self, batch):
+        x, y = batch
+        return 10.0 * ((self.lin(x) - y) ** 2).sum()
+
+
+def expected_grad():
+    m = Quadratic()
+    x, y = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.5, -0.5]])
+    m.loss((x, y)).backward()
+    return m.lin.weight.grad.clone(), (x[0], y[0])
+
+
+def test_clip_norm_records_preclip_norm_and_rescales():
+    grad, example = expected_grad()
+    trainer = Trainer(Quadratic(), TrainConfig(epochs=1, batch_size=1, clip_norm=1.0, lr=1e-3, progress=False))
+    trainer.fit([example])
+    assert trainer.history["grad_norm"] == pytest.approx([float(grad.norm())], rel=1e-6)
+    assert float(grad.norm()) > 1.0
+    clipped = trainer.model.lin.weight.grad  # the gradient the optimizer used
+    assert float(clipped.norm()) == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(clipped, grad / grad.norm(), rtol=1e-5, atol=1e-6)
+
+
+def test_clip_value_clamps_each_entry():
+    grad, example = expected_grad()
+    trainer = Trainer(Quadratic(), TrainConfig(epochs=1, batch_size=1, clip_norm=None, clip_value=5.0, lr=1e-3,
+                                               progress=False))
+    trainer.fit([example])
+    assert trainer.history["grad_norm"] == pytest.approx([float(grad.norm())], rel=1e-6)
+    torch.testing.assert_close(trainer.model.lin.weight.grad, grad.clamp(-5.0, 5.0))
+    assert grad.abs().max() > 5.0  # the case really clips
+
+
+def test_no_clipping_leaves_gradient():
+    grad, example = expected_grad()
+    trainer = Trainer(Quadratic(), TrainConfig(epochs=1, batch_size=1, clip_norm=None, lr=1e-3, progress=False))
+    trainer.fit([example])
+    torch.testing.assert_close(trainer.model.lin.weight.grad, grad)
+
+
+def test_nan_loss_names_step_and_gradient_norm():
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        loss = model.loss(batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    _, example = expected_grad()
+    trainer = Trainer(Quadratic(), TrainConfig(epochs=5, batch_size=1, lr=1e-4, progress=False), loss_fn=loss_fn)
+    with pytest.raises(FloatingPointError, match=r"loss became non-finite at step 2 .*gradient norm = nan"):
+        trainer.fit([example])
+
+
+def test_infinite_gradient_with_finite_loss_is_reported():
+    class Sqrt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def loss(self, batch):
+            return self.w.abs().sqrt().sum()  # d/dw sqrt|w| at w = 0 is inf
+
+    trainer = Trainer(Sqrt(), TrainConfig(epochs=1, batch_size=1, progress=False))
+    with pytest.raises(FloatingPointError, match=r"gradient norm became non-finite at step 0"):
+        trainer.fit([torch.zeros(1)])
+
+
+def test_early_stopping_restores_best_weights():
+    valid_losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9])
+    snapshots = []
+
+    def loss_fn(model, batch):
+        if not model.training:  # validation: a scripted curve, and a snapshot of the weights it scored
+            snapshots.append(model.lin.weight.detach().clone())
+            return torch.tensor(next(valid_losses))
+        return model.loss(batch)
+
+    _, example = expected_grad()
+    trainer = Trainer(Quadratic(), TrainConfig(epochs=7, batch_size=1, lr=1e-2, patience=2, progress=False),
+                      loss_fn=loss_fn)
+    history = trainer.fit([example], [example])
+    assert history["stop_reason"] == "early_stopping"
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["best_epoch"] == 2
+    assert not torch.equal(snapshots[1], snapshots[3])
+    torch.testing.assert_close(trainer.model.lin.weight, snapshots[1], rtol=0, atol=0)
+
+
+def test_seeded_runs_are_identical_and_seeds_matter():
+    train = rolls(8)
+    a, b, c = piano_trainer(seed=0, epochs=2), piano_trainer(seed=0, epochs=2), piano_trainer(seed=1, epochs=2)
+    for t in (a, b, c):
+        t.fit(train)
+    assert same_weights(a.model, b.model)
+    assert a.history["train_loss"] == b.history["train_loss"]
+    assert not same_weights(a.model, c.model)
+
+
+def test_weight_noise_is_removed_before_the_update():
+    """With lr = 0 the update changes nothing: the noisy weights must not leak into the model."""
+    train = rolls(6)
+    t = piano_trainer(epochs=2, weight_noise_std=0.5)
+    for group in t.optimizer.param_groups:
+        group["lr"] = 0.0
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.fit(train)
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def test_history_and_evaluation():
+    train, valid = rolls(9), rolls(3, seed=2)
+    t = piano_trainer(epochs=3)
+    h = t.fit(train, valid)
+    assert h["epoch"] == [1, 2, 3] and h["updates"] == [3, 6, 9] and len(h["grad_norm"]) == 9
+    assert all(b >= a for a, b in zip(h["seconds"], h["seconds"][1:]))
+    assert all(math.isfinite(v) for v in h["train_loss"] + h["valid_loss"])
+    # evaluate() weights batches by their frame counts: the same number whatever the batch size
+    assert t.evaluate(valid, batch_size=1) == pytest.approx(t.evaluate(valid, batch_size=3), rel=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "sgd"}, "optimizer 'rmsprop' or 'adam'"),
+    ({"lr": 0.0}, "lr > 0"),
+    ({"clip_norm": -1.0}, "clip_norm > 0 or None"),
+    ({"weight_noise_std": -0.1}, "weight_noise_std >= 0"),
+    ({"patience": 0}, "patience >= 1 or None"),
+])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        Trainer("not a model")
+    with pytest.raises(ValueError, match="loss_fn"):
+        Trainer(nn.Linear(2, 2))
+    t = piano_trainer()
+    with pytest.raises(ValueError, match="non-empty training set"):
+        t.fit([])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            piano_trainer(device="cuda")
+
+
+@pytest.mark.cuda
+def test_resume_on_cuda(tmp_path):
+    train = rolls(6)
+    full = piano_trainer(epochs=2, device="cuda")
+    full.fit(train)
+    ckpt = str(tmp_path / "c.pt")
+    piano_trainer(epochs=1, device="cuda", checkpoint=ckpt).fit(train)
+    resumed = piano_trainer(epochs=2, device="cuda", checkpoint=ckpt, resume=True)
+    resumed.fit(train)
+    assert same_weights(resumed.model, full.model)
