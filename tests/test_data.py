@@ -397,6 +397,7 @@ def corpus():
 
 def test_char_corpus_offline_and_deterministic(corpus):
     again = load_char_corpus(max_chars=40_000)
+    assert isinstance(corpus, CharCorpus)
     assert corpus.documents == again.documents and corpus.vocab == again.vocab
     assert 39_000 <= sum(map(len, corpus.documents)) <= 40_000
     assert len(corpus) > 20 and all(len(d) > 0 for d in corpus.documents)

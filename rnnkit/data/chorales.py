@@ -23,6 +23,7 @@ format version) is rebuilt with a warning.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import math
 import os
 import tempfile
@@ -228,7 +229,10 @@ def load_chorales(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 3):
         raise ValueError(f"{fn}: expected limit to be None or an int >= 3 (one chorale per split), got {limit!r}")
     folder = _resolve_cache_dir(cache_dir)
-    path = folder / f"chorales-v{_CACHE_FORMAT}-{frames}{'' if limit is None else f'-first{limit}'}.npz"
+    music21_version = importlib.metadata.version("music21")  # another music21 may bundle other scores: another file
+
+    subset = "" if limit is None else f"-first{limit}"
+    path = folder / f"chorales-v{_CACHE_FORMAT}-music21_{music21_version}-{frames}{subset}.npz"
     names = rolls = None
     if path.exists() and not refresh:
         try:
