@@ -394,3 +394,14 @@ def test_run_direction_contract(mode, reverse, backend):
         assert torch.equal(out[n:, b], torch.zeros(T - n, H, dtype=DT))
         for got, want in zip(flat(h_n), flat(state)):
             torch.testing.assert_close(got[b], want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_empty_batch_like_torch(name, backend):
+    """torch.nn accepts a batch of zero sequences (e.g. an empty last batch); so must every backend."""
+    need(backend)
+    ours = getattr(rnnkit, name)(3, 4, num_layers=2, bidirectional=True, backend=backend)
+    out, h_n = ours(torch.randn(5, 0, 3))
+    assert out.shape == (5, 0, 8)
+    assert all(h.shape == (4, 0, 4) for h in flat(h_n))
