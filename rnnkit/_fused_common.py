@@ -1,0 +1,164 @@
+r"""Shared plumbing of the fused backend (:mod:`rnnkit.fused`): the per-step matrix product, the time bookkeeping
+for ``reverse`` and ``lengths``, and the weight-gradient products that run once after the backward loop.
+
+Every fused cell stores its states in a ``(T, B, H)`` buffer ``S`` **in time order**: ``S[t]`` is the state after
+the step that reads ``x[t]``. A forward direction steps ``t = 0, ..., T-1`` and reads ``h_{prev} = S[t-1]``; a
+reverse direction steps ``t = T-1, ..., 0`` and reads ``S[t+1]``; the first step of either reads ``h_0``. So the
+"previous state" of every step is a shifted view of ``S`` plus ``h_0``, and
+:math:`\partial L / \partial W_{hh} = \sum_t \delta_t^\top h_{prev}(t)` is two matrix products, not ``T``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "prev_states", "input_projection", "add_biases"
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The one small product per step.
+#
+# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels), which for the short, wide
+# products of a recurrence (64 x 256 times 256 x 1024) is about twice as fast as the MKL sgemm behind torch.addmm on
+# this class of machine. torch.ops.mkldnn._linear_pointwise is the PyTorch operator that Inductor emits for the same
+# product; it is internal API, so it is probed once and torch.addmm is used whenever it is missing, fails, disagrees,
+# or RNNKIT_FUSED_GEMM=addmm is set. Float64 and CUDA always use torch.addmm / torch.mm.
+# --------------------------------------------------------------------------------------------------------------------
+_ONEDNN_OK: bool | None = None
+
+
+def _onednn_available() -> bool:
+    global _ONEDNN_OK
+    if _ONEDNN_OK is None:
+        _ONEDNN_OK = False
+        op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+        if op is not None and torch.backends.mkldnn.is_available():
+            try:
+                g = torch.Generator().manual_seed(0)
+                a, w, add = (torch.randn(s, generator=g) for s in ((4, 8), (12, 8), (4, 12)))
+                b = torch.randn(12, generator=g)
+                ok1 = torch.allclose(op(a, w, b, "none", [], ""), torch.addmm(b, a, w.t()), atol=1e-5)
+                ok2 = torch.allclose(op.binary(a, add, w, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
+                _ONEDNN_OK = bool(ok1 and ok2)
+            except Exception:  # any failure of an internal op means: use the public one
+                _ONEDNN_OK = False
+    return _ONEDNN_OK
+
+
+def use_onednn(t: Tensor) -> bool:
+    """Whether the per-step products for tensors like ``t`` go through oneDNN (CPU float32 only)."""
+    if t.device.type != "cpu" or t.dtype != torch.float32:
+        return False
+    if os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower() == "addmm":
+        return False
+    return _onednn_available()
+
+
+def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None, *, onednn: bool) -> Tensor:
+    """``a @ w.T (+ bias) (+ add)`` for ``a (B, K)``, ``w (N, K)``, ``add (B, N)``; a new ``(B, N)`` tensor."""
+    if onednn:
+        op = torch.ops.mkldnn._linear_pointwise
+        if add is not None:
+            return op.binary(a, add, w, bias, "add")
+        return op(a, w, bias, "none", [], "")
+    if add is not None:
+        return torch.addmm(add if bias is None else add + bias, a, w.t())
+    if bias is not None:
+        return torch.addmm(bias, a, w.t())
+    return torch.mm(a, w.t())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Time bookkeeping
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """Which time index each step reads, and which rows are still running (``lengths``)."""
+
+    T: int
+    reverse: bool
+    valid: Tensor | None  # (T, B, 1) in the input's dtype: 1 while t < lengths[b]; None when every row runs T steps
+    keep: Tensor | None  # (T, B, 1) bool, the same mask for torch.where
+
+    @property
+    def steps(self) -> range:
+        """Time indices in the order the forward pass visits them."""
+        return range(self.T - 1, -1, -1) if self.reverse else range(self.T)
+
+    @property
+    def first(self) -> int:
+        return self.T - 1 if self.reverse else 0
+
+    @property
+    def last(self) -> int:
+        return 0 if self.reverse else self.T - 1
+
+    def prev(self, t: int) -> int:
+        """The time index whose state step ``t`` reads (only for ``t != first``)."""
+        return t + 1 if self.reverse else t - 1
+
+
+def make_plan(x: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
+    T, B = x.shape[0], x.shape[1]
+    if lengths is None or bool((lengths >= T).all()):
+        return Plan(T, reverse, None, None)
+    keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
+    keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
+    return Plan(T, reverse, keep.to(x.dtype), keep)
+
+
+def prev_states(S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
+    """``(T, B, H)``: the state each step read, in time order (a copy; used by the vectorised backward set-up)."""
+    if plan.reverse:
+        return torch.cat([S[1:], h0.unsqueeze(0)])
+    return torch.cat([h0.unsqueeze(0), S[:-1]])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Gradients that are products over all time steps at once (after the backward loop)
+# --------------------------------------------------------------------------------------------------------------------
+def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
+    r"""``sum_t d[t]^T h_prev(t)``: ``d (T, B, N)``, ``S (T, B, H)`` -> ``(N, H)``, two GEMMs instead of ``T``."""
+    T, B, N = d.shape
+    H = S.shape[2]
+    if plan.reverse:  # step t read S[t+1]; the first step (t = T-1) read h0
+        d_rest, s_rest, d_first = d[:-1], S[1:], d[-1]
+    else:  # step t read S[t-1]; the first step (t = 0) read h0
+        d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
+    out = torch.mm(d_first.t(), h0)  # (N, H)
+    if T > 1:
+        out.addmm_(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
+    return out
+
+
+def input_grads(
+    d: Tensor, x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool, need_b: bool
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``x @ w_ih.T + b`` given ``d = dL/d(pre-activation) (T, B, N)``: ``(dx, dw_ih, db)``."""
+    T, B, N = d.shape
+    d2 = d.reshape(T * B, N)  # (T*B, N)
+    dx = torch.mm(d2, w_ih).reshape(T, B, -1) if need_x else None  # (T, B, I)
+    dw = torch.mm(d2.t(), x.reshape(T * B, -1)) if need_w else None  # (N, I)
+    db = d2.sum(0) if need_b else None  # (N,)
+    return dx, dw, db
+
+
+def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
+    """All input projections of the sequence in one GEMM: ``x @ w_ih.T + b``, ``(T, B, I)`` -> ``(T, B, N)``."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)  # (T*B, I)
+    out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
+    return out.view(T, B, -1)
+
+
+def add_biases(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """``b_ih + b_hh`` where both are purely additive (None when the layer has no bias)."""
+    if b_ih is None:
+        return b_hh
+    return b_ih if b_hh is None else b_ih + b_hh

@@ -1,0 +1,168 @@
+r"""Fused GRU in both published forms: forward loop and hand-written backward through time.
+
+.. math::
+    \begin{aligned}
+    r &= \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}), \qquad z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+    n &= \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) && \text{reset\_after=True (torch.nn, cuDNN)} \\
+    n &= \tanh(W_{in} x + b_{in} + W_{hn} (r \odot h) + b_{hn}) && \text{reset\_after=False (Cho et al. 2014)} \\
+    h' &= (1 - z) \odot n + z \odot h = n + z \odot (h - n)
+    \end{aligned}
+
+Backward, with :math:`\bar h` the total gradient reaching :math:`h'`:
+
+.. math::
+    \delta_n = \bar h (1-z)(1-n^2), \quad \delta_z = \bar h (h - n) z (1-z), \quad
+    \bar h_{prev} = \bar h \odot z + (\text{gate gradients}) W_{hh} + \partial L / \partial \mathrm{out}_{prev}
+
+and :math:`\delta_r = \delta_n \odot (W_{hn} h + b_{hn}) r(1-r)` (reset after) or
+:math:`\delta_r = (\delta_n W_{hn}) \odot h\, r(1-r)` (reset before, which also adds :math:`(\delta_n W_{hn}) \odot r`
+to :math:`\bar h_{prev}`). With the reset gate after the product every gate gradient is :math:`\bar h` times a factor
+known before the loop, so a backward step is three kernels; before the product it needs a second GEMM per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from ._fused_common import (
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, prev_states, use_onednn,
+)
+
+
+class FusedGRU(Function):
+    """``reset_after=True``: the form of torch.nn.GRU."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+        onednn = use_onednn(x)
+        T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+        G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
+        S = x.new_empty(T, B, H)  # (T, B, H) states in time order
+        hgs: list[Tensor] = []  # T x (B, 3H): W_hh h + b_hh, kept for delta_r
+        h = h0
+        for t in plan.steps:
+            hg = linear(h, w_hh, bias=b_hh, onednn=onednn)  # (B, 3H)
+            g = G[t]
+            g[:, : 2 * H].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
+            g[:, 2 * H :].addcmul_(g[:, :H], hg[:, 2 * H :]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
+            torch.lerp(g[:, 2 * H :], h, g[:, H : 2 * H], out=S[t])  # h' = n + z (h - n)
+            if plan.keep is not None:  # finished rows keep their state
+                torch.where(plan.keep[t], S[t], h, out=S[t])
+            hgs.append(hg)
+            h = S[t]
+        out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+        ctx.save_for_backward(x, h0, w_ih, w_hh, S, G)
+        ctx.plan, ctx.hgs = plan, hgs
+        return out, S[plan.last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+        x, h0, w_ih, w_hh, S, G = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        onednn = use_onednn(x)
+        need = ctx.needs_input_grad
+        T, B, H = S.shape
+        hgs = ctx.hgs if not plan.reverse else ctx.hgs[::-1]  # time order
+        HN = torch.stack([hg[:, 2 * H :] for hg in hgs])  # (T, B, H) W_hn h + b_hn
+        R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
+        # delta = hbar * Ax for the input side, hbar * Ah for the hidden side (n differs by the factor r)
+        An = (1 - Z) * (1 - N * N)  # (T, B, H)
+        Ax = torch.cat([An * HN * R * (1 - R), (prev_states(S, h0, plan) - N) * Z * (1 - Z), An], dim=2)  # (T, B, 3H)
+        Ah = Ax.clone()
+        Ah[..., 2 * H :].mul_(R)
+        Zc = Z  # (T, B, H): hbar_prev gets hbar * Zc directly
+        dout = dout.contiguous()
+        if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
+            Ax.mul_(plan.valid)
+            Ah.mul_(plan.valid)
+            Zc = Z * plan.valid + (1 - plan.valid)
+            dout = dout * plan.valid
+        w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, 3H)
+        dGh = x.new_empty(T, B, 3 * H)  # (T, B, 3H) gradient of W_hh h + b_hh
+        dSs: list[Tensor] = []
+        dS = dh_n + dout[plan.last]  # (B, H)
+        for t in reversed(plan.steps):
+            dSs.append(dS)
+            torch.mul(Ah[t].view(B, 3, H), dS.unsqueeze(1), out=dGh[t].view(B, 3, H))
+            add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
+            dS = linear(dGh[t], w_back, add=add, onednn=onednn)  # hbar_prev
+        if not plan.reverse:
+            dSs.reverse()  # time order
+        dGx = (Ax.view(T, B, 3, H) * torch.stack(dSs).unsqueeze(2)).view(T, B, 3 * H)  # (T, B, 3H)
+        dx, dw_ih, db_ih = input_grads(dGx, x, w_ih, need[0], need[2], need[4])
+        dw_hh = hprev_grad(dGh, S, h0, plan) if need[3] else None
+        db_hh = dGh.sum((0, 1)) if need[5] else None
+        return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
+
+
+class FusedGRUResetBefore(Function):
+    """``reset_after=False``: the form of Cho et al. (2014) and Chung et al. (2014); two GEMMs per step."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+        onednn = use_onednn(x)
+        T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+        b = add_biases(b_ih, b_hh)  # every bias is additive in this form
+        RZ = input_projection(x, w_ih[: 2 * H], None if b is None else b[: 2 * H])  # (T, B, 2H) -> r, z
+        N = input_projection(x, w_ih[2 * H :], None if b is None else b[2 * H :])  # (T, B, H) -> n
+        RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
+        w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+        h = h0
+        for t in plan.steps:
+            torch.sigmoid(linear(h, w_rz, add=RZ[t], onednn=onednn), out=RZ[t])  # r, z
+            torch.mul(RZ[t, :, :H], h, out=RH[t])  # r * h
+            torch.tanh(linear(RH[t], w_n, add=N[t], onednn=onednn), out=N[t])  # n
+            torch.lerp(N[t], h, RZ[t, :, H:], out=S[t])  # h' = n + z (h - n)
+            if plan.keep is not None:
+                torch.where(plan.keep[t], S[t], h, out=S[t])
+            h = S[t]
+        out = S if plan.valid is None else S * plan.valid
+        ctx.save_for_backward(x, h0, w_ih, w_hh, S, RZ, N, RH)
+        ctx.plan = plan
+        return out, S[plan.last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+        x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        onednn = use_onednn(x)
+        need = ctx.needs_input_grad
+        T, B, H = S.shape
+        R, Z = RZ[..., :H], RZ[..., H:]
+        Hp = prev_states(S, h0, plan)  # (T, B, H)
+        An = (1 - Z) * (1 - N * N)  # delta_n = hbar * An
+        Az = (Hp - N) * Z * (1 - Z)  # delta_z = hbar * Az
+        Ar = Hp * R * (1 - R)  # delta_r = (delta_n W_hn) * Ar
+        Zc = Z
+        dout = dout.contiguous()
+        if plan.valid is not None:
+            An.mul_(plan.valid)
+            Az.mul_(plan.valid)  # delta_r vanishes with delta_n
+            Zc = Z * plan.valid + (1 - plan.valid)
+            dout = dout * plan.valid
+        w_rz_back = w_hh[: 2 * H].t()  # (H, 2H)
+        w_n_back = w_hh[2 * H :].t()  # (H, H)
+        if onednn:
+            w_rz_back, w_n_back = w_rz_back.contiguous(), w_n_back.contiguous()
+        dRZ, dN = x.new_empty(T, B, 2 * H), x.new_empty(T, B, H)
+        dS = dh_n + dout[plan.last]
+        for t in reversed(plan.steps):
+            torch.mul(dS, An[t], out=dN[t])
+            torch.mul(dS, Az[t], out=dRZ[t, :, H:])
+            d_rh = linear(dN[t], w_n_back, onednn=onednn)  # (B, H) gradient of r * h
+            torch.mul(d_rh, Ar[t], out=dRZ[t, :, :H])
+            add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
+            add.addcmul_(d_rh, R[t])
+            dS = linear(dRZ[t], w_rz_back, add=add, onednn=onednn)  # hbar_prev
+        dG = torch.cat([dRZ, dN], dim=2)  # (T, B, 3H) rows (r, z, n)
+        dx, dw_ih, db = input_grads(dG, x, w_ih, need[0], need[2], need[4] or need[5])
+        dw_hh = None
+        if need[3]:
+            dN2 = dN.reshape(T * B, H)
+            dw_hh = torch.cat([hprev_grad(dRZ, S, h0, plan), dN2.t() @ RH.reshape(T * B, H)])  # (3H, H)
+        return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None

@@ -1,0 +1,121 @@
+r"""Fused LSTM: forward loop and hand-written backward through time.
+
+.. math::
+    \begin{aligned}
+    (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
+    c_t &= f \odot c_{t-1} + i \odot g, \qquad h_t = o \odot \tanh(c_t)
+    \end{aligned}
+
+Backward, with :math:`\bar h_t, \bar c_t` the total gradients reaching the states:
+
+.. math::
+    \begin{aligned}
+    \bar c_t &\mathrel{+}= \bar h_t \odot o \odot (1 - \tanh^2 c_t) \\
+    \delta_o &= \bar h_t \odot \tanh(c_t)\, o(1-o), \quad \delta_i = \bar c_t \odot g\, i(1-i), \quad
+    \delta_f = \bar c_t \odot c_{t-1} f(1-f), \quad \delta_g = \bar c_t \odot i (1-g^2) \\
+    \bar h_{t-1} &= \delta_t W_{hh} + \partial L/\partial \mathrm{out}_{t-1}, \qquad \bar c_{t-1} = \bar c_t \odot f
+    \end{aligned}
+
+Everything that does not depend on :math:`\bar h, \bar c` (the factors after each :math:`\bar c_t \odot`) is computed for
+all steps at once before the loop, so each backward step is five kernels: one GEMM and four element-wise.
+
+Internally the gate rows are rolled from PyTorch's ``(i, f, g, o)`` to ``(o, i, f, g)``: then the three sigmoids are one
+contiguous block and the tanh another (two kernels per step instead of three), and in backward ``delta_o`` (scaled by
+:math:`\bar h`) is one block and ``(delta_i, delta_f, delta_g)`` (scaled by :math:`\bar c`) another. Gradients are
+rolled back, so parameters keep torch.nn's layout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from ._fused_common import (
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, prev_states, use_onednn,
+)
+
+
+def _to_ofig(t: Tensor, H: int) -> Tensor:
+    return torch.roll(t, H, 0)  # rows (i, f, g, o) -> (o, i, f, g)
+
+
+def _from_ofig(t: Tensor, H: int) -> Tensor:
+    return torch.roll(t, -H, 0)  # rows (o, i, f, g) -> (i, f, g, o)
+
+
+class FusedLSTM(Function):
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+        onednn = use_onednn(x)
+        H = w_hh.shape[1]
+        w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
+        b = add_biases(b_ih, b_hh)
+        G = input_projection(x, w_ih_p, None if b is None else _to_ofig(b, H))  # (T, B, 4H), becomes the gates
+        T, B = x.shape[0], x.shape[1]
+        S, C, TC = (x.new_empty(T, B, H) for _ in range(3))  # (T, B, H): h_t, c_t, tanh(c_t) in time order
+        h, c = h0, c0
+        for t in plan.steps:
+            pre = linear(h, w_hh_p, add=G[t], onednn=onednn)  # (B, 4H) pre-activations
+            g = G[t]  # (B, 4H), overwritten with the activations (o, i, f, g)
+            torch.sigmoid(pre[:, : 3 * H], out=g[:, : 3 * H])
+            torch.tanh(pre[:, 3 * H :], out=g[:, 3 * H :])
+            # c_t = f * c_{t-1} + i * g
+            torch.mul(g[:, 2 * H : 3 * H], c, out=C[t]).addcmul_(g[:, H : 2 * H], g[:, 3 * H :])
+            # h_t = o * tanh(c_t)
+            torch.tanh(C[t], out=TC[t])
+            torch.mul(g[:, :H], TC[t], out=S[t])
+            if plan.keep is not None:  # finished rows keep their state
+                torch.where(plan.keep[t], C[t], c, out=C[t])
+                torch.where(plan.keep[t], S[t], h, out=S[t])
+            h, c = S[t], C[t]
+        out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+        ctx.save_for_backward(x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G)
+        ctx.plan = plan
+        return out, S[plan.last].clone(), C[plan.last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):  # type: ignore[override]
+        x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        onednn = use_onednn(x)
+        need = ctx.needs_input_grad
+        T, B, H = S.shape
+        O, I, Fg, Gg = G[..., :H], G[..., H : 2 * H], G[..., 2 * H : 3 * H], G[..., 3 * H :]  # (T, B, H) each
+        # factors of the gate gradients, for all steps at once: delta = (hbar or cbar) * A
+        A = G[..., : 3 * H] * (1 - G[..., : 3 * H])  # (T, B, 3H) sigmoid'(o, i, f)
+        A = torch.cat([A, 1 - Gg * Gg], dim=2)  # (T, B, 4H), tanh'(g)
+        A[..., :H].mul_(TC)  # delta_o = hbar * tanh(c) o(1-o)
+        A[..., H : 2 * H].mul_(Gg)  # delta_i = cbar * g i(1-i)
+        A[..., 2 * H : 3 * H].mul_(prev_states(C, c0, plan))  # delta_f = cbar * c_{t-1} f(1-f)
+        A[..., 3 * H :].mul_(I)  # delta_g = cbar * i (1-g^2)
+        K = O * (1 - TC * TC)  # (T, B, H): cbar_t += hbar_t * K_t
+        Fc = Fg  # (T, B, H): cbar_{t-1} = cbar_t * Fc_t
+        dout = dout.contiguous()
+        if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
+            A.mul_(plan.valid)
+            K.mul_(plan.valid)
+            hold = 1 - plan.valid
+            Fc = Fg * plan.valid + hold
+            dout = dout * plan.valid
+        w_back = w_hh_p.t().contiguous() if onednn else w_hh_p.t()  # (H, 4H): linear(a, w_back) = a @ W_hh
+        dG = torch.empty_like(G)  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
+        dS = dh_n + dout[plan.last]  # (B, H) hbar at the last step
+        dc = torch.empty_like(dS).copy_(dc_n)  # (B, H) cbar
+        for t in reversed(plan.steps):
+            dc.addcmul_(dS, K[t])
+            torch.mul(dS, A[t, :, :H], out=dG[t, :, :H])
+            torch.mul(A[t, :, H:].view(B, 3, H), dc.unsqueeze(1), out=dG[t, :, H:].view(B, 3, H))
+            add = None if t == plan.first else dout[plan.prev(t)]
+            if plan.valid is not None:
+                add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
+            dS = linear(dG[t], w_back, add=add, onednn=onednn)  # hbar_{t-1}
+            dc.mul_(Fc[t])  # cbar_{t-1}
+        dx, dw_ih, db = input_grads(dG, x, w_ih_p, need[0], need[3], need[5] or need[6])
+        dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)
+        db = None if db is None else _from_ofig(db, H)
+        dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
+        return (dx, dS if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
+                db if need[5] else None, db if need[6] else None, None)

@@ -1,0 +1,69 @@
+r"""Fused Elman RNN (tanh or ReLU): forward loop and hand-written backward through time.
+
+.. math::
+    h_t = f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}), \qquad
+    \delta_t = (\bar h_t) \odot f'(\cdot), \qquad
+    \bar h_{t-1} = \delta_t W_{hh} + \partial L / \partial \mathrm{out}_{t-1}
+
+where :math:`\bar h_t` is the total gradient reaching state :math:`h_t`. For tanh, :math:`f' = 1 - h_t^2`; for ReLU,
+:math:`f' = [h_t > 0]`, both read off the saved states, so nothing but the states is kept for backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from ._fused_common import Plan, add_biases, hprev_grad, input_grads, input_projection, linear, use_onednn
+
+
+class FusedRNN(Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):  # type: ignore[override]
+        onednn = use_onednn(x)
+        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh))  # (T, B, H), one GEMM for all steps
+        S = torch.empty_like(xg)  # (T, B, H) states in time order
+        h = h0
+        for t in plan.steps:
+            pre = linear(h, w_hh, add=xg[t], onednn=onednn)  # (B, H) = x_t W_ih^T + b + h W_hh^T
+            if relu:
+                torch.clamp_min(pre, 0, out=S[t])
+            else:
+                torch.tanh(pre, out=S[t])
+            if plan.keep is not None:  # finished rows keep their state
+                torch.where(plan.keep[t], S[t], h, out=S[t])
+            h = S[t]
+        out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+        h_n = S[plan.last].clone()  # (B, H)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, S)
+        ctx.plan, ctx.relu = plan, relu
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+        x, h0, w_ih, w_hh, S = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        onednn = use_onednn(x)
+        need = ctx.needs_input_grad
+        # f'(pre) for every step at once, from the saved states
+        D = (S > 0).to(S.dtype) if ctx.relu else 1 - S * S  # (T, B, H)
+        dout = dout.contiguous()
+        if plan.valid is not None:
+            D.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
+            dout = dout * plan.valid
+            hold = 1 - plan.valid  # ... and pass their state's gradient straight through
+        w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, H): linear(a, w_back) = a @ W_hh
+        dG = torch.empty_like(S)  # (T, B, H) gradient of the pre-activations
+        dS = dh_n + dout[plan.last]  # (B, H) total gradient reaching the last state
+        for t in reversed(plan.steps):
+            torch.mul(dS, D[t], out=dG[t])  # delta_t
+            add = None if t == plan.first else dout[plan.prev(t)]
+            if plan.valid is not None:
+                add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
+            dS = linear(dG[t], w_back, add=add, onednn=onednn)  # gradient reaching the previous state
+        dx, dw_ih, db = input_grads(dG, x, w_ih, need[0], need[2], need[4] or need[5])
+        dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None
+        return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None

@@ -1,0 +1,290 @@
+"""The fused backend (rnnkit/fused.py) against two independent oracles: torch.nn (packed sequences for lengths, a
+per-sequence time reversal for ``reverse``) and a plain autograd loop written here; plus gradcheck, the fallback
+warning, partial ``requires_grad`` and the float32 oneDNN path. Values and gradients in float64 to 1e-10."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit import fused
+
+DT = torch.float64
+ATOL = 1e-10
+GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+
+
+# ------------------------------------------------------------------------------------------------ test inputs
+def make_case(mode, T, B, I, H, *, bias=True, lengths=None, dtype=DT, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape, scale=0.5):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).to(device).requires_grad_()
+
+    G = GATES[mode]
+    x = leaf(T, B, I, scale=1.0)
+    h0 = leaf(B, H)
+    hx = (h0, leaf(B, H)) if mode == "LSTM" else h0
+    params = [leaf(G * H, I), leaf(G * H, H), leaf(G * H) if bias else None, leaf(G * H) if bias else None]
+    lens = None if lengths is None else torch.tensor(lengths, dtype=torch.long)
+    return x, hx, params, lens
+
+
+def leaves(x, hx, params):
+    hs = list(hx) if isinstance(hx, tuple) else [hx]
+    return [t for t in [x, *hs, *params] if t is not None]
+
+
+def outputs_and_grads(fn, mode, x, hx, params, lens, *, seed=1, **kw):
+    """Run fn, then backprop a random linear function of output and every final state."""
+    out, hn = fn(mode, x, hx, *params, lengths=lens, **kw)
+    hs = list(hn) if isinstance(hn, tuple) else [hn]
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in [out, *hs])
+    grads = torch.autograd.grad(loss, leaves(x, hx, params))
+    return [out.detach(), *[h.detach() for h in hs], *grads]
+
+
+def assert_all_close(got, want, atol=ATOL, rtol=0.0):
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape, f"tensor {k}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        err = (a - b).abs().max().item() if a.numel() else 0.0
+        assert torch.allclose(a, b, atol=atol, rtol=rtol), f"tensor {k}: max error {err:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------ oracle 1: torch.nn
+def torch_nn_direction(mode, x, hx, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False, nonlinearity="tanh"):
+    """One direction through torch.nn's own kernels. ``reverse`` flips each sequence within its length, runs the
+    forward layer and flips the output back: exactly what the backward half of a bidirectional layer computes."""
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    kw = {"nonlinearity": nonlinearity} if mode == "RNN" else {}
+    layer = getattr(torch.nn, mode)(I, H, bias=b_ih is not None, dtype=x.dtype, device=x.device, **kw)
+    params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh}
+    if b_ih is not None:
+        params.update(bias_ih_l0=b_ih, bias_hh_l0=b_hh)
+    lens = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
+    if reverse:
+        t = torch.arange(T)[:, None]
+        idx = torch.where(t < lens[None, :], lens[None, :] - 1 - t, t).to(x.device)  # (T, B), an involution
+        x = x.gather(0, idx[:, :, None].expand(T, B, I))
+    hx3 = tuple(h.unsqueeze(0) for h in hx) if mode == "LSTM" else hx.unsqueeze(0)
+    packed = pack_padded_sequence(x, lens, enforce_sorted=False)
+    out, hn = torch.func.functional_call(layer, params, (packed, hx3))
+    out, _ = pad_packed_sequence(out, total_length=T)
+    if reverse:
+        out = out.gather(0, idx[:, :, None].expand(T, B, H))
+    hn = tuple(h.squeeze(0) for h in hn) if mode == "LSTM" else hn.squeeze(0)
+    return out, hn
+
+
+# ------------------------------------------------------------------------------------------------ oracle 2: a loop
+def loop_direction(mode, x, hx, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False, nonlinearity="tanh",
+                   reset_after=True):
+    """The textbook equations, one step at a time, differentiated by autograd (also covers GRU reset_after=False)."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    state, outs = hx, [None] * T
+    for t in (reversed(range(T)) if reverse else range(T)):
+        xi = F.linear(x[t], w_ih, b_ih)
+        h = state[0] if mode == "LSTM" else state
+        if mode == "RNN":
+            new = act(xi + F.linear(h, w_hh, b_hh))
+        elif mode == "LSTM":
+            i, f, g, o = (xi + F.linear(h, w_hh, b_hh)).chunk(4, 1)
+            c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+            new = (torch.sigmoid(o) * torch.tanh(c), c)
+        else:
+            xr, xz, xn = xi.chunk(3, 1)
+            if reset_after:
+                hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, 1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                n = torch.tanh(xn + r * hn)
+            else:
+                bh = [None, None] if b_hh is None else [b_hh[: 2 * H], b_hh[2 * H:]]
+                hr, hz = F.linear(h, w_hh[: 2 * H], bh[0]).chunk(2, 1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                n = torch.tanh(xn + F.linear(r * h, w_hh[2 * H:], bh[1]))
+            new = (1 - z) * n + z * h
+        if lengths is not None:
+            keep = (t < lengths).to(x.device)[:, None]  # (B, 1)
+            if mode == "LSTM":
+                new = (torch.where(keep, new[0], state[0]), torch.where(keep, new[1], state[1]))
+            else:
+                new = torch.where(keep, new, state)
+        state = new
+        h_t = state[0] if mode == "LSTM" else state
+        outs[t] = h_t if lengths is None else torch.where(keep, h_t, torch.zeros_like(h_t))
+    return torch.stack(outs), state
+
+
+# ------------------------------------------------------------------------------------------------ random configurations
+def random_configs(n, seed):
+    rng = random.Random(seed)
+    variants = [("RNN", "tanh", True), ("RNN", "relu", True), ("LSTM", "tanh", True), ("GRU", "tanh", True),
+                ("GRU", "tanh", False)]
+    configs = []
+    for k in range(n):
+        mode, nl, ra = variants[k % len(variants)]
+        T, B = rng.randint(1, 7), rng.randint(1, 5)
+        lengths = [rng.randint(1, T) for _ in range(B)] if rng.random() < 0.6 else None
+        configs.append(dict(mode=mode, nonlinearity=nl, reset_after=ra, T=T, B=B, I=rng.randint(1, 6),
+                            H=rng.randint(1, 6), bias=rng.random() < 0.8, lengths=lengths,
+                            reverse=rng.random() < 0.5, seed=k))
+    return configs
+
+
+def config_id(c):
+    return "{mode}-{nonlinearity}-ra{reset_after:d}-T{T}B{B}I{I}H{H}-b{bias:d}-L{0}-r{reverse:d}".format(
+        c["lengths"] is not None, **c)
+
+
+def run_both(c, oracle, device="cpu"):
+    x, hx, params, lens = make_case(c["mode"], c["T"], c["B"], c["I"], c["H"], bias=c["bias"], lengths=c["lengths"],
+                                    device=device, seed=c["seed"])
+    kw = dict(reverse=c["reverse"], nonlinearity=c["nonlinearity"])
+    oracle_kw = dict(kw) if oracle is torch_nn_direction else dict(kw, reset_after=c["reset_after"])
+    got = outputs_and_grads(fused.run_direction, c["mode"], x, hx, params, lens, reset_after=c["reset_after"], **kw)
+    want = outputs_and_grads(oracle, c["mode"], x, hx, params, lens, **oracle_kw)
+    return got, want
+
+
+@pytest.mark.parametrize("c", [c for c in random_configs(30, seed=7) if c["reset_after"]], ids=config_id)
+def test_matches_torch_nn(c):
+    got, want = run_both(c, torch_nn_direction)
+    assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("c", random_configs(20, seed=11), ids=config_id)
+def test_matches_autograd_loop(c):
+    got, want = run_both(c, loop_direction)
+    assert_all_close(got, want)
+
+
+def test_matches_reference_backend():
+    """Same results as the reference loop the layers use (rnnkit.recurrence), over every variant."""
+    recurrence = pytest.importorskip("rnnkit.recurrence")
+    for c in random_configs(10, seed=3):
+        x, hx, params, lens = make_case(c["mode"], c["T"], c["B"], c["I"], c["H"], bias=c["bias"],
+                                        lengths=c["lengths"], seed=c["seed"])
+        kw = dict(reverse=c["reverse"], nonlinearity=c["nonlinearity"], reset_after=c["reset_after"])
+        got = outputs_and_grads(fused.run_direction, c["mode"], x, hx, params, lens, **kw)
+        want = outputs_and_grads(recurrence.run_direction, c["mode"], x, hx, params, lens, **kw)
+        assert_all_close(got, want)
+
+
+def test_lengths_semantics_explicitly():
+    """Zeros past each length; h_n is the state after the last valid step; reverse starts at each sequence's end."""
+    x, hx, params, _ = make_case("GRU", 6, 3, 2, 4, seed=5)
+    lens = torch.tensor([6, 2, 4])
+    for reverse in (False, True):
+        out, hn = fused.run_direction("GRU", x, hx, *params, lengths=lens, reverse=reverse)
+        for b, L in enumerate(lens.tolist()):
+            assert torch.all(out[L:, b] == 0)
+            # the same sequence alone, cut at its length, with no padding at all
+            ob, hb = fused.run_direction("GRU", x[:L, b:b + 1], hx[b:b + 1], *params, reverse=reverse)
+            assert torch.allclose(out[:L, b], ob[:, 0], atol=ATOL, rtol=0)
+            assert torch.allclose(hn[b], hb[0], atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ gradcheck
+@pytest.mark.parametrize("mode,nl,ra", [("RNN", "tanh", True), ("RNN", "relu", True), ("LSTM", "tanh", True),
+                                        ("GRU", "tanh", True), ("GRU", "tanh", False)])
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([3, 1], True)])
+def test_gradcheck(mode, nl, ra, lengths, reverse):
+    x, hx, params, lens = make_case(mode, 3, 2, 2, 3, lengths=lengths, seed=9)
+    hs = list(hx) if isinstance(hx, tuple) else [hx]
+    n_state = len(hs)
+
+    def f(x, *rest):
+        state = tuple(rest[:n_state]) if mode == "LSTM" else rest[0]
+        out, hn = fused.run_direction(mode, x, state, *rest[n_state:], lengths=lens, reverse=reverse,
+                                      nonlinearity=nl, reset_after=ra)
+        return (out, *hn) if mode == "LSTM" else (out, hn)
+
+    assert torch.autograd.gradcheck(f, (x, *hs, *params), eps=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------ partial grads, misuse
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_only_some_inputs_need_grad(mode):
+    x, hx, params, lens = make_case(mode, 4, 3, 2, 3, lengths=[4, 2, 3], seed=2)
+    want = outputs_and_grads(loop_direction, mode, x, hx, params, lens)
+    x.requires_grad_(False)
+    for h in (hx if isinstance(hx, tuple) else [hx]):
+        h.requires_grad_(False)
+    params[0].requires_grad_(False)
+    out, hn = fused.run_direction(mode, x, hx, *params, lengths=lens)
+    g = torch.autograd.grad(out.sum(), params[1:])
+    out_ref, _ = loop_direction(mode, x, hx, *params, lengths=lens)
+    g_ref = torch.autograd.grad(out_ref.sum(), params[1:])
+    assert_all_close(list(g), list(g_ref))
+    assert torch.allclose(out, want[0], atol=ATOL, rtol=0)
+
+
+def test_unknown_mode_is_a_clear_error():
+    x, hx, params, _ = make_case("RNN", 2, 1, 1, 1)
+    with pytest.raises(ValueError, match="expected mode 'RNN', 'LSTM' or 'GRU', got 'rnn'"):
+        fused.run_direction("rnn", x, hx, *params)
+
+
+def test_modifying_output_in_place_is_caught():
+    """The returned output doubles as the saved state buffer: an in-place edit must fail loudly, not corrupt grads."""
+    x, hx, params, _ = make_case("GRU", 3, 2, 2, 3)
+    out, _ = fused.run_direction("GRU", x, hx, *params)
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+# ------------------------------------------------------------------------------------------------ fallback
+def test_forward_ad_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(fused, "_warned", set())
+    recurrence = pytest.importorskip("rnnkit.recurrence")
+    x, hx, params, _ = make_case("LSTM", 3, 2, 2, 3)
+    import torch.autograd.forward_ad as fwAD
+
+    tangent = torch.randn_like(x)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x.detach(), tangent)
+        with pytest.warns(RuntimeWarning, match="forward-mode AD .* falling back to the reference loop"):
+            out, _ = fused.run_direction("LSTM", dual, tuple(h.detach() for h in hx), *[p.detach() for p in params])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a second call must not warn again
+            out2, _ = fused.run_direction("LSTM", dual, tuple(h.detach() for h in hx), *[p.detach() for p in params])
+        jvp = fwAD.unpack_dual(out).tangent
+    ref, _ = recurrence.run_direction("LSTM", x.detach(), tuple(h.detach() for h in hx), *[p.detach() for p in params])
+    assert torch.allclose(fwAD.unpack_dual(out).primal, ref, atol=ATOL, rtol=0)
+    assert jvp is not None and jvp.shape == ref.shape
+
+
+# ------------------------------------------------------------------------------------------------ float32 GEMM paths
+@pytest.mark.parametrize("gemm", ["auto", "addmm"])
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_float32_matches_torch_nn(mode, gemm, monkeypatch):
+    """float32 runs the per-step products through oneDNN when it is available ("auto") or torch.addmm."""
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", gemm)
+    c = dict(mode=mode, nonlinearity="tanh", reset_after=True, T=9, B=5, I=7, H=16, bias=True,
+             lengths=[9, 4, 7, 1, 9], reverse=True, seed=4)
+    x, hx, params, lens = make_case(mode, 9, 5, 7, 16, lengths=c["lengths"], dtype=torch.float32, seed=4)
+    got = outputs_and_grads(fused.run_direction, mode, x, hx, params, lens, reverse=True)
+    want = outputs_and_grads(torch_nn_direction, mode, x, hx, params, lens, reverse=True)
+    assert_all_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("c", random_configs(10, seed=13), ids=config_id)
+def test_cuda_matches_autograd_loop(c):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    got, want = run_both(c, loop_direction, device="cuda")
+    assert all(t.device.type == "cuda" for t in got)
+    assert_all_close(got, want)
