@@ -264,7 +264,8 @@ def test_bl_integral_float_pitch_accepted():
     assert data["test"][0][0, 60 - 21] == 1
 
 
-@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage", b"{not json", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage", b"{not json", b"\xff\xfe\x00",
+                                     b"{" + b'"a":[' * 200_000, b"(" * 200_000])
 def test_bl_unreadable_bytes(tmp_path, content):
     path = tmp_path / ("x.json" if content.startswith(b"{") else "x.pickle")
     path.write_bytes(content)
@@ -438,6 +439,15 @@ def test_teacher_forcing_pairs(corpus):
     train, valid = corpus.split(0.2, seed=0)
     assert len(train) + len(valid) == len(corpus) and not set(train.documents) & set(valid.documents)
     assert train.documents == corpus.split(0.2, seed=0)[0].documents
+
+
+def test_char_corpus_errors():
+    with pytest.raises(ValueError, match="no module named 'no_such_module_xyz'"):
+        load_char_corpus(["json", "no_such_module_xyz"])
+    with pytest.raises(TypeError, match="sequence of module names"):
+        load_char_corpus("json")
+    with pytest.raises(RuntimeError, match="found no docstrings"):
+        load_char_corpus(["math"])  # a compiled module: no source to read
 
 
 def test_clean_text():

@@ -57,7 +57,7 @@ def _read(path: Path, fn: str):
     if looks_json:
         try:
             return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{fn}: {path} is not valid JSON ({e}); expected {_EXPECTED}") from None
     try:
         # latin1 reads the Python 2 pickles the benchmark files were written as.

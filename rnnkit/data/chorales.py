@@ -112,7 +112,7 @@ def score_to_piano_roll(parts, frame: Fraction | float = 1) -> np.ndarray:
 
 def _parse_all(frame: Fraction, limit: int | None, progress: bool) -> tuple[list[str], list[np.ndarray]]:
     from music21 import corpus
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: works in terminals, CI logs and notebooks without ipywidgets
 
     names, rolls, seen = [], [], set()
     paths = chorale_paths()

@@ -22,6 +22,7 @@ import ast
 import importlib.util
 import string
 import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -134,10 +135,16 @@ def teacher_forcing_pair(text: str, vocab: CharVocab) -> tuple[torch.Tensor, tor
 
 def _module_docstrings(module: str) -> list[str]:
     """Docstrings of a module, its public classes/functions and their methods, in source order, without importing."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return []
-    with open(spec.origin, encoding="utf-8") as f:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise ValueError(f"load_char_corpus: no module named {module!r} is installed")
+    if not spec.origin or not spec.origin.endswith(".py"):
+        return []  # a compiled extension or namespace package: no Python source to read
+    with open(spec.origin, encoding="utf-8") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. SyntaxWarning for an invalid escape in some docstring
         tree = ast.parse(f.read(), filename=spec.origin)
     docs = []
 
