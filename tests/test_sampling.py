@@ -265,3 +265,14 @@ def test_piano_roll_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         sample_piano_roll(FixedRollModel(torch.zeros(88)), **args)
+
+
+def test_piano_roll_model_from_models_if_present():
+    models = pytest.importorskip("rnnkit.models")
+    if not hasattr(models.PianoRollModel, "step"):
+        pytest.skip("rnnkit.models.PianoRollModel has no step() yet")
+    torch.manual_seed(0)
+    model = models.PianoRollModel("gru", 12)
+    a = sample_piano_roll(model, 16, num_samples=2, seed=0)
+    b = sample_piano_roll(model, 16, num_samples=2, seed=0)
+    assert all(torch.equal(x, y) and x.shape == (16, 88) for x, y in zip(a, b))

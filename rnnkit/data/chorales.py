@@ -74,7 +74,8 @@ def _four_voices(score) -> list | None:
     parts = list(score.parts)
     by_name = {}
     for part in parts:
-        name = (part.partName or "").strip().splitlines()[0].strip().lower() if part.partName else ""
+        lines = (part.partName or "").strip().splitlines()  # e.g. "Soprano\rOboe 1,2\rViolin1": the first line
+        name = lines[0].strip().lower() if lines else ""
         if name in _VOICES and name not in by_name:
             by_name[name] = part
     if len(by_name) == 4:
