@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -36,7 +37,7 @@ __all__ = ["next_symbol_distribution", "sample_sequence", "sample_piano_roll"]
 
 
 def _check_temperature(temperature, fn: str) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"{fn}: expected temperature to be a number, got {type(temperature).__name__}")
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"{fn}: expected a finite temperature > 0, got {temperature} (for greedy output use a "
@@ -47,11 +48,11 @@ def _check_temperature(temperature, fn: str) -> float:
 def _check_top_k(top_k, fn: str) -> int | None:
     if top_k is None:
         return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int):
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
         raise TypeError(f"{fn}: expected top_k to be an int or None, got {type(top_k).__name__}")
     if top_k < 1:
         raise ValueError(f"{fn}: expected top_k >= 1 (or None for no limit), got {top_k}")
-    return top_k
+    return int(top_k)
 
 
 def _make_generator(seed: int | None, generator: torch.Generator | None, fn: str) -> torch.Generator:

@@ -14,17 +14,19 @@ is used, so ``torch.manual_seed`` still makes a script reproducible.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["adding_problem", "copy_task", "parity_task"]
 
 
 def _positive_int(value, name: str, fn: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine, 3.0 is not
         raise TypeError(f"{fn}: expected {name} to be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{fn}: expected {name} >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def _generator(seed: int | None, generator: torch.Generator | None, fn: str) -> torch.Generator:
@@ -40,9 +42,9 @@ def _generator(seed: int | None, generator: torch.Generator | None, fn: str) -> 
     if seed is None:
         # Draw the seed from the global RNG so torch.manual_seed(...) still controls the result.
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{fn}: expected seed to be an int or None, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(int(seed))
 
 
 def adding_problem(
