@@ -111,6 +111,15 @@ def test_corrupt_chorale_cache_is_rebuilt(cache, damage):
         load_chorales(limit=LIMIT, progress=False)
 
 
+def test_unwritable_cache_still_returns_data(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("RNNKIT_CACHE", str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="could not write the cache"):
+        data = load_chorales(limit=3, progress=False)
+    assert sum(len(v) for v in data.values()) == 3
+
+
 def test_chorale_frames_option(cache):
     q = load_chorales(limit=3, progress=False)
     e = load_chorales(limit=3, progress=False, frames="eighth")

@@ -51,7 +51,7 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder for parsed datasets: ``path``, else ``$RNNKIT_CACHE``, else ``~/.cache/rnnkit``."""
     if path is None:
         path = os.environ.get("RNNKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rnnkit")
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def chorale_paths() -> list[Path]:
@@ -245,7 +245,11 @@ def load_chorales(
         names, rolls = _parse_all(FRAMES[frames], limit, progress)
         if len(names) < 3:
             raise RuntimeError(f"{fn}: expected music21's bundled Bach corpus to hold chorales, found {len(names)}")
-        _save_cache(path, names, rolls, frames)
+        try:
+            _save_cache(path, names, rolls, frames)
+        except OSError as e:  # a read-only home (sandbox, CI) still gets its data, just parsed each time
+            warnings.warn(f"{fn}: could not write the cache {path} ({e}); set RNNKIT_CACHE to a writable folder",
+                          RuntimeWarning, stacklevel=2)
     split = _split_indices(len(names), split_seed)
     data = {k: [torch.from_numpy(rolls[i].astype(np.float32)) for i in idx] for k, idx in split.items()}
     if return_names:
