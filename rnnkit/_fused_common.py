@@ -53,7 +53,7 @@ def _onednn_available() -> bool:
 
 def use_onednn(t: Tensor) -> bool:
     """Whether the per-step products for tensors like ``t`` go through oneDNN (CPU float32 only)."""
-    if t.device.type != "cpu" or t.dtype != torch.float32:
+    if t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() == 0:
         return False
     if os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower() == "addmm":
         return False
@@ -143,8 +143,9 @@ def input_grads(
     """Gradients of ``x @ w_ih.T + b`` given ``d = dL/d(pre-activation) (T, B, N)``: ``(dx, dw_ih, db)``."""
     T, B, N = d.shape
     d2 = d.reshape(T * B, N)  # (T*B, N)
-    dx = torch.mm(d2, w_ih).reshape(T, B, -1) if need_x else None  # (T, B, I)
-    dw = torch.mm(d2.t(), x.reshape(T * B, -1)) if need_w else None  # (N, I)
+    I = w_ih.shape[1]
+    dx = torch.mm(d2, w_ih).reshape(T, B, I) if need_x else None  # (T, B, I)
+    dw = torch.mm(d2.t(), x.reshape(T * B, I)) if need_w else None  # (N, I)
     db = d2.sum(0) if need_b else None  # (N,)
     return dx, dw, db
 
@@ -154,7 +155,7 @@ def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
     out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
-    return out.view(T, B, -1)
+    return out.view(T, B, w_ih.shape[0])
 
 
 def add_biases(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:

@@ -34,7 +34,7 @@ from . import _checks, cells, recurrence
 
 __all__ = ["DEFAULT_BACKEND", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
-DEFAULT_BACKEND = "reference"  # the backend used when none is given; one place to change it
+DEFAULT_BACKEND = "fused"  # the backend used when none is given; one place to change it
 
 
 def direction_runner(backend: str):

@@ -288,3 +288,14 @@ def test_cuda_matches_autograd_loop(c):
     got, want = run_both(c, loop_direction, device="cuda")
     assert all(t.device.type == "cuda" for t in got)
     assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_empty_batch(mode):
+    """A batch of zero sequences (an empty last batch) runs forward and backward like torch.nn."""
+    x, hx, params, _ = make_case(mode, 4, 0, 3, 2)
+    out, hn = fused.run_direction(mode, x, hx, *params)
+    assert out.shape == (4, 0, 2)
+    grads = torch.autograd.grad(out.sum() + sum(h.sum() for h in (hn if isinstance(hn, tuple) else [hn])),
+                                [x, params[1]])
+    assert grads[0].shape == (4, 0, 3) and torch.all(grads[1] == 0)
