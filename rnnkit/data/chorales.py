@@ -15,9 +15,10 @@ Quantisation: a frame of ``r`` quarter notes (1 for ``"quarter"``, 1/2 for ``"ei
 holds the pitches sounding at the frame's start, the JSB convention. So at quarter-note frames an off-beat passing
 eighth disappears, and a tied or repeated note looks like one held note. Repeats are not expanded.
 
-Parsing takes ~20-30 s on one core, so the rolls are cached once per frame size as ``.npz`` under
-``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``); a cache that fails its checks (truncated, edited, from another
-format version) is rebuilt with a warning.
+Parsing all of them takes 15-20 s on an idle core (about a minute cold on a busy 2-core machine), so the rolls are
+cached once per frame size and music21 version as ``.npz`` under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``);
+loading the cache takes milliseconds. A cache that fails its checks (unreadable, truncated, edited: a SHA-256 of the
+arrays is stored with them) is rebuilt with a warning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import math
+import numbers
 import os
 import tempfile
 import warnings
@@ -225,9 +227,9 @@ def load_chorales(
     fn = "load_chorales"
     if frames not in FRAMES:
         raise ValueError(f"{fn}: expected frames in {sorted(FRAMES)}, got {frames!r}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral):
         raise TypeError(f"{fn}: expected split_seed to be an int, got {type(split_seed).__name__}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 3):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 3):
         raise ValueError(f"{fn}: expected limit to be None or an int >= 3 (one chorale per split), got {limit!r}")
     folder = _resolve_cache_dir(cache_dir)
     music21_version = importlib.metadata.version("music21")  # another music21 may bundle other scores: another file
@@ -250,7 +252,7 @@ def load_chorales(
         except OSError as e:  # a read-only home (sandbox, CI) still gets its data, just parsed each time
             warnings.warn(f"{fn}: could not write the cache {path} ({e}); set RNNKIT_CACHE to a writable folder",
                           RuntimeWarning, stacklevel=2)
-    split = _split_indices(len(names), split_seed)
+    split = _split_indices(len(names), int(split_seed))
     data = {k: [torch.from_numpy(rolls[i].astype(np.float32)) for i in idx] for k, idx in split.items()}
     if return_names:
         return data, {k: [names[i] for i in idx] for k, idx in split.items()}
