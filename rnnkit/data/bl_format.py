@@ -119,8 +119,10 @@ def bl_to_piano_rolls(data, *, source: str = "data") -> dict[str, list[torch.Ten
                         f"got {type(frame).__name__}"
                     )
                 for j, value in enumerate(frame):
+                    if not (type(value) is int and LOWEST_MIDI <= value < LOWEST_MIDI + NUM_KEYS):  # fast path
+                        value = _pitch(value, f"{split}[{i}][{t}][{j}]", fn)
                     steps.append(t)
-                    keys.append(_pitch(value, f"{split}[{i}][{t}][{j}]", fn) - LOWEST_MIDI)
+                    keys.append(value - LOWEST_MIDI)
             roll = torch.zeros(len(seq), NUM_KEYS, dtype=torch.float32)  # (T, 88)
             roll[torch.tensor(steps, dtype=torch.long), torch.tensor(keys, dtype=torch.long)] = 1.0
             rolls.append(roll)
