@@ -543,3 +543,20 @@ def test_batching_on_device(device):
     assert p.device.type == device and y.device.type == device
     moved, _ = pad_batch([s.to(device) for s in seqs])  # default: the sequences' own device
     assert moved.device.type == device
+
+
+def test_padded_and_packed_batches_give_the_same_layer_output():
+    from rnnkit import GRU
+
+    torch.manual_seed(0)
+    gru = GRU(3, 4, dtype=torch.float64)
+    seqs = _seqs([4, 2, 5])
+    padded, lengths = pad_batch(seqs)
+    out_pad, h_pad = gru(padded, lengths=lengths)  # (T, B, H), (1, B, H)
+    out_packed, h_packed = gru(pack_batch(seqs))
+    unpacked, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed)
+    torch.testing.assert_close(unpacked, out_pad)
+    torch.testing.assert_close(h_packed, h_pad)
+    for b, s in enumerate(seqs):  # each sequence alone gives its own column
+        alone, _ = gru(s[:, None])
+        torch.testing.assert_close(out_pad[: len(s), b], alone[:, 0])
