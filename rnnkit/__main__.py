@@ -1,0 +1,213 @@
+"""``python -m rnnkit`` (or ``rnnkit``): the course's command line. Thin: parse arguments, call the modules.
+
+    rnnkit reproduce chung2014 [--data-file PATH] [--models tanh,gru,lstm] [--epochs N] [--lr-search K] ...
+    rnnkit tasks [--tasks adding,copy,parity] [--cells tanh,gru,lstm] [--quick] ...
+    rnnkit train charlm|pianoroll --out MODEL.pt [--cell gru] [--hidden 128] [--epochs 5] ...
+    rnnkit sample MODEL.pt [--temperature 0.8] [--top-k 10] [--seed 0] ...
+
+Every subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+
+import torch
+
+CELL_CHOICES = ("tanh", "gru", "lstm")
+
+
+def _csv(choices):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(choices)}, got {text!r}")
+        return items
+    return parse
+
+
+def _command(argv) -> str:
+    return "python -m rnnkit " + shlex.join(argv)
+
+
+def _reproduce(args, argv) -> int:
+    from .experiments import chung2014
+
+    overrides = dict(chung2014.QUICK) if args.quick else {}
+    for name in ("data_file", "models", "epochs", "lr_search", "seed", "device", "budget", "backend", "time_limit",
+                 "patience", "batch_size"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    config = chung2014.Chung2014Config(**overrides, progress=not args.no_progress, command=_command(argv))
+    chung2014.run(config, args.out)
+    print(f"wrote {args.out}/results.json and {args.out}/learning_curves.png", file=sys.stderr)
+    return 0
+
+
+def _tasks(args, argv) -> int:
+    from .experiments import tasks
+
+    overrides = dict(tasks.QUICK) if args.quick else {}
+    for name in ("tasks", "cells", "epochs", "seed", "device", "backend", "budget"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    config = tasks.TasksConfig(**overrides, command=_command(argv))
+    tasks.run(config, args.out)
+    print(f"wrote {args.out}/tasks.json", file=sys.stderr)
+    return 0
+
+
+def _train(args, argv) -> int:
+    from . import data
+    from .models import CharLM, PianoRollModel
+    from .train import TrainConfig, Trainer
+
+    torch.manual_seed(args.seed)
+    extra = {}
+    if args.model == "charlm":
+        corpus = data.load_char_corpus(max_chars=args.max_chars)
+        train_c, valid_c = corpus.split(0.1, seed=args.seed)
+        train, valid = train_c.sequences(args.max_len), valid_c.sequences(args.max_len)
+        kwargs = {"vocab_size": len(corpus.vocab), "hidden_size": args.hidden, "cell": args.cell}
+        model = CharLM(**kwargs)
+        extra["vocab"] = corpus.vocab.to_dict()
+    else:
+        splits = data.load_bl_file(args.data_file) if args.data_file else data.load_chorales()
+        train, valid = splits["train"], splits["valid"]
+        kwargs = {"cell": args.cell, "hidden_size": args.hidden, "n_keys": train[0].shape[1]}
+        model = PianoRollModel(**kwargs)
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                         clip_norm=args.clip_norm, weight_noise_std=args.weight_noise, patience=args.patience,
+                         seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
+                         progress=not args.no_progress)
+    trainer = Trainer(model, config)
+    history = trainer.fit(train, valid)
+    torch.save({"kind": args.model, "kwargs": kwargs, "state_dict": model.state_dict(), **extra,
+                "command": _command(argv), "config": dataclasses.asdict(config)}, args.out)
+    best = history["best_epoch"]
+    print(f"epochs {len(history['epoch'])}, best validation loss {min(history['valid_loss']):.4f} (epoch {best}), "
+          f"{history['seconds'][-1]:.1f} s; wrote {args.out}")
+    return 0
+
+
+def _sample(args, argv) -> int:
+    from .data.text import CharVocab
+    from .models import CharLM, PianoRollModel
+    from .sampling import sample_piano_roll, sample_sequence
+
+    saved = torch.load(args.model_file, map_location="cpu", weights_only=True)
+    if saved.get("kind") == "charlm":
+        model = CharLM(**saved["kwargs"])
+        model.load_state_dict(saved["state_dict"])
+        vocab = CharVocab.from_dict(saved["vocab"])
+        prompt = [vocab.eos, *vocab.encode(args.prompt).tolist()] if args.prompt else None
+        samples = sample_sequence(model, eos=vocab.eos, prompt=prompt, max_len=args.max_len,
+                                  temperature=args.temperature, top_k=args.top_k, num_samples=args.num, seed=args.seed)
+        for s in samples:
+            print(args.prompt + vocab.decode(s))
+            print("---")
+    elif saved.get("kind") == "pianoroll":
+        from .data import piano_roll_to_pitches
+
+        model = PianoRollModel(**saved["kwargs"])
+        model.load_state_dict(saved["state_dict"])
+        rolls = sample_piano_roll(model, args.max_len, temperature=args.temperature, num_samples=args.num,
+                                  seed=args.seed, num_keys=saved["kwargs"]["n_keys"])
+        print(json.dumps([piano_roll_to_pitches(r) for r in rolls]))
+    else:
+        raise SystemExit(f"rnnkit sample: {args.model_file} is not a model saved by `rnnkit train`")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks course toolkit: reproduce the "
+                                     "chapter 5 experiments, train and sample small models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rep = sub.add_parser("reproduce", help="rerun a paper's experiment (chung2014)",
+                         description="Chung et al. 2014 on polyphonic music: tanh vs GRU vs LSTM with ~20k parameters.")
+    rep.add_argument("experiment", choices=["chung2014"], help="which paper")
+    rep.add_argument("--data-file", help="Boulanger-Lewandowski pickle/JSON (default: music21's Bach chorales)")
+    rep.add_argument("--models", type=_csv(CELL_CHOICES), help="comma-separated cells (default tanh,gru,lstm)")
+    rep.add_argument("--epochs", type=int, help="maximum epochs per run")
+    rep.add_argument("--lr-search", type=int, help="K learning-rate candidates per model")
+    rep.add_argument("--budget", type=int, help="equal parameter budget instead of the paper's 100/46/36 units")
+    rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
+    rep.add_argument("--batch-size", type=int, help="sequences per update")
+    rep.add_argument("--time-limit", type=float, help="wall-clock seconds per model (all its runs)")
+    rep.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
+    rep.add_argument("--seed", type=int, help="seed for weights, data order, noise and the lr draw")
+    rep.add_argument("--out", default="results/chung2014", help="output folder (default results/chung2014)")
+    rep.add_argument("--device", help="cpu, cuda or auto")
+    rep.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.set_defaults(func=_reproduce)
+
+    tk = sub.add_parser("tasks", help="adding / copy / parity at growing lengths",
+                        description="Train tanh, GRU and LSTM on long-range synthetic tasks at growing lengths.")
+    tk.add_argument("--tasks", type=_csv(("adding", "copy", "parity")), help="comma-separated (default all)")
+    tk.add_argument("--cells", type=_csv(CELL_CHOICES), help="comma-separated (default tanh,gru,lstm)")
+    tk.add_argument("--epochs", type=int, help="passes over the training samples")
+    tk.add_argument("--budget", type=int, help="recurrent parameters per model")
+    tk.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
+    tk.add_argument("--seed", type=int)
+    tk.add_argument("--out", default="results/tasks", help="output folder (default results/tasks)")
+    tk.add_argument("--device", help="cpu, cuda or auto")
+    tk.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
+    tk.set_defaults(func=_tasks)
+
+    tr = sub.add_parser("train", help="train a character LM or a piano-roll model",
+                        description="Train CharLM on the offline docstring corpus or PianoRollModel on chorales.")
+    tr.add_argument("model", choices=["charlm", "pianoroll"])
+    tr.add_argument("--out", required=True, help="where to save the trained model (.pt)")
+    tr.add_argument("--cell", choices=CELL_CHOICES, default="gru")
+    tr.add_argument("--hidden", type=int, default=128, help="hidden units")
+    tr.add_argument("--epochs", type=int, default=5)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--optimizer", choices=["rmsprop", "adam"], default="adam")
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--clip-norm", type=float, default=1.0)
+    tr.add_argument("--weight-noise", type=float, default=0.0, help="weight noise std")
+    tr.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--checkpoint", help="checkpoint path, written every epoch")
+    tr.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    tr.add_argument("--data-file", help="pianoroll: Boulanger-Lewandowski file (default: chorales)")
+    tr.add_argument("--max-chars", type=int, default=200_000, help="charlm: corpus size in characters")
+    tr.add_argument("--max-len", type=int, default=128, help="charlm: characters per training sequence")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    sa = sub.add_parser("sample", help="sample from a model saved by `rnnkit train`",
+                        description="Print text (charlm) or a JSON list of frames of MIDI pitches (pianoroll).")
+    sa.add_argument("model_file")
+    sa.add_argument("--temperature", type=float, default=1.0)
+    sa.add_argument("--top-k", type=int)
+    sa.add_argument("--max-len", type=int, default=200, help="characters or frames")
+    sa.add_argument("--num", type=int, default=1, help="number of samples")
+    sa.add_argument("--prompt", default="", help="charlm: text to start from")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(func=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, argv)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one line, not a traceback
+        print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""python -m rnnkit: every subcommand has --help, bad arguments exit with status 2, train -> sample round trip."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rnnkit.__main__ import build_parser, main
+
+
+@pytest.mark.parametrize("argv, expect", [
+    ([], ["reproduce", "tasks", "train", "sample"]),
+    (["reproduce"], ["--data-file", "--models", "--epochs", "--lr-search", "--seed", "--out", "--device", "--quick"]),
+    (["tasks"], ["--tasks", "--cells", "--quick"]),
+    (["train"], ["charlm", "pianoroll", "--checkpoint", "--resume", "--weight-noise"]),
+    (["sample"], ["--temperature", "--top-k", "--seed"]),
+])
+def test_help_for_each_subcommand(argv, expect, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in expect:
+        assert option in text
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "rnnkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "reproduce" in out.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "chung2014", "--models", "tanh,elman"], "comma-separated subset of tanh,gru,lstm"),
+    (["reproduce", "hochreiter1997"], "invalid choice"),
+    (["tasks", "--tasks", "sorting"], "comma-separated subset of adding,copy,parity"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_then_sample_charlm(tmp_path, capsys):
+    model = tmp_path / "lm.pt"
+    assert main(["train", "charlm", "--out", str(model), "--hidden", "16", "--epochs", "1", "--max-chars", "3000",
+                 "--max-len", "40", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(model), "--max-len", "30", "--seed", "1", "--num", "2"]) == 0
+    first = capsys.readouterr().out
+    assert main(["sample", str(model), "--max-len", "30", "--seed", "1", "--num", "2"]) == 0
+    assert capsys.readouterr().out == first  # seeded: the same text
+    assert first.count("---") == 2
+
+
+def test_sample_rejects_a_foreign_file(tmp_path):
+    import torch
+
+    path = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(SystemExit, match="not a model saved by `rnnkit train`"):
+        main(["sample", str(path)])
