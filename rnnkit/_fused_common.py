@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "prev_states", "input_projection", "add_biases"
+    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev", "input_projection", "add_biases"
 ]
 
 
@@ -113,11 +113,25 @@ def make_plan(x: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
     return Plan(T, reverse, keep.to(x.dtype), keep)
 
 
-def prev_states(S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
-    """``(T, B, H)``: the state each step read, in time order (a copy; used by the vectorised backward set-up)."""
+def mul_prev(A: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
+    """``A[t] *= h_prev(t)`` in place for every step (``A``, ``S`` ``(T, B, H)``): the previous state of step ``t``
+    is ``S`` shifted by one step, and ``h0`` for the first step; no ``(T, B, H)`` copy of the shifted states."""
     if plan.reverse:
-        return torch.cat([S[1:], h0.unsqueeze(0)])
-    return torch.cat([h0.unsqueeze(0), S[:-1]])
+        A[:-1].mul_(S[1:])
+    else:
+        A[1:].mul_(S[:-1])
+    A[plan.first].mul_(h0)
+    return A
+
+
+def sub_prev(S: Tensor, h0: Tensor, N: Tensor, plan: Plan, out: Tensor) -> Tensor:
+    """``out[t] = h_prev(t) - N[t]`` for every step, written into ``out`` (see :func:`mul_prev`)."""
+    if plan.reverse:
+        torch.sub(S[1:], N[:-1], out=out[:-1])
+    else:
+        torch.sub(S[:-1], N[1:], out=out[1:])
+    torch.sub(h0, N[plan.first], out=out[plan.first])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -138,16 +152,24 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
 
 
 def input_grads(
-    d: Tensor, x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool, need_b: bool
+    blocks: list[Tensor], x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool, need_b: bool
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``x @ w_ih.T + b`` given ``d = dL/d(pre-activation) (T, B, N)``: ``(dx, dw_ih, db)``."""
-    T, B, N = d.shape
-    d2 = d.reshape(T * B, N)  # (T*B, N)
-    I = w_ih.shape[1]
-    dx = torch.mm(d2, w_ih).reshape(T, B, I) if need_x else None  # (T, B, I)
-    dw = torch.mm(d2.t(), x.reshape(T * B, I)) if need_w else None  # (N, I)
-    db = d2.sum(0) if need_b else None  # (N,)
-    return dx, dw, db
+    """Gradients of ``x @ w_ih.T + b`` given ``dL/d(pre-activation)`` as ``(T*B, N_k)`` column blocks that match
+    consecutive row blocks of ``w_ih`` (strided views are fine, so no block is copied): ``(dx, dw_ih, db)``."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)  # (T*B, I)
+    dx = dw = db = None
+    rows = 0
+    for d in blocks:
+        w = w_ih[rows : rows + d.shape[1]]  # (N_k, I)
+        rows += d.shape[1]
+        if need_x:
+            dx = torch.mm(d, w) if dx is None else dx.addmm_(d, w)  # (T*B, I)
+    if need_w:
+        dw = torch.cat([torch.mm(d.t(), x2) for d in blocks])  # (N, I)
+    if need_b:
+        db = torch.cat([d.sum(0) for d in blocks])  # (N,)
+    return (None if dx is None else dx.view(T, B, I)), dw, db
 
 
 def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:

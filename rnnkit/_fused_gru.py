@@ -28,7 +28,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, prev_states, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, sub_prev, use_onednn,
 )
 
 
@@ -41,61 +41,64 @@ class FusedGRU(Function):
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
         S = x.new_empty(T, B, H)  # (T, B, H) states in time order
-        hgs: list[Tensor] = []  # T x (B, 3H): W_hh h + b_hh, kept for delta_r
+        RHN = x.new_empty(T, B, H)  # (T, B, H) r * (W_hn h + b_hn), kept for delta_r
         h = h0
         for t in plan.steps:
             hg = linear(h, w_hh, bias=b_hh, onednn=onednn)  # (B, 3H)
             g = G[t]
             g[:, : 2 * H].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
-            g[:, 2 * H :].addcmul_(g[:, :H], hg[:, 2 * H :]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
+            torch.mul(g[:, :H], hg[:, 2 * H :], out=RHN[t])
+            g[:, 2 * H :].add_(RHN[t]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
             torch.lerp(g[:, 2 * H :], h, g[:, H : 2 * H], out=S[t])  # h' = n + z (h - n)
             if plan.keep is not None:  # finished rows keep their state
                 torch.where(plan.keep[t], S[t], h, out=S[t])
-            hgs.append(hg)
             h = S[t]
         out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
-        ctx.save_for_backward(x, h0, w_ih, w_hh, S, G)
-        ctx.plan, ctx.hgs = plan, hgs
+        ctx.save_for_backward(x, h0, w_ih, w_hh, S, G, RHN)
+        ctx.plan = plan
         return out, S[plan.last].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
-        x, h0, w_ih, w_hh, S, G = ctx.saved_tensors
+        x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
         need = ctx.needs_input_grad
         T, B, H = S.shape
-        hgs = ctx.hgs if not plan.reverse else ctx.hgs[::-1]  # time order
-        HN = torch.stack([hg[:, 2 * H :] for hg in hgs])  # (T, B, H) W_hn h + b_hn
         R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
-        # delta = hbar * Ax for the input side, hbar * Ah for the hidden side (n differs by the factor r)
-        An = (1 - Z) * (1 - N * N)  # (T, B, H)
-        Ax = torch.cat([An * HN * R * (1 - R), (prev_states(S, h0, plan) - N) * Z * (1 - Z), An], dim=2)  # (T, B, 3H)
-        Ah = Ax.clone()
-        Ah[..., 2 * H :].mul_(R)
+        # Factors for all steps at once: the hidden-side gate gradients are hbar * Ah, and the input side is the same
+        # except delta_n = hbar * An (no factor r). The loop overwrites Ah[t] with the gradient in place.
+        An = torch.mul(N, N).neg_().add_(1)  # (T, B, H) 1 - n^2
+        An.sub_(An * Z)  # (1 - z)(1 - n^2)
+        Ah = x.new_empty(T, B, 3 * H)  # (T, B, 3H) rows (r, z, n)
+        torch.neg(R, out=Ah[..., :H]).add_(1).mul_(RHN).mul_(An)  # delta_r = hbar An r (W_hn h + b_hn)(1 - r)
+        sub_prev(S, h0, N, plan, out=Ah[..., H : 2 * H]).mul_(Z).mul_(1 - Z)  # delta_z = hbar (h - n) z(1-z)
+        torch.mul(An, R, out=Ah[..., 2 * H :])  # gradient of W_hn h + b_hn: hbar An r
         Zc = Z  # (T, B, H): hbar_prev gets hbar * Zc directly
         dout = dout.contiguous()
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
-            Ax.mul_(plan.valid)
             Ah.mul_(plan.valid)
+            An.mul_(plan.valid)
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
         w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, 3H)
-        dGh = x.new_empty(T, B, 3 * H)  # (T, B, 3H) gradient of W_hh h + b_hh
         dSs: list[Tensor] = []
         dS = dh_n + dout[plan.last]  # (B, H)
         for t in reversed(plan.steps):
             dSs.append(dS)
-            torch.mul(Ah[t].view(B, 3, H), dS.unsqueeze(1), out=dGh[t].view(B, 3, H))
+            Ah[t].view(B, 3, H).mul_(dS.unsqueeze(1))  # gradient of W_hh h + b_hh at step t
             add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
-            dS = linear(dGh[t], w_back, add=add, onednn=onednn)  # hbar_prev
+            dS = linear(Ah[t], w_back, add=add, onednn=onednn)  # hbar_prev
         if not plan.reverse:
             dSs.reverse()  # time order
-        dGx = (Ax.view(T, B, 3, H) * torch.stack(dSs).unsqueeze(2)).view(T, B, 3 * H)  # (T, B, 3H)
-        dx, dw_ih, db_ih = input_grads(dGx, x, w_ih, need[0], need[2], need[4])
+        dGh = Ah  # (T, B, 3H)
+        dN = An.mul_(torch.stack(dSs))  # (T, B, H) delta_n, input side
+        dGh2 = dGh.view(T * B, 3 * H)
+        blocks = [dGh2[:, : 2 * H], dN.view(T * B, H)]  # r, z as on the hidden side; n without the factor r
+        dx, dw_ih, db_ih = input_grads(blocks, x, w_ih, need[0], need[2], need[4])
         dw_hh = hprev_grad(dGh, S, h0, plan) if need[3] else None
-        db_hh = dGh.sum((0, 1)) if need[5] else None
+        db_hh = dGh2.sum(0) if need[5] else None
         return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
 
 
@@ -134,35 +137,35 @@ class FusedGRUResetBefore(Function):
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z = RZ[..., :H], RZ[..., H:]
-        Hp = prev_states(S, h0, plan)  # (T, B, H)
-        An = (1 - Z) * (1 - N * N)  # delta_n = hbar * An
-        Az = (Hp - N) * Z * (1 - Z)  # delta_z = hbar * Az
-        Ar = Hp * R * (1 - R)  # delta_r = (delta_n W_hn) * Ar
+        An = torch.mul(N, N).neg_().add_(1)
+        An.sub_(An * Z)  # delta_n = hbar (1-z)(1-n^2), overwritten by delta_n in the loop
+        dRZ = x.new_empty(T, B, 2 * H)  # (T, B, 2H): factors, then gradients of r, z
+        sub_prev(S, h0, N, plan, out=dRZ[..., H:]).mul_(Z).mul_(1 - Z)  # delta_z = hbar (h - n) z(1-z)
+        torch.neg(R, out=dRZ[..., :H]).add_(1).mul_(R)
+        mul_prev(dRZ[..., :H], S, h0, plan)  # delta_r = (delta_n W_hn) h r(1-r)
         Zc = Z
         dout = dout.contiguous()
         if plan.valid is not None:
-            An.mul_(plan.valid)
-            Az.mul_(plan.valid)  # delta_r vanishes with delta_n
+            An.mul_(plan.valid)  # delta_r vanishes with delta_n
+            dRZ[..., H:].mul_(plan.valid)
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
         w_rz_back = w_hh[: 2 * H].t()  # (H, 2H)
         w_n_back = w_hh[2 * H :].t()  # (H, H)
         if onednn:
             w_rz_back, w_n_back = w_rz_back.contiguous(), w_n_back.contiguous()
-        dRZ, dN = x.new_empty(T, B, 2 * H), x.new_empty(T, B, H)
         dS = dh_n + dout[plan.last]
         for t in reversed(plan.steps):
-            torch.mul(dS, An[t], out=dN[t])
-            torch.mul(dS, Az[t], out=dRZ[t, :, H:])
-            d_rh = linear(dN[t], w_n_back, onednn=onednn)  # (B, H) gradient of r * h
-            torch.mul(d_rh, Ar[t], out=dRZ[t, :, :H])
+            An[t].mul_(dS)  # delta_n
+            dRZ[t, :, H:].mul_(dS)  # delta_z
+            d_rh = linear(An[t], w_n_back, onednn=onednn)  # (B, H) gradient of r * h
+            dRZ[t, :, :H].mul_(d_rh)  # delta_r
             add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
             add.addcmul_(d_rh, R[t])
             dS = linear(dRZ[t], w_rz_back, add=add, onednn=onednn)  # hbar_prev
-        dG = torch.cat([dRZ, dN], dim=2)  # (T, B, 3H) rows (r, z, n)
-        dx, dw_ih, db = input_grads(dG, x, w_ih, need[0], need[2], need[4] or need[5])
+        dN2 = An.view(T * B, H)
+        dx, dw_ih, db = input_grads([dRZ.view(T * B, 2 * H), dN2], x, w_ih, need[0], need[2], need[4] or need[5])
         dw_hh = None
         if need[3]:
-            dN2 = dN.reshape(T * B, H)
             dw_hh = torch.cat([hprev_grad(dRZ, S, h0, plan), dN2.t() @ RH.reshape(T * B, H)])  # (3H, H)
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None

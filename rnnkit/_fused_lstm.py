@@ -33,7 +33,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, prev_states, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, use_onednn,
 )
 
 
@@ -84,14 +84,16 @@ class FusedLSTM(Function):
         need = ctx.needs_input_grad
         T, B, H = S.shape
         O, I, Fg, Gg = G[..., :H], G[..., H : 2 * H], G[..., 2 * H : 3 * H], G[..., 3 * H :]  # (T, B, H) each
-        # factors of the gate gradients, for all steps at once: delta = (hbar or cbar) * A
-        A = G[..., : 3 * H] * (1 - G[..., : 3 * H])  # (T, B, 3H) sigmoid'(o, i, f)
-        A = torch.cat([A, 1 - Gg * Gg], dim=2)  # (T, B, 4H), tanh'(g)
+        # Factors of the gate gradients for all steps at once, delta = (hbar or cbar) * A. The loop then overwrites
+        # A[t] with delta_t in place, so A is also the gradient buffer (one (T, B, 4H) tensor, not two).
+        A = torch.empty_like(G)  # (T, B, 4H) rows (o, i, f, g)
+        torch.neg(G[..., : 3 * H], out=A[..., : 3 * H]).add_(1).mul_(G[..., : 3 * H])  # sigmoid' of o, i, f
+        torch.mul(Gg, Gg, out=A[..., 3 * H :]).neg_().add_(1)  # tanh' of g
         A[..., :H].mul_(TC)  # delta_o = hbar * tanh(c) o(1-o)
         A[..., H : 2 * H].mul_(Gg)  # delta_i = cbar * g i(1-i)
-        A[..., 2 * H : 3 * H].mul_(prev_states(C, c0, plan))  # delta_f = cbar * c_{t-1} f(1-f)
+        mul_prev(A[..., 2 * H : 3 * H], C, c0, plan)  # delta_f = cbar * c_{t-1} f(1-f)
         A[..., 3 * H :].mul_(I)  # delta_g = cbar * i (1-g^2)
-        K = O * (1 - TC * TC)  # (T, B, H): cbar_t += hbar_t * K_t
+        K = torch.mul(TC, TC).neg_().add_(1).mul_(O)  # (T, B, H): cbar_t += hbar_t * K_t
         Fc = Fg  # (T, B, H): cbar_{t-1} = cbar_t * Fc_t
         dout = dout.contiguous()
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
@@ -101,19 +103,19 @@ class FusedLSTM(Function):
             Fc = Fg * plan.valid + hold
             dout = dout * plan.valid
         w_back = w_hh_p.t().contiguous() if onednn else w_hh_p.t()  # (H, 4H): linear(a, w_back) = a @ W_hh
-        dG = torch.empty_like(G)  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
         dS = dh_n + dout[plan.last]  # (B, H) hbar at the last step
         dc = torch.empty_like(dS).copy_(dc_n)  # (B, H) cbar
         for t in reversed(plan.steps):
             dc.addcmul_(dS, K[t])
-            torch.mul(dS, A[t, :, :H], out=dG[t, :, :H])
-            torch.mul(A[t, :, H:].view(B, 3, H), dc.unsqueeze(1), out=dG[t, :, H:].view(B, 3, H))
+            A[t, :, :H].mul_(dS)  # delta_o
+            A[t, :, H:].view(B, 3, H).mul_(dc.unsqueeze(1))  # delta_i, delta_f, delta_g
             add = None if t == plan.first else dout[plan.prev(t)]
             if plan.valid is not None:
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
-            dS = linear(dG[t], w_back, add=add, onednn=onednn)  # hbar_{t-1}
+            dS = linear(A[t], w_back, add=add, onednn=onednn)  # hbar_{t-1}
             dc.mul_(Fc[t])  # cbar_{t-1}
-        dx, dw_ih, db = input_grads(dG, x, w_ih_p, need[0], need[3], need[5] or need[6])
+        dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
+        dx, dw_ih, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3], need[5] or need[6])
         dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)
         db = None if db is None else _from_ofig(db, H)
         dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None

@@ -48,22 +48,25 @@ class FusedRNN(Function):
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
         need = ctx.needs_input_grad
-        # f'(pre) for every step at once, from the saved states
-        D = (S > 0).to(S.dtype) if ctx.relu else 1 - S * S  # (T, B, H)
+        # f'(pre) for every step at once, from the saved states; overwritten by delta_t during the loop
+        if ctx.relu:
+            dG = (S > 0).to(S.dtype)  # (T, B, H)
+        else:
+            dG = torch.mul(S, S).neg_().add_(1)  # (T, B, H) 1 - h^2
         dout = dout.contiguous()
         if plan.valid is not None:
-            D.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
+            dG.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
             dout = dout * plan.valid
             hold = 1 - plan.valid  # ... and pass their state's gradient straight through
         w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, H): linear(a, w_back) = a @ W_hh
-        dG = torch.empty_like(S)  # (T, B, H) gradient of the pre-activations
         dS = dh_n + dout[plan.last]  # (B, H) total gradient reaching the last state
         for t in reversed(plan.steps):
-            torch.mul(dS, D[t], out=dG[t])  # delta_t
+            dG[t].mul_(dS)  # delta_t = hbar_t * f'(pre_t)
             add = None if t == plan.first else dout[plan.prev(t)]
             if plan.valid is not None:
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
             dS = linear(dG[t], w_back, add=add, onednn=onednn)  # gradient reaching the previous state
-        dx, dw_ih, db = input_grads(dG, x, w_ih, need[0], need[2], need[4] or need[5])
+        T, B, H = S.shape
+        dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5])
         dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None

@@ -299,3 +299,13 @@ def test_empty_batch(mode):
     grads = torch.autograd.grad(out.sum() + sum(h.sum() for h in (hn if isinstance(hn, tuple) else [hn])),
                                 [x, params[1]])
     assert grads[0].shape == (4, 0, 3) and torch.all(grads[1] == 0)
+
+
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+def test_backward_twice_with_retain_graph(mode, ra):
+    """Backward never overwrites what forward saved: a second backward through the same graph gives the same grads."""
+    x, hx, params, lens = make_case(mode, 4, 3, 2, 3, lengths=[4, 1, 3], seed=6)
+    out, _ = fused.run_direction(mode, x, hx, *params, lengths=lens, reset_after=ra)
+    first = torch.autograd.grad(out.sum(), [x, *params], retain_graph=True)
+    second = torch.autograd.grad(out.sum(), [x, *params])
+    assert_all_close(list(second), list(first), atol=0)
