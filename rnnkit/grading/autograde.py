@@ -65,6 +65,17 @@ def course_api(root: str | Path, **overrides):
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
+def database_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; the course installs psycopg2 (psycopg2-binary), so
+    name that driver explicitly unless psycopg 3 is importable."""
+    if url.startswith("postgresql://"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
 @dataclass
 class Job:
     student: str
@@ -133,7 +144,9 @@ def _reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits)
         if ename == "AssertionError":
             hint = " (a visible test in this cell failed: run it in your notebook to see why)"
         return f"the test cell stopped with {ename or 'an error'} before this check ran{hint}"
-    return "the check did not record a result"
+    if kind == "ok":
+        return "the cell finished but this check recorded no result (was grading.check replaced?)"
+    return "this check recorded no result"
 
 
 def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: sandbox.Result | None,
@@ -151,6 +164,19 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
                 pass
     executed = prepared if prepared is not None else notebooks.prepare(job.source, None)
     index_of = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(executed.cells)}
+    graded_ids = {cell.grade_id for cell in job.source.graded}
+    incidents = []  # (index, text): the student's own cells that did not finish, to explain a missing result
+    for i, cell in enumerate(executed.cells):
+        record = cell_records.get(i)
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if record and gid not in graded_ids and record.get("status") in ("error", "timeout", "died", "skipped"):
+            what = gid or f"cell {i + 1}"
+            how = {"timeout": f"ran past the {limits.cell_timeout:g} s limit per cell",
+                   "died": "killed the kernel (os._exit, a crash or the memory limit)",
+                   "skipped": "killed or hung the kernel (os._exit, a crash, the memory limit or an endless "
+                              "loop), so the re-run skipped it",
+                   "error": f"raised {str(record.get('ename') or 'an error')[:60]}"}[record["status"]]
+            incidents.append((i, f"{what} {how}"))
     scores, messages = {}, {}
     for cell in job.source.graded:
         index = index_of.get(cell.grade_id)
@@ -161,6 +187,9 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
                 ok, text = False, f"{name}: not graded — {why_not_run}"
             elif data is None:
                 ok, text = False, f"{name}: no result — {_reason(cell_records.get(index), result, limits)}"
+                earlier = [note for i, note in incidents if index is not None and i < index][-3:]
+                if earlier:
+                    text += "\n     earlier in your notebook: " + "; ".join(earlier)
             else:
                 try:
                     ok, text = judge.compare(name, _load_export(data))
@@ -251,7 +280,7 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
 def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] | None = None,
               students: list[str] | None = None, db_url: str | None = None, limits: sandbox.Limits | None = None,
               export_to: str | Path | None = "grades.csv", feedback: bool = True, progress: bool = True) -> dict:
-    """Grade everything found; returns {"graded": n, "seconds": [...], "export": path}."""
+    """Grade everything found; returns {"graded": n, "seconds": [(job, sandbox seconds), ...], "export": path}."""
     from nbgrader.api import Gradebook
     from nbgrader.plugins.export import CsvExportPlugin
     from tqdm import tqdm
@@ -264,7 +293,7 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
         os.chmod(tmp_root, 0o755)
         overrides = {"CourseDirectory.release_directory": str(tmp_root / "release")}
         if db_url:
-            overrides["CourseDirectory.db_url"] = db_url
+            overrides["CourseDirectory.db_url"] = database_url(db_url)
         api = course_api(root, **overrides)
         limits = limits or sandbox.Limits(cell_timeout=float(api.config.Execute.get("timeout", 60) or 60))
         sources, todo, all_students = discover(api, assignments, students, tmp_root / "release")
@@ -289,7 +318,7 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                         graded = judge_notebook(job, None, None, why, limits)
                         print(f"autograde: {job.student}/{job.assignment}: {why}", file=sys.stderr)
                     _write_gradebook(gb, api, job, graded)
-                    seconds.append(graded.seconds)
+                    seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
             if export_to:
                 export_to = str(Path(export_to).resolve())
@@ -325,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-feedback", action="store_true", help="skip generating feedback HTML")
     parser.add_argument("--feedback-only", action="store_true", help="only (re)generate feedback, grade nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--report", help="write per-notebook sandbox seconds and totals to this JSON file")
     args = parser.parse_args(argv)
     if args.feedback_only:
-        generate_feedback(course_api(args.root, **({"CourseDirectory.db_url": args.db_url} if args.db_url else {})))
+        generate_feedback(course_api(args.root, **(
+            {"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {})))
         return 0
     limits = None
     if args.cell_timeout or args.timeout or args.memory:
@@ -340,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                         progress=not args.quiet)
     elapsed = time.monotonic() - started
     n = summary["graded"]
+    if args.report:
+        Path(args.report).write_text(json.dumps({"jobs": args.jobs, "notebooks": n, "seconds_total": elapsed,
+                                                 "sandbox_seconds": summary["seconds"]}, indent=1))
     print(f"autograded {n} notebooks in {elapsed:.1f} s with {args.jobs} job(s)"
           + (f" ({elapsed / n:.2f} s each)" if n else "") + f"; grades in {summary['export']}")
     return 0

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import sys
 import time
@@ -37,7 +38,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 MAX_RESTARTS = 3
-PROBE_TIMEOUT = 10  # seconds a kernel gets to answer `pass` after an interrupted cell
+PROBE_TIMEOUT = 5  # seconds a kernel gets to answer `pass` after an interrupted cell
 CELL_TEXT_LIMIT = 20_000  # characters of stream/text output kept per cell
 CELL_OUTPUTS_LIMIT = 40  # output items kept per cell
 IMAGE_LIMIT = 2_000_000  # bytes of one base64 image kept
@@ -85,7 +86,23 @@ class CappedClient(NotebookClient):
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self.timed_out = True
+        kill_strays({os.getpid(), os.getppid(), Runner.kernel_pid(self)})  # a fork bomb first, then interrupt
         return await super()._async_handle_timeout(timeout, cell)
+
+
+def kill_strays(keep: set[int]) -> int:
+    """SIGKILL every process of the sandbox except ``keep`` (and pid 1, bubblewrap's init): background processes
+    never outlive the cell that started them, so a fork bomb is gone as soon as its cell is over."""
+    killed = 0
+    for _round in range(3):  # a bomb may fork between the listing and the kill
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in keep and int(entry) != 1:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+    return killed
 
 
 def _output_size(out) -> int:
@@ -183,6 +200,7 @@ class Runner:
                         return attempt < MAX_RESTARTS
                     except CellTimeoutError:  # only if interrupting did not help at all
                         client.timed_out = True
+                    kill_strays({os.getpid(), os.getppid(), self.kernel_pid(client)})
                     errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
                     ename = errors[-1].get("ename") if errors else None
                     status = "timeout" if client.timed_out else ("error" if errors else "ok")
@@ -195,6 +213,13 @@ class Runner:
         except (DeadKernelError, RuntimeError, TimeoutError) as exc:  # kernel failed to start or to shut down
             self.writer.send("kernel-error.json", json.dumps({"error": type(exc).__name__}).encode())
         return False
+
+    @staticmethod
+    def kernel_pid(client) -> int:
+        try:
+            return int(client.km.provisioner.process.pid)
+        except (AttributeError, TypeError, ValueError):
+            return -1
 
     def responsive(self, client: CappedClient, index: int) -> bool:
         """After an interrupted cell: does the kernel still answer? (A loop that ignores SIGINT does not.)"""

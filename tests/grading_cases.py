@@ -1,0 +1,234 @@
+"""Builders for the grading tests (not a test module): a throw-away nbgrader course made from the REAL assignments,
+the notebook a correct student would submit, hostile variants of it, generated batches, and the `make autograde` call.
+
+The full scale check of issue 8 (100 generated submissions x every assignment, sequential vs JOBS=2) is a command,
+too slow for `make test` on 2 cores:
+
+    .venv/bin/python tests/grading_cases.py scale --students 100 --jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rnnkit.grading import notebooks  # noqa: E402
+
+
+def assignments() -> list[str]:
+    return sorted(p.name for p in (REPO / "solutions").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def make_course(dest: Path, names: list[str]) -> Path:
+    """A course folder with the repo's nbgrader_config.py and the given assignments' sources."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "nbgrader_config.py", dest / "nbgrader_config.py")
+    for name in names:
+        shutil.copytree(REPO / "solutions" / name, dest / "solutions" / name, dirs_exist_ok=True)
+    (dest / "grading" / "submitted").mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def source_notebook(assignment: str) -> tuple[str, nbformat.NotebookNode]:
+    path = sorted((REPO / "solutions" / assignment).glob("*.ipynb"))[0]
+    return path.stem, nbformat.read(str(path), as_version=4)
+
+
+def _strip(source: str, begin: str, end: str) -> str:
+    out, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def correct_notebook(assignment: str) -> nbformat.NotebookNode:
+    """What a student who solved everything submits: the source without hidden tests, solutions kept (no markers)."""
+    _, nb = source_notebook(assignment)
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader", {})
+        if md.get("solution"):
+            cell.source = "\n".join(line for line in cell.source.splitlines()
+                                    if "BEGIN SOLUTION" not in line and "END SOLUTION" not in line)
+        elif md.get("grade") and cell.cell_type == "code":
+            cell.source = _strip(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+    return nb
+
+
+def blank_solution(assignment: str, grade_id: str) -> str:
+    """The solution cell as released (the solution region replaced by nbgrader's stub)."""
+    _, nb = source_notebook(assignment)
+    cell = find(nb, grade_id)
+    lines, inside = [], False
+    for line in cell.source.splitlines():
+        if "BEGIN SOLUTION" in line:
+            inside = True
+            lines.append(line[: len(line) - len(line.lstrip())] + "raise NotImplementedError()")
+        elif "END SOLUTION" in line:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def find(nb, grade_id: str):
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return cell
+    raise KeyError(grade_id)
+
+
+def index_of(nb, grade_id: str) -> int:
+    return nb.cells.index(find(nb, grade_id))
+
+
+def points(assignment: str) -> dict[str, float]:
+    """grade_id -> points of every autograded test cell."""
+    _, nb = source_notebook(assignment)
+    return {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points") or 0) for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+
+
+def points_of_check(assignment: str, check: str) -> float:
+    """Points of the test cells that call grading.check(check, ...)."""
+    _, nb = source_notebook(assignment)
+    total = 0.0
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader", {})
+        if md.get("grade") and not md.get("solution") and check in notebooks.check_names(cell.source):
+            total += float(md.get("points") or 0)
+    return total
+
+
+def submit(course: Path, student: str, assignment: str, nb=None, raw: bytes | None = None, name: str | None = None):
+    folder = course / "grading" / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or source_notebook(assignment)[0]
+    if raw is not None:
+        (folder / f"{name}.ipynb").write_bytes(raw)
+    elif nb is not None:
+        nbformat.write(nb, str(folder / f"{name}.ipynb"))
+    return folder
+
+
+def make_autograde(course: Path, jobs: int = 1, db_url: str | None = None, export: str = "grades.csv",
+                   cell_timeout: float = 15, timeout: float = 240, feedback: bool = True,
+                   memory: int | None = None) -> subprocess.CompletedProcess:
+    """The real path: `make autograde JOBS=N AUTOGRADE_ARGS=...` from the repository root."""
+    args = [f"--root={course}", f"--export={course / export}", f"--cell-timeout={cell_timeout:g}",
+            f"--timeout={timeout:g}", "--quiet"]
+    if db_url:
+        args.append(f"--db-url={db_url}")
+    if not feedback:
+        args.append("--no-feedback")
+    if memory:
+        args.append(f"--memory={memory}")
+    # -o: the venv is set up already (make test did it); never reinstall in the middle of a test
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "-o", ".venv/.installed-stamp",
+                           "autograde", f"JOBS={jobs}",
+                           "AUTOGRADE_ARGS=" + " ".join(args)], capture_output=True, text=True)
+
+
+def read_export(path: Path) -> dict[tuple[str, str], dict]:
+    with open(path, newline="") as fh:
+        return {(row["student_id"], row["assignment"]): row for row in csv.DictReader(fh)}
+
+
+def gradebook_scores(db_url: str, course_id: str = "rnnkit") -> dict[tuple[str, str, str], float]:
+    """(student, assignment, grade_id) -> auto_score for every grade in the gradebook."""
+    from nbgrader.api import Gradebook
+
+    from rnnkit.grading.autograde import database_url
+
+    out = {}
+    with Gradebook(database_url(db_url), course_id) as gb:
+        for assignment in gb.assignments:
+            for sub in gb.assignment_submissions(assignment.name):
+                for nb in sub.notebooks:
+                    for grade in nb.grades:
+                        out[(sub.student.id, assignment.name, grade.name)] = grade.auto_score
+    return out
+
+
+def tree_digest(root: Path) -> str:
+    """Digest of every file (path, mode, bytes) under root: proves nothing there changed."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or path.is_file():
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes() if path.is_file() else os.readlink(path).encode())
+    return h.hexdigest()
+
+
+def generated_batch(course: Path, names: list[str], students: int, seed: int = 0) -> None:
+    """Students whose solution cells are each, at random, correct or the blank release stub."""
+    rng = random.Random(seed)
+    for assignment in names:
+        base = correct_notebook(assignment)
+        solution_ids = [c.metadata["nbgrader"]["grade_id"] for c in base.cells
+                        if c.metadata.get("nbgrader", {}).get("solution")]
+        for k in range(students):
+            nb = copy.deepcopy(base)
+            for gid in solution_ids:
+                if rng.random() < 0.4:
+                    find(nb, gid).source = blank_solution(assignment, gid)
+            submit(course, f"student{k:03d}", assignment, nb)
+
+
+def scale(students: int, jobs: int, names: list[str] | None, workdir: Path) -> dict:
+    """Sequential vs JOBS=N on the same generated batch: both exports and every auto_score must be identical."""
+    names = names or assignments()
+    course = make_course(workdir, names)
+    generated_batch(course, names, students)
+    timings, exports, scores = {}, {}, {}
+    for label, n in (("sequential", 1), (f"jobs{jobs}", jobs)):
+        db = f"sqlite:///{course}/grading/{label}.db"
+        started = time.monotonic()
+        done = make_autograde(course, jobs=n, db_url=db, export=f"{label}.csv", feedback=False)
+        timings[label] = time.monotonic() - started
+        if done.returncode != 0:
+            raise RuntimeError(done.stdout + done.stderr)
+        exports[label] = read_export(course / f"{label}.csv")
+        scores[label] = gradebook_scores(db)
+    a, b = list(exports.values()), list(scores.values())
+    notebooks_graded = students * len(names)
+    return {"notebooks": notebooks_graded, "identical_export": a[0] == a[1], "identical_scores": b[0] == b[1],
+            "rows": len(a[0]), **{f"{k}_s_per_notebook": round(v / notebooks_graded, 2) for k, v in timings.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("scale", help="sequential vs parallel autograde on generated submissions")
+    p.add_argument("--students", type=int, default=100)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--assignment", action="append")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rnnkit-scale-") as tmp:
+        print(json.dumps(scale(args.students, args.jobs, args.assignment, args.workdir or Path(tmp)), indent=1))
+
+
+if __name__ == "__main__":
+    main()
