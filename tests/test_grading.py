@@ -1,0 +1,186 @@
+"""rnnkit.grading without nbgrader: specs and fixtures are current, the judge accepts the references and rejects
+wrong results with student-safe messages, exports carry no pickle, and monkeypatching inside the kernel gains nothing."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit.cells
+from rnnkit import grading
+from rnnkit.grading import export, fixtures, judge, specs
+
+
+def _collect(name, obj):
+    return export.collect(specs.get(name), obj)
+
+
+def _wrong_cell(x, h, w_ih, w_hh, b_ih, b_hh):  # forgets b_hh
+    return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T)
+
+
+def _right_cell(x, h, w_ih, w_hh, b_ih, b_hh):  # written differently from rnnkit's
+    return torch.tanh(torch.addmm(b_ih + b_hh, x.reshape(-1, x.shape[-1]), w_ih.T).reshape(h.shape) + h @ w_hh.T)
+
+
+def test_fixtures_are_current():
+    assert fixtures.check() == [], "run `make fixtures` (python -m rnnkit.grading.fixtures --write)"
+
+
+@pytest.mark.parametrize("name", specs.names())
+def test_reference_passes_its_own_check(name):
+    spec = specs.get(name)
+    obj = spec.reference() if spec.kind == "value" else spec.reference
+    verdict = judge.compare(name, _collect(name, obj))
+    assert verdict.passed, verdict.message
+
+
+@pytest.mark.parametrize("name", specs.names())
+def test_case_labels_are_unique_and_cover_float32_and_float64_where_tensors_flow(name):
+    spec = specs.get(name)
+    labels = [case.label for case in spec.make_cases()]
+    assert len(labels) == len(set(labels))
+    if name.endswith(("_cell_forward", "_forward")) or name.startswith("gru_cell_reset"):
+        text = " ".join(labels)
+        for needle in ("float32", "float64", "batch of 1"):
+            assert needle in text, f"{name}: no case with {needle}"
+
+
+def test_a_correct_cell_written_differently_passes():
+    assert judge.compare("rnn_cell_forward", _collect("rnn_cell_forward", _right_cell)).passed
+
+
+@pytest.mark.parametrize("student, expected", [
+    (_wrong_cell, r"output h_new differs from the expected values at index \(\d+, \d+\), max error [\d.e-]+"),
+    (lambda x, h, *w: _right_cell(x, h, *w).float(), r"has dtype torch\.float32, expected torch\.float64"),
+    (lambda x, h, *w: _right_cell(x, h, *w).transpose(0, -1), r"has shape \(5, 3\), expected \(3, 5\)"),
+    (lambda x, h, *w: _right_cell(x, h, *w) * float("nan"), r"contains NaN"),
+    (lambda x, h, *w: 1 / 0, r"your function raised ZeroDivisionError: division by zero"),
+    (lambda x, h, *w: (_right_cell(x, h, *w),), r"should be a tensor, got a tuple/list of 1 item"),
+    (lambda x, h, *w: _right_cell(x, h, *w).numpy(), r"should be a torch\.Tensor, got an object of type ndarray"),
+])
+def test_wrong_results_get_a_specific_message(student, expected):
+    verdict = judge.compare("rnn_cell_forward", _collect("rnn_cell_forward", student))
+    assert not verdict.passed
+    assert re.search(expected, verdict.message), verdict.message
+    assert verdict.message.startswith("rnn_cell_forward: case '")
+
+
+class _AlwaysEqual(torch.Tensor):
+    def __eq__(self, other):
+        return True
+
+
+def test_tensor_and_float_subclasses_do_not_pass():
+    sneaky = judge.compare("rnn_cell_forward", _collect("rnn_cell_forward",
+                                                       lambda *a: _right_cell(*a).as_subclass(_AlwaysEqual)))
+    assert not sneaky.passed and "should be a torch.Tensor" in sneaky.message
+
+    class Float(float):
+        def __eq__(self, other):
+            return True
+
+    spec = specs.get("relative_error")
+    verdict = judge.compare("relative_error", export.collect(spec, lambda a, b: Float(spec.reference(a, b))))
+    assert not verdict.passed and "should be a Python float" in verdict.message
+
+
+def _expected_numbers(name):
+    """Every expected value of a spec, as the strings a message could leak them with."""
+    exp = judge.expected_export(name)
+    values = np.concatenate([np.ravel(v).astype(np.float64) for k, v in exp.items()
+                             if k.endswith(".value") and v.dtype.kind == "f"])
+    return {f"{v:.4g}" for v in values if abs(v) > 1e-3} | {f"{v:.6f}" for v in values}
+
+
+@pytest.mark.parametrize("name", ["rnn_cell_forward", "lstm_cell_forward", "rnn_bptt", "gru_forward", "relative_error"])
+def test_messages_never_show_expected_values_or_hidden_source(name):
+    spec = specs.get(name)
+
+    def off_by_a_bit(*args, **kwargs):  # every output leaf shifted: wrong everywhere, but close
+        out = spec.reference(*args, **kwargs)
+        if isinstance(out, dict):
+            return {k: v + 0.37 for k, v in out.items()}
+        if isinstance(out, tuple):
+            return tuple(v + 0.37 for v in out)
+        return out + 0.37
+
+    message = judge.compare(name, _collect(name, off_by_a_bit)).message
+    assert "differs" in message and len(message) < 400
+    numbers = set(re.findall(r"-?\d+\.\d+(?:e-?\d+)?", message))
+    leaked = {n for n in numbers if f"{float(n):.4g}" in _expected_numbers(name)} - {"0.37"}
+    assert not leaked, f"message shows expected values {leaked}: {message}"
+    for secret in ("grading.check", "BEGIN HIDDEN", "tensor(", "array("):
+        assert secret not in message
+
+
+def test_exports_are_plain_data_and_round_trip(tmp_path):
+    exported = _collect("lstm_forward", lambda *a: (a[0], a[1], a[2]))  # wrong, but well-formed
+    path = tmp_path / "lstm_forward.npz"
+    export.save(exported, path)
+    loaded = export.load(path)  # allow_pickle=False inside
+    assert all(v.dtype != object for v in loaded.values())
+    assert judge.compare("lstm_forward", loaded) == judge.compare("lstm_forward", exported)
+    assert not judge.compare("lstm_forward", loaded).passed
+
+
+def test_export_of_another_check_is_refused():
+    exported = _collect("rnn_cell_forward", _right_cell)
+    verdict = judge.compare("gru_cell_reset_after", exported)
+    assert not verdict.passed and "belong to another check" in verdict.message
+
+
+def test_value_check():
+    assert judge.compare("keeps_direction", _collect("keeps_direction", "norm")).passed
+    wrong = judge.compare("keeps_direction", _collect("keeps_direction", "value"))
+    assert not wrong.passed and "differs" in wrong.message
+    typed = judge.compare("keeps_direction", _collect("keeps_direction", None))
+    assert not typed.passed and "should be a str, got None" in typed.message
+
+
+def test_trained_model_check_judges_the_mse_against_the_baseline():
+    def exact_model(x):  # knows the task: sum of the marked values
+        return (x[..., 0] * x[..., 1]).sum(1)
+
+    def mean_model(x):
+        return torch.full((x.shape[0],), 1.0)
+
+    assert judge.compare("adding_gated_beats_baseline", _collect("adding_gated_beats_baseline", exact_model)).passed
+    verdict = judge.compare("adding_gated_beats_baseline", _collect("adding_gated_beats_baseline", mean_model))
+    assert not verdict.passed and re.search(r"test MSE 0\.1\d+ does not beat the mean predictor", verdict.message)
+    shaped = judge.compare("adding_gated_beats_baseline", _collect("adding_gated_beats_baseline", lambda x: x))
+    assert not shaped.passed and "shape" in shaped.message
+
+
+def test_check_in_kernel_prints_a_pass_and_raises_the_message_on_failure(capsys):
+    grading.check("rnn_cell_forward", _right_cell)
+    assert "rnn_cell_forward: passed" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=r"rnn_cell_forward: case '.*': output h_new differs"):
+        grading.check("rnn_cell_forward", _wrong_cell)
+
+
+def test_check_exports_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv(grading.EXPORT_ENV, str(tmp_path / "out"))
+    assert grading.check("rnn_cell_forward", _wrong_cell) is None  # no judging in the sandbox
+    assert grading.check("rnn_forward", lambda *a: 1 / 0) is None  # a crash is recorded, not raised
+    loaded = export.load(tmp_path / "out" / "rnn_cell_forward.npz")
+    assert not judge.compare("rnn_cell_forward", loaded).passed
+    crashed = judge.compare("rnn_forward", export.load(tmp_path / "out" / "rnn_forward.npz"))
+    assert "raised ZeroDivisionError" in crashed.message
+
+
+def test_monkeypatching_rnnkit_torch_numpy_and_the_judge_in_the_kernel_gains_nothing(monkeypatch):
+    import rnnkit.recurrence
+
+    def patched_reference(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+        return _wrong_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    monkeypatch.setattr(rnnkit.cells, "rnn_cell", patched_reference)
+    monkeypatch.setattr(rnnkit.recurrence, "rnn_cell", patched_reference, raising=False)
+    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(np, "abs", lambda a: np.zeros_like(a))
+    monkeypatch.setattr(judge, "compare", lambda *a, **k: judge.Verdict(True, "patched"))
+    monkeypatch.setattr(judge, "expected_export", lambda name: _collect(name, _wrong_cell))
+    with pytest.raises(AssertionError, match="differs"):
+        grading.check("rnn_cell_forward", _wrong_cell)
