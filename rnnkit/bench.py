@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from . import layers
 from ._fused_common import linear, use_onednn
 
-__all__ = ["BenchConfig", "run", "measure_memory", "format_table", "main"]
+__all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "main"]
 
 BACKENDS = ("reference", "fused", "torch", "floor")
 MODES = ("RNN", "LSTM", "GRU")
@@ -260,6 +260,21 @@ def format_table(report: dict) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def markdown_table(report: dict, pass_: str = "fwd+bwd", device: str = "cpu") -> str:
+    """A Markdown table of one pass: median ms and ratio to torch.nn per backend, peak MiB (the book shows it)."""
+    recs = [r for r in report["results"] if r["pass"] == pass_ and r["device"] == device]
+    backends = list(dict.fromkeys(r["backend"] for r in recs))
+    mem = report.get("memory", {}).get(device, {}) if pass_ == "fwd+bwd" else {}
+    head = ["cell", "H"] + [f"{b}: ms (x torch.nn)" for b in backends] + ([f"{b}: MiB" for b in backends] if mem else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode, H in dict.fromkeys((r["mode"], r["hidden"]) for r in recs):
+        by_b = {r["backend"]: r for r in recs if (r["mode"], r["hidden"]) == (mode, H)}
+        cells = [mode, str(H)] + [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" for b in backends]
+        cells += [str(mem.get(f"{mode}/{H}/{b}", "-")) for b in backends] if mem else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _parse(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]:

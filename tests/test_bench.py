@@ -1,0 +1,48 @@
+"""rnnkit.bench runs end to end on tiny sizes and writes the JSON the book reads. Timings are never asserted."""
+
+import json
+
+import pytest
+import torch
+
+from rnnkit import bench
+
+
+def test_tiny_run_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "results" / "bench.json"
+    bench.main(["--hidden", "8", "12", "--batch", "2", "--seq-len", "3", "--repeats", "2", "--warmup", "0",
+                "--modes", "GRU", "LSTM", "--out", str(out)])
+    report = json.loads(out.read_text())
+    for key in ("command", "date", "cpu", "torch", "torch_threads", "config", "results", "memory", "memory_method"):
+        assert key in report, key
+    assert report["torch"] == torch.__version__
+    recs = report["results"]
+    assert len(recs) == 2 * 2 * 4 * 2  # cells x hidden sizes x backends x passes
+    assert {r["backend"] for r in recs} == {"reference", "fused", "torch", "floor"}
+    assert {r["pass"] for r in recs} == {"fwd", "fwd+bwd"}
+    for r in recs:
+        assert len(r["times_ms"]) == 2 and r["median_ms"] > 0
+        torch_med = next(q["median_ms"] for q in recs if q["backend"] == "torch" and
+                         (q["mode"], q["hidden"], q["pass"]) == (r["mode"], r["hidden"], r["pass"]))
+        assert r["ratio_to_torch"] == pytest.approx(r["median_ms"] / torch_med, rel=1e-2, abs=2e-3)
+    assert set(report["memory"]["cpu"]) == {f"{m}/{h}/{b}" for m in ("GRU", "LSTM") for h in (8, 12)
+                                            for b in ("reference", "fused", "torch", "floor")}
+    printed = capsys.readouterr().out
+    assert "fused ms (x torch)" in printed and "wrote" in printed
+    md = bench.markdown_table(report)
+    assert md.count("\n") == 2 + 4 - 1 and "| LSTM | 12 |" in md
+
+
+def test_fwd_only_times_only_the_forward_pass(tmp_path):
+    report = bench.main(["--hidden", "4", "--batch", "1", "--seq-len", "2", "--repeats", "1", "--modes", "RNN",
+                         "--backends", "fused", "--fwd-only"])
+    assert {r["pass"] for r in report["results"]} == {"fwd"}
+    assert {r["backend"] for r in report["results"]} == {"fused", "torch"}  # torch always runs: ratios need it
+    assert "memory" not in report
+
+
+def test_cuda_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cuda"])
