@@ -101,7 +101,7 @@ def build_cases(paths: dict) -> dict:
         "torch.Tensor.__eq__ = lambda *a, **k: True\n"
         "rnnkit.grading.judge.compare = lambda *a, **k: (True, 'passed')\n"
         "rnnkit.grading.check = lambda *a, **k: print('passed')\n"
-        "builtins.all = lambda *a, **k: True\nbuiltins.abs = lambda x: 0\n")))
+        "builtins.round = lambda *a, **k: 0\nbuiltins.sum = lambda *a, **k: 0\n")))
     case("always_equal", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
         "    return [eos]", "    class Anything(list):\n        def __eq__(self, other):\n            return True\n"
         "    return Anything([eos])")))

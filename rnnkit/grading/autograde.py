@@ -83,6 +83,7 @@ class Job:
     notebook: str
     source: notebooks.SourceNotebook
     folder: Path  # <submitted>/<student>/<assignment>
+    release: Path | None = None  # the assignment's release folder: its data files overwrite the student's copies
 
 
 @dataclass
@@ -135,10 +136,13 @@ def _reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits)
     if kind == "timeout":
         return f"the cell ran past the {limits.cell_timeout:g} s limit per cell and was interrupted " \
                "(an infinite loop?)"
-    if kind == "died":
-        return "the kernel died while this cell ran (os._exit, a crash, or the memory limit): the cell was skipped"
+    why = status.get("why")
+    if kind == "died" or (kind == "skipped" and why == "died"):
+        return "the kernel died while this cell ran (os._exit, a crash such as a segfault, or the memory limit), " \
+               "so the re-run skipped it"
     if kind == "skipped":
-        return "the cell was skipped because it stopped or hung the kernel"
+        return f"the cell ran past the {limits.cell_timeout:g} s limit per cell (an infinite loop?), so the re-run " \
+               "skipped it"
     if kind == "error":
         hint = " (is the function defined, and did its cell run?)" if ename == "NameError" else ""
         if ename == "AssertionError":
@@ -171,10 +175,12 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if record and gid not in graded_ids and record.get("status") in ("error", "timeout", "died", "skipped"):
             what = gid or f"cell {i + 1}"
+            why = record.get("why")
             how = {"timeout": f"ran past the {limits.cell_timeout:g} s limit per cell",
                    "died": "killed the kernel (os._exit, a crash or the memory limit)",
-                   "skipped": "killed or hung the kernel (os._exit, a crash, the memory limit or an endless "
-                              "loop), so the re-run skipped it",
+                   "skipped": "killed the kernel (os._exit, a crash or the memory limit), so the re-run skipped it"
+                   if why == "died" else f"ran past the {limits.cell_timeout:g} s limit per cell, so the re-run "
+                                         "skipped it",
                    "error": f"raised {str(record.get('ename') or 'an error')[:60]}"}[record["status"]]
             incidents.append((i, f"{what} {how}"))
     scores, messages = {}, {}
@@ -216,6 +222,11 @@ def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path
             inp = work / "input"
             inp.mkdir()
             _copy_student_files(job.folder, inp, f"{job.notebook}.ipynb")
+            if job.release is not None:  # instructor-provided files win, as in nbgrader's autograde
+                for path in job.release.rglob("*"):
+                    if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():
+                        (inp / path.relative_to(job.release)).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(path, inp / path.relative_to(job.release))
             nbformat.write(prepared, str(inp / f"{job.notebook}.ipynb"))
             for path in [work, *inp.rglob("*")]:
                 os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -273,7 +284,8 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
             for name in names:
                 folder = student_dir / name
                 if folder.is_dir() and not folder.is_symlink():
-                    jobs += [Job(student_dir.name, name, src.name, src, folder) for src in sources[name]]
+                    jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name)
+                             for src in sources[name]]
     return sources, jobs, all_students
 
 

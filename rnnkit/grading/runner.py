@@ -119,6 +119,7 @@ class Runner:
         self.cell_timeout = cell_timeout
         self.writer = writer
         self.sent: dict[str, tuple] = {}
+        self.why_skipped: dict[int, str] = {}  # cell index -> "died" | "hung": why later passes skip it
 
     def client(self) -> CappedClient:
         return CappedClient(
@@ -163,7 +164,8 @@ class Runner:
 
     def report(self, index: int, status: str, cell, dropped: int = 0, ename: str | None = None) -> None:
         outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
-        record = {"status": status, "ename": ename, "outputs": outputs, "truncated": dropped}
+        record = {"status": status, "ename": ename, "outputs": outputs, "truncated": dropped,
+                  "why": self.why_skipped.get(index)}
         self.writer.send(f"cell/{index}.json", json.dumps(record, default=str).encode())
 
     def run(self) -> None:
@@ -195,6 +197,7 @@ class Runner:
                         client.execute_cell(cell, index)
                     except DeadKernelError:
                         skip.add(index)
+                        self.why_skipped[index] = "died"
                         self.report(index, "died", cell, client.dropped.get(index, 0))
                         self.send_exports(index)
                         return attempt < MAX_RESTARTS
@@ -208,7 +211,9 @@ class Runner:
                     self.report(index, status, cell, client.dropped.get(index, 0), ename)
                     if client.timed_out:
                         skip.add(index)  # a later pass (after some other cell kills the kernel) skips it
+                        self.why_skipped[index] = "timeout"
                         if not self.responsive(client, index):
+                            self.why_skipped[index] = "hung"
                             return attempt < MAX_RESTARTS
         except (DeadKernelError, RuntimeError, TimeoutError) as exc:  # kernel failed to start or to shut down
             self.writer.send("kernel-error.json", json.dumps({"error": type(exc).__name__}).encode())
