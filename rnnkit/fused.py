@@ -1,13 +1,15 @@
 r"""The fast backend: one direction of one recurrent layer as a single ``torch.autograd.Function``.
 
 Same arguments and results as :func:`rnnkit.recurrence.run_direction` (the readable loop of chapter 1); layers pick it
-with ``backend="fused"``. What makes it fast (measured in :doc:`book/perf <../book/perf>`, ``python -m rnnkit.bench``):
+with ``backend="fused"`` (the default). What makes it fast, as measured by ``python -m rnnkit.bench`` and shown in the
+book page "How fast is rnnkit?":
 
 * **One GEMM for every input projection** ``x.reshape(T*B, I) @ W_ih^T`` and **one small GEMM per step** for the
   hidden projection; the element-wise gate arithmetic writes into preallocated ``(T, B, G*H)`` buffers with ``out=``.
-* **Hand-written backward through time.** Autograd would record ~10 nodes per step; here backward is one loop of
-  ``t = T-1, ..., 0`` with one GEMM and two to four element-wise kernels per step. Every factor of the gate gradients
-  that does not depend on the incoming gradient is computed for all steps at once before the loop.
+* **Hand-written backward through time.** Autograd would record every gate operation of every step; here backward is
+  one loop over ``t = T-1, ..., 0`` with one GEMM (two for the reset-before GRU) and one to five element-wise kernels
+  per step. Every factor of the gate gradients that does not depend on the incoming gradient is computed for all
+  steps at once before the loop, and the buffer holding those factors is overwritten by the gradients in place.
 * **Weight gradients after the loop,** as single GEMMs over all ``T*B`` rows: ``dW_hh = dG^T H_prev``,
   ``dW_ih = dG^T X``, ``dX = dG W_ih``.
 * **No per-step autograd indexing,** which would cost O(T^2) memory traffic.
@@ -34,15 +36,16 @@ __all__ = ["run_direction"]
 
 State = Tensor | tuple[Tensor, Tensor]
 
-_warned: set[str] = set()
+try:
+    from torch._C._functorch import is_functorch_wrapped_tensor
+except ImportError:  # pragma: no cover - every supported torch has it
+    is_functorch_wrapped_tensor = None
+
+_warned: set[str] = set()  # reasons already reported: each fallback warns once per process
 
 
 def _unfusable(tensors: list[Tensor]) -> str | None:
     """Why these inputs cannot go through the fused Functions, or None if they can."""
-    try:
-        from torch._C._functorch import is_functorch_wrapped_tensor
-    except ImportError:  # pragma: no cover - every supported torch has it
-        is_functorch_wrapped_tensor = None
     for t in tensors:
         if is_functorch_wrapped_tensor is not None and is_functorch_wrapped_tensor(t):
             return "functorch transforms (vmap/grad/jvp)"

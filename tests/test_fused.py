@@ -309,3 +309,16 @@ def test_backward_twice_with_retain_graph(mode, ra):
     first = torch.autograd.grad(out.sum(), [x, *params], retain_graph=True)
     second = torch.autograd.grad(out.sum(), [x, *params])
     assert_all_close(list(second), list(first), atol=0)
+
+
+def test_vmap_falls_back_and_matches(monkeypatch):
+    """functorch transforms cannot see inside the Function: the reference loop runs instead, once announced."""
+    monkeypatch.setattr(fused, "_warned", set())
+    x, hx, params, _ = make_case("GRU", 3, 2, 2, 3)
+    xs = torch.stack([x.detach(), 2 * x.detach()])  # a vmapped dimension of 2
+    p = [q.detach() for q in params]
+    with pytest.warns(RuntimeWarning, match="functorch transforms"):
+        got = torch.func.vmap(lambda xi: fused.run_direction("GRU", xi, hx.detach(), *p)[0])(xs)
+    for k in range(2):
+        want, _ = loop_direction("GRU", xs[k], hx.detach(), *p)
+        assert torch.allclose(got[k], want, atol=ATOL, rtol=0)
