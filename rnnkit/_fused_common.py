@@ -17,7 +17,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev", "input_projection", "add_biases"
+    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
+    "input_projection", "add_biases",
+    "one_minus_square", "sigmoid_slope",
 ]
 
 
@@ -178,6 +180,16 @@ def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     x2 = x.reshape(T * B, I)  # (T*B, I)
     out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
     return out.view(T, B, w_ih.shape[0])
+
+
+def one_minus_square(t: Tensor, out: Tensor | None = None) -> Tensor:
+    """``1 - t^2`` (tanh' from tanh) in one pass over memory."""
+    return torch.addcmul(t.new_ones(()), t, t, value=-1, out=out)
+
+
+def sigmoid_slope(t: Tensor, out: Tensor | None = None) -> Tensor:
+    """``t (1 - t) = t - t^2`` (sigmoid' from sigmoid) in one pass over memory."""
+    return torch.addcmul(t, t, t, value=-1, out=out)
 
 
 def add_biases(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:

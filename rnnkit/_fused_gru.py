@@ -28,7 +28,8 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, sub_prev, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, one_minus_square, sigmoid_slope,
+    sub_prev, use_onednn,
 )
 
 
@@ -69,11 +70,11 @@ class FusedGRU(Function):
         R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
         # Factors for all steps at once: the hidden-side gate gradients are hbar * Ah, and the input side is the same
         # except delta_n = hbar * An (no factor r). The loop overwrites Ah[t] with the gradient in place.
-        An = torch.mul(N, N).neg_().add_(1)  # (T, B, H) 1 - n^2
-        An.sub_(An * Z)  # (1 - z)(1 - n^2)
+        An = one_minus_square(N)  # (T, B, H) 1 - n^2
+        An.addcmul_(An, Z, value=-1)  # (1 - z)(1 - n^2)
         Ah = x.new_empty(T, B, 3 * H)  # (T, B, 3H) rows (r, z, n)
-        torch.neg(R, out=Ah[..., :H]).add_(1).mul_(RHN).mul_(An)  # delta_r = hbar An r (W_hn h + b_hn)(1 - r)
-        sub_prev(S, h0, N, plan, out=Ah[..., H : 2 * H]).mul_(Z).mul_(1 - Z)  # delta_z = hbar (h - n) z(1-z)
+        torch.addcmul(RHN, RHN, R, value=-1, out=Ah[..., :H]).mul_(An)  # delta_r = hbar An r (W_hn h + b_hn)(1 - r)
+        sub_prev(S, h0, N, plan, out=Ah[..., H : 2 * H]).mul_(sigmoid_slope(Z))  # delta_z = hbar (h - n) z(1-z)
         torch.mul(An, R, out=Ah[..., 2 * H :])  # gradient of W_hn h + b_hn: hbar An r
         Zc = Z  # (T, B, H): hbar_prev gets hbar * Zc directly
         dout = dout.contiguous()
@@ -137,11 +138,11 @@ class FusedGRUResetBefore(Function):
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z = RZ[..., :H], RZ[..., H:]
-        An = torch.mul(N, N).neg_().add_(1)
-        An.sub_(An * Z)  # delta_n = hbar (1-z)(1-n^2), overwritten by delta_n in the loop
+        An = one_minus_square(N)
+        An.addcmul_(An, Z, value=-1)  # delta_n = hbar (1-z)(1-n^2), overwritten by delta_n in the loop
         dRZ = x.new_empty(T, B, 2 * H)  # (T, B, 2H): factors, then gradients of r, z
-        sub_prev(S, h0, N, plan, out=dRZ[..., H:]).mul_(Z).mul_(1 - Z)  # delta_z = hbar (h - n) z(1-z)
-        torch.neg(R, out=dRZ[..., :H]).add_(1).mul_(R)
+        sub_prev(S, h0, N, plan, out=dRZ[..., H:]).mul_(sigmoid_slope(Z))  # delta_z = hbar (h - n) z(1-z)
+        sigmoid_slope(R, out=dRZ[..., :H])
         mul_prev(dRZ[..., :H], S, h0, plan)  # delta_r = (delta_n W_hn) h r(1-r)
         Zc = Z
         dout = dout.contiguous()

@@ -16,8 +16,9 @@ Backward, with :math:`\bar h_t, \bar c_t` the total gradients reaching the state
     \bar h_{t-1} &= \delta_t W_{hh} + \partial L/\partial \mathrm{out}_{t-1}, \qquad \bar c_{t-1} = \bar c_t \odot f
     \end{aligned}
 
-Everything that does not depend on :math:`\bar h, \bar c` (the factors after each :math:`\bar c_t \odot`) is computed for
-all steps at once before the loop, so each backward step is five kernels: one GEMM and four element-wise.
+Everything that does not depend on :math:`\bar h, \bar c` (the factors after each :math:`\bar c_t \odot`) is
+computed for all steps at once before the loop, so each backward step is five kernels: one GEMM and four
+element-wise.
 
 Internally the gate rows are rolled from PyTorch's ``(i, f, g, o)`` to ``(o, i, f, g)``: then the three sigmoids are one
 contiguous block and the tanh another (two kernels per step instead of three), and in backward ``delta_o`` (scaled by
@@ -33,7 +34,8 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, one_minus_square, sigmoid_slope,
+    use_onednn,
 )
 
 
@@ -87,13 +89,13 @@ class FusedLSTM(Function):
         # Factors of the gate gradients for all steps at once, delta = (hbar or cbar) * A. The loop then overwrites
         # A[t] with delta_t in place, so A is also the gradient buffer (one (T, B, 4H) tensor, not two).
         A = torch.empty_like(G)  # (T, B, 4H) rows (o, i, f, g)
-        torch.neg(G[..., : 3 * H], out=A[..., : 3 * H]).add_(1).mul_(G[..., : 3 * H])  # sigmoid' of o, i, f
-        torch.mul(Gg, Gg, out=A[..., 3 * H :]).neg_().add_(1)  # tanh' of g
+        sigmoid_slope(G[..., : 3 * H], out=A[..., : 3 * H])  # sigmoid' of o, i, f
+        one_minus_square(Gg, out=A[..., 3 * H :])  # tanh' of g
         A[..., :H].mul_(TC)  # delta_o = hbar * tanh(c) o(1-o)
         A[..., H : 2 * H].mul_(Gg)  # delta_i = cbar * g i(1-i)
         mul_prev(A[..., 2 * H : 3 * H], C, c0, plan)  # delta_f = cbar * c_{t-1} f(1-f)
         A[..., 3 * H :].mul_(I)  # delta_g = cbar * i (1-g^2)
-        K = torch.mul(TC, TC).neg_().add_(1).mul_(O)  # (T, B, H): cbar_t += hbar_t * K_t
+        K = one_minus_square(TC).mul_(O)  # (T, B, H): cbar_t += hbar_t * K_t
         Fc = Fg  # (T, B, H): cbar_{t-1} = cbar_t * Fc_t
         dout = dout.contiguous()
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through

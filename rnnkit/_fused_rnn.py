@@ -16,7 +16,9 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from ._fused_common import Plan, add_biases, hprev_grad, input_grads, input_projection, linear, use_onednn
+from ._fused_common import (
+    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, one_minus_square, use_onednn,
+)
 
 
 class FusedRNN(Function):
@@ -52,7 +54,7 @@ class FusedRNN(Function):
         if ctx.relu:
             dG = (S > 0).to(S.dtype)  # (T, B, H)
         else:
-            dG = torch.mul(S, S).neg_().add_(1)  # (T, B, H) 1 - h^2
+            dG = one_minus_square(S)  # (T, B, H) 1 - h^2
         dout = dout.contiguous()
         if plan.valid is not None:
             dG.mul_(plan.valid)  # finished rows pass no gradient into the cell ...

@@ -250,7 +250,8 @@ def format_table(report: dict) -> str:
     rows = []
     keys = list(dict.fromkeys((r["device"], r["pass"], r["mode"], r["hidden"]) for r in recs))
     for device, p, mode, H in keys:
-        by_b = {r["backend"]: r for r in recs if (r["device"], r["pass"], r["mode"], r["hidden"]) == (device, p, mode, H)}
+        by_b = {r["backend"]: r for r in recs
+                if (r["device"], r["pass"], r["mode"], r["hidden"]) == (device, p, mode, H)}
         row = [device, p, mode, str(H)]
         row += [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" if b in by_b else "-" for b in backends]
         if mem:
@@ -267,7 +268,8 @@ def markdown_table(report: dict, pass_: str = "fwd+bwd", device: str = "cpu") ->
     recs = [r for r in report["results"] if r["pass"] == pass_ and r["device"] == device]
     backends = list(dict.fromkeys(r["backend"] for r in recs))
     mem = report.get("memory", {}).get(device, {}) if pass_ == "fwd+bwd" else {}
-    head = ["cell", "H"] + [f"{b}: ms (x torch.nn)" for b in backends] + ([f"{b}: MiB" for b in backends] if mem else [])
+    head = ["cell", "H"] + [f"{b}: ms (x torch.nn)" for b in backends]
+    head += [f"{b}: MiB" for b in backends] if mem else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, H in dict.fromkeys((r["mode"], r["hidden"]) for r in recs):
         by_b = {r["backend"]: r for r in recs if (r["mode"], r["hidden"]) == (mode, H)}
@@ -287,7 +289,8 @@ def _parse(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]:
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed rounds before them")
     p.add_argument("--modes", nargs="+", choices=MODES, default=d.modes)
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=d.backends)
-    p.add_argument("--device", nargs="+", default=d.devices, help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    p.add_argument("--device", nargs="+", default=d.devices,
+                   help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--fwd-only", action="store_true", help="time only the forward pass (under torch.no_grad)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -318,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
     report["results"] = run(cfg)
     if cfg.memory and not cfg.fwd_only:
         report["memory"] = measure_memory(cfg)
-        report["memory_method"] = {d: MEMORY_METHOD["cuda" if d.startswith("cuda") else "cpu"] for d in report["memory"]}
+        report["memory_method"] = {d: MEMORY_METHOD["cuda" if d.startswith("cuda") else "cpu"]
+                                   for d in report["memory"]}
     print(f"rnnkit.bench  {report['date']}  {report['cpu']}  torch {report['torch']}  "
           f"{report['torch_threads']} threads  B={cfg.batch} T={cfg.seq_len}  median of {cfg.repeats}")
     print(format_table(report))
