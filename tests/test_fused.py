@@ -322,3 +322,15 @@ def test_vmap_falls_back_and_matches(monkeypatch):
     for k in range(2):
         want, _ = loop_direction("GRU", xs[k], hx.detach(), *p)
         assert torch.allclose(got[k], want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+def test_every_tensor_follows_the_input_device(mode, ra):
+    """Runs forward and backward on the 'meta' device: any tensor made on the CPU by mistake (a mask, a buffer, a
+    constant) would raise a device mismatch. A stand-in for CUDA, which this machine does not have."""
+    x, hx, params, _ = make_case(mode, 4, 3, 2, 5, device="meta")
+    for lens in (None, torch.tensor([4, 2, 3])):
+        for reverse in (False, True):
+            out, hn = fused.run_direction(mode, x, hx, *params, lengths=lens, reverse=reverse, reset_after=ra)
+            grads = torch.autograd.grad(out.sum(), leaves(x, hx, params))
+            assert out.device.type == "meta" and all(g.device.type == "meta" for g in grads)
