@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_CONTROL_HEADER = re.compile(r"^(for|while|if|elif|else|with|try|except|def|class)\b.*:$")
 CONFIG_FILE = REPO_ROOT / "nbgrader_config.py"
 
 
@@ -64,17 +66,19 @@ def normalise_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def generate(into: Path | None = None, names: list[str] | None = None) -> list[Path]:
+def generate(into: Path | None = None, names: list[str] | None = None, *, db_url: str | None = None) -> list[Path]:
     """Release every assignment (or ``names``) into ``into`` (default: the course's ``exercises/``).
 
-    With ``into`` given, a throw-away gradebook is used, so the course's ``grading/gradebook.db`` is untouched.
-    Returns the notebooks written."""
+    With ``into`` given, the assignments are recorded in ``db_url`` (default: a throw-away gradebook), so the
+    course's ``grading/gradebook.db`` is untouched. Returns the notebooks written."""
     names = names or assignments()
     with tempfile.TemporaryDirectory(prefix="rnnkit-release-") as tmp:
         overrides = {}
         if into is not None:
             overrides = {"CourseDirectory.release_directory": str(Path(into).resolve()),
-                         "CourseDirectory.db_url": f"sqlite:///{tmp}/gradebook.db"}
+                         "CourseDirectory.db_url": db_url or f"sqlite:///{tmp}/gradebook.db"}
+        elif db_url is not None:
+            overrides = {"CourseDirectory.db_url": db_url}
         api = nbgrader_api(**overrides)
         release_root = Path(api.coursedir.root) / api.coursedir.release_directory
         written = []
@@ -84,6 +88,26 @@ def generate(into: Path | None = None, names: list[str] | None = None) -> list[P
                 normalise_notebook(notebook)
                 written.append(notebook)
     return written
+
+
+def solution_lines(source: str | Path) -> set[str]:
+    """The substantial lines (16+ characters, stripped, not a bare ``for ...:`` / ``if ...:`` header) found only inside the solution and hidden-test regions of a
+    source notebook: none of them may appear in the release, on the course site or in feedback."""
+    nb = json.loads(Path(source).read_text(encoding="utf-8"))
+    lines, outside, inside = set(), set(), False
+    for cell in nb["cells"]:
+        text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        for line in text.splitlines():
+            marker = line.strip()
+            if marker.startswith("### BEGIN SOLUTION") or marker.startswith("### BEGIN HIDDEN TESTS"):
+                inside = True
+            elif marker.startswith("### END SOLUTION") or marker.startswith("### END HIDDEN TESTS"):
+                inside = False
+            elif inside and len(marker) >= 16 and not _CONTROL_HEADER.match(marker):
+                lines.add(marker)
+            elif not inside:
+                outside.add(marker)
+    return lines - outside  # a line the students also see elsewhere (e.g. a loop header in a test) is no secret
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,156 @@
+"""The assignments' CI gates, through nbgrader's Python API (its `validate` CLI exits 0 on failure, jupyter/nbgrader#1908):
+the committed release equals a fresh regeneration, no solution or hidden test leaks into it, every graded cell is
+autograded, the solutions score full marks, the blank release scores 0 on every graded cell, and a notebook that
+monkeypatches rnnkit/torch/numpy gains nothing."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from rnnkit.grading import specs
+from rnnkit.grading.release import REPO_ROOT, assignments, generate, nbgrader_api, solution_lines
+
+ASSIGNMENTS = assignments()
+# nbgrader 0.9's own autograde emits SQLAlchemy "not in session" warnings on every submission: not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:Object of type <Submitted:Warning")
+CHECK_CALL = re.compile(r"""grading\.check\(\s*["']([A-Za-z0-9_]+)["']""")
+
+
+def _source(name: str) -> Path:
+    return REPO_ROOT / "solutions" / name / f"{name}.ipynb"
+
+
+def _release(name: str) -> Path:
+    return REPO_ROOT / "exercises" / name / f"{name}.ipynb"
+
+
+def _graded_cells(name: str) -> list[dict]:
+    nb = json.loads(_source(name).read_text())
+    return [c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+
+
+def test_the_five_assignments_exist():
+    assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range"]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_graded_cell_is_autograded_and_calls_known_checks(name):
+    cells = _graded_cells(name)
+    assert sum(c["metadata"]["nbgrader"]["points"] for c in cells) == 10
+    for cell in cells:
+        md = cell["metadata"]["nbgrader"]
+        assert md["solution"] is False and md["locked"] is True, f"{md['grade_id']} must be an autograded test cell"
+        assert cell["cell_type"] == "code"
+        names = CHECK_CALL.findall("".join(cell["source"]))
+        assert names, f"{md['grade_id']}: no hidden grading.check call"
+        assert all(n in specs.REGISTRY for n in names), names
+    intro = "".join(json.loads(_source(name).read_text())["cells"][0]["source"])
+    assert "10 points" in intro and "visible tests" in intro
+
+
+def test_every_spec_is_used_by_exactly_one_notebook():
+    used = [n for a in ASSIGNMENTS for c in _graded_cells(a) for n in CHECK_CALL.findall("".join(c["source"]))]
+    assert sorted(used) == specs.names()
+
+
+def test_source_notebooks_are_valid_and_hold_no_outputs():
+    for name in ASSIGNMENTS:
+        nb = nbformat.read(_source(name), as_version=4)
+        nbformat.validate(nb)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: clear the outputs"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_release_holds_no_solution_and_no_hidden_test(name):
+    text = _release(name).read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "grading.check"):
+        assert marker not in text, f"{marker!r} in the release of {name}"
+    released = {line.strip() for cell in json.loads(text)["cells"] for line in "".join(cell["source"]).splitlines()}
+    leaked = solution_lines(_source(name)) & released
+    assert not leaked, f"solution lines in exercises/{name}: {sorted(leaked)[:3]}"
+    assert sorted(p.name for p in _release(name).parent.iterdir()) == [f"{name}.ipynb"], "only the notebook is released"
+
+
+def test_site_holds_no_solution_when_built():
+    html = REPO_ROOT / "_build" / "html"
+    if not html.is_dir():
+        pytest.skip("the book has not been built (tests/test_book.py builds it)")
+    secrets = set().union(*(solution_lines(_source(n)) for n in ASSIGNMENTS))
+    for page in list(html.rglob("*.html")) + list(html.rglob("*.ipynb")):
+        text = page.read_text(errors="replace")
+        assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, page
+        if page.suffix == ".ipynb":
+            lines = {line.strip() for cell in json.loads(text).get("cells", []) for line in "".join(cell["source"]).splitlines()}
+            assert not (secrets & lines), page
+
+
+# ------------------------------------------------------------------------------------ nbgrader: generate, autograde
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A throw-away course state: a fresh release of every assignment and a gradebook that knows them."""
+    tmp = tmp_path_factory.mktemp("course")
+    db_url = f"sqlite:///{tmp}/gradebook.db"
+    released = generate(into=tmp / "release", db_url=db_url)
+    api = nbgrader_api(**{"CourseDirectory.release_directory": str(tmp / "release"),
+                          "CourseDirectory.db_url": db_url,
+                          "CourseDirectory.submitted_directory": str(tmp / "submitted"),
+                          "CourseDirectory.autograded_directory": str(tmp / "autograded"),
+                          "CourseDirectory.feedback_directory": str(tmp / "feedback")})
+    return {"tmp": tmp, "db_url": db_url, "api": api, "released": released}
+
+
+def test_regenerated_release_equals_committed_exercises(course):
+    fresh = course["tmp"] / "release"
+    committed = REPO_ROOT / "exercises"
+    fresh_files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    committed_files = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    assert fresh_files == committed_files
+    for rel in fresh_files:
+        assert (fresh / rel).read_bytes() == (committed / rel).read_bytes(), f"exercises/{rel} is stale: run `make release`"
+
+
+def _autograde(course, name: str, student: str, notebook: Path) -> dict[str, tuple[float, float, bool]]:
+    from nbgrader.api import Gradebook
+
+    target = course["tmp"] / "submitted" / student / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(notebook, target / f"{name}.ipynb")
+    result = course["api"].autograde(name, student)
+    assert result["success"], result.get("error", "") + result.get("log", "")
+    with Gradebook(course["db_url"]) as gb:
+        submission = gb.find_submission(name, student)
+        assert not submission.needs_manual_grade
+        return {g.name: (g.score, g.max_score, g.needs_manual_grade) for nb in submission.notebooks for g in nb.grades}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_solution_scores_full_marks_and_blank_release_scores_zero(course, name):
+    full = _autograde(course, name, "solution", _source(name))
+    assert full and all(score == max_score and not manual for score, max_score, manual in full.values()), full
+    blank = _autograde(course, name, "blank", course["tmp"] / "release" / name / f"{name}.ipynb")
+    assert blank.keys() == full.keys()
+    assert all(score == 0 and not manual for score, _, manual in blank.values()), blank
+
+
+@pytest.mark.slow
+def test_monkeypatching_rnnkit_torch_and_numpy_in_the_notebook_gains_nothing(course):
+    nb = nbformat.read(_source("01_rnn"), as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "rnn_cell_forward")
+    cell.source = cell.source.replace("return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)",
+                                      "return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T)  # forgets b_hh")
+    patch = nbformat.v4.new_code_cell(
+        "import numpy, rnnkit.cells, rnnkit.recurrence\n"
+        "def _mine(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity='tanh'):\n"
+        "    return rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)\n"
+        "rnnkit.cells.rnn_cell = rnnkit.recurrence.rnn_cell = _mine\n"
+        "torch.allclose = numpy.allclose = lambda *a, **k: True\n")
+    nb.cells.insert(nb.cells.index(cell) + 1, patch)
+    path = course["tmp"] / "patcher.ipynb"
+    nbformat.write(nb, path)
+    grades = _autograde(course, "01_rnn", "patcher", path)
+    assert grades["test_rnn_cell_forward"][0] == 0 and grades["test_rnn_forward"][0] == 0, grades
+    assert grades["test_sequence_nll"][0] == grades["test_sequence_nll"][1], "unrelated cells keep their points"
