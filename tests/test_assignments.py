@@ -154,3 +154,59 @@ def test_monkeypatching_rnnkit_torch_and_numpy_in_the_notebook_gains_nothing(cou
     grades = _autograde(course, "01_rnn", "patcher", path)
     assert grades["test_rnn_cell_forward"][0] == 0 and grades["test_rnn_forward"][0] == 0, grades
     assert grades["test_sequence_nll"][0] == grades["test_sequence_nll"][1], "unrelated cells keep their points"
+
+
+# ------------------------------------------------------------------------ visible tests explain the usual mistakes
+def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> str:
+    """Run the notebook's cells in-process up to the test cell ``grade_id`` (its visible part only), with one line of
+    the solution cell ``solution_id`` replaced; return the visible test's AssertionError message ('' if it passed)."""
+    nb = json.loads(_source(name).read_text())
+    namespace: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        md = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if md.get("grade_id") == solution_id:
+            assert replace[0] in source, replace[0]
+            source = source.replace(*replace)
+        source = source.split("### BEGIN HIDDEN TESTS")[0]
+        try:
+            exec(compile(source, f"<{md.get('grade_id', 'cell')}>", "exec"), namespace)
+        except AssertionError as exc:
+            if md.get("grade_id") == grade_id:
+                return str(exc)
+            raise
+        if md.get("grade_id") == grade_id:
+            return ""
+    raise AssertionError(f"no cell {grade_id}")
+
+
+@pytest.mark.parametrize("name, grade_id, solution_id, replace, message", [
+    ("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("i, f, g, o = gates.chunk", "f, i, g, o = gates.chunk"),
+     "your input gate uses rows of the forget gate; your forget gate uses rows of the input gate. PyTorch orders the rows i, f, g, o"),
+    ("01_rnn", "test_rnn_forward", "rnn_forward", ("h = torch.where(alive, h_new, h)", "h = h_new"),
+     "freeze the state once t >= lengths[b]"),
+    ("01_rnn", "test_sequence_nll", "log_probs_and_nll", ("valid = steps < lengths.to", "valid = steps < -1 + lengths.to"),
+     "the end-of-sequence step counts too"),
+    ("01_rnn", "test_next_symbol_log_probs", "log_probs_and_nll",
+     ("shifted = logits - logits.max(dim=-1, keepdim=True).values", "shifted = logits"), "subtract the max logit first"),
+    ("02_gradients", "test_rnn_bptt", "rnn_bptt", ("dh = grad_out[t] + dh_next", "dh = grad_out[t]"),
+     "must add the gradient flowing back from step t + 1"),
+    ("02_gradients", "test_rnn_bptt", "rnn_bptt", ('grads["w_hh"] += da.T @ states[t]', 'grads["w_hh"] += da.T @ states[t + 1]'),
+     "w_hh multiplies the PREVIOUS state"),
+    ("04_gru", "test_gru_cell_reset_after", "gru_cell_forward", ("return (1 - z) * n + z * h", "return z * n + (1 - z) * h"),
+     "you swapped z and 1 - z"),
+    ("05_long_range", "test_adding_problem", "adding_problem",
+     ("    i = torch.randint(0, seq_len // 2, (num_samples,), generator=g)  # (N,) first half\n"
+      "    j = torch.randint(seq_len // 2, seq_len, (num_samples,), generator=g)  # (N,) second half",
+      "    j = torch.randint(seq_len // 2, seq_len, (num_samples,), generator=g)\n"
+      "    i = torch.randint(0, seq_len // 2, (num_samples,), generator=g)"),
+     "draw i = randint(0, T // 2) BEFORE j = randint(T // 2, T)"),
+])
+def test_visible_tests_name_the_mistake(name, grade_id, solution_id, replace, message):
+    assert message in _run_visible(name, grade_id, solution_id, replace)
+
+
+def test_visible_tests_pass_on_the_solution():
+    assert _run_visible("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("", "")) == ""
