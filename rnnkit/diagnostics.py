@@ -57,6 +57,8 @@ class StepGradNorms(NamedTuple):
 
     ``h[t, b]`` is :math:`\|\partial L / \partial h_t\|_2` for sequence ``b`` (the norm runs over every layer and
     direction of the state at step ``t``); ``c`` is the same for an LSTM's cell state and ``None`` otherwise.
+    Both are gradients with respect to the state *carried to step t+1*: a loss that reads only the outputs ``h``
+    gives ``c[T-1] == 0``, because the last cell state influences nothing after the last step.
     """
 
     h: Tensor  # (T, B)
