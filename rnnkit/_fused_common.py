@@ -11,13 +11,14 @@ reverse direction steps ``t = T-1, ..., 0`` and reads ``S[t+1]``; the first step
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
+    "Plan", "make_plan", "make_linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
     "input_projection", "add_biases",
     "one_minus_square", "sigmoid_slope",
 ]
@@ -62,18 +63,20 @@ def use_onednn(t: Tensor) -> bool:
     return _onednn_available()
 
 
-def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None, *, onednn: bool) -> Tensor:
-    """``a @ w.T (+ bias) (+ add)`` for ``a (B, K)``, ``w (N, K)``, ``add (B, N)``; a new ``(B, N)`` tensor."""
+def make_linear(onednn: bool) -> Callable[..., Tensor]:
+    """``linear(a, w, bias=None, add=None) = a @ w.T (+ bias) (+ add)`` for ``a (B, K)``, ``w (N, K)``, ``add (B, N)``;
+    a new ``(B, N)`` tensor. Resolved once per call of a Function, so the loop pays no look-ups."""
     if onednn:
-        op = torch.ops.mkldnn._linear_pointwise
-        if add is not None:
-            return op.binary(a, add, w, bias, "add")
-        return op(a, w, bias, "none", [], "")
-    if add is not None:
-        return torch.addmm(add if bias is None else add + bias, a, w.t())
-    if bias is not None:
-        return torch.addmm(bias, a, w.t())
-    return torch.mm(a, w.t())
+        plain, binary = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
+
+        def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+            return plain(a, w, bias, "none", [], "") if add is None else binary(a, add, w, bias, "add")
+    else:
+        def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+            if add is not None:
+                return torch.addmm(add if bias is None else add + bias, a, w.t())
+            return torch.mm(a, w.t()) if bias is None else torch.addmm(bias, a, w.t())
+    return linear
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, one_minus_square, sigmoid_slope,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
     sub_prev, use_onednn,
 )
 
@@ -38,22 +38,25 @@ class FusedGRU(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        onednn = use_onednn(x)
+        linear = make_linear(use_onednn(x))
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
         S = x.new_empty(T, B, H)  # (T, B, H) states in time order
         RHN = x.new_empty(T, B, H)  # (T, B, H) r * (W_hn h + b_hn), kept for delta_r
+        # per-step views, made once
+        rz_, r_, z_, n_ = (G[..., a:b].unbind(0) for a, b in ((0, 2 * H), (0, H), (H, 2 * H), (2 * H, 3 * H)))
+        S_, RHN_ = S.unbind(0), RHN.unbind(0)
+        keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            hg = linear(h, w_hh, bias=b_hh, onednn=onednn)  # (B, 3H)
-            g = G[t]
-            g[:, : 2 * H].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
-            torch.mul(g[:, :H], hg[:, 2 * H :], out=RHN[t])
-            g[:, 2 * H :].add_(RHN[t]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
-            torch.lerp(g[:, 2 * H :], h, g[:, H : 2 * H], out=S[t])  # h' = n + z (h - n)
-            if plan.keep is not None:  # finished rows keep their state
-                torch.where(plan.keep[t], S[t], h, out=S[t])
-            h = S[t]
+            hg = linear(h, w_hh, bias=b_hh)  # (B, 3H)
+            rz_[t].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
+            torch.mul(r_[t], hg[:, 2 * H :], out=RHN_[t])
+            n_[t].add_(RHN_[t]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
+            torch.lerp(n_[t], h, z_[t], out=S_[t])  # h' = n + z (h - n)
+            if keep is not None:  # finished rows keep their state
+                torch.where(keep[t], S_[t], h, out=S_[t])
+            h = S_[t]
         out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
         ctx.save_for_backward(x, h0, w_ih, w_hh, S, G, RHN)
         ctx.plan = plan
@@ -65,6 +68,7 @@ class FusedGRU(Function):
         x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
+        linear = make_linear(onednn)
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
@@ -84,13 +88,14 @@ class FusedGRU(Function):
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
         w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, 3H)
+        Ah_, Ah3_, Zc_, dout_ = Ah.unbind(0), Ah.unflatten(-1, (3, H)).unbind(0), Zc.unbind(0), dout.unbind(0)
         dSs: list[Tensor] = []
-        dS = dh_n + dout[plan.last]  # (B, H)
+        dS = dh_n + dout_[plan.last]  # (B, H)
         for t in reversed(plan.steps):
             dSs.append(dS)
-            Ah[t].view(B, 3, H).mul_(dS.unsqueeze(1))  # gradient of W_hh h + b_hh at step t
-            add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
-            dS = linear(Ah[t], w_back, add=add, onednn=onednn)  # hbar_prev
+            Ah3_[t].mul_(dS.unsqueeze(1))  # gradient of W_hh h + b_hh at step t
+            add = dS * Zc_[t] if t == plan.first else torch.addcmul(dout_[plan.prev(t)], dS, Zc_[t])
+            dS = linear(Ah_[t], w_back, add=add)  # hbar_prev
         if not plan.reverse:
             dSs.reverse()  # time order
         dGh = Ah  # (T, B, 3H)
@@ -108,22 +113,25 @@ class FusedGRUResetBefore(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        onednn = use_onednn(x)
+        linear = make_linear(use_onednn(x))
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
         RZ = input_projection(x, w_ih[: 2 * H], None if b is None else b[: 2 * H])  # (T, B, 2H) -> r, z
         N = input_projection(x, w_ih[2 * H :], None if b is None else b[2 * H :])  # (T, B, H) -> n
         RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
         w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+        RZ_, r_, z_ = RZ.unbind(0), RZ[..., :H].unbind(0), RZ[..., H:].unbind(0)
+        N_, RH_, S_ = N.unbind(0), RH.unbind(0), S.unbind(0)
+        keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            torch.sigmoid(linear(h, w_rz, add=RZ[t], onednn=onednn), out=RZ[t])  # r, z
-            torch.mul(RZ[t, :, :H], h, out=RH[t])  # r * h
-            torch.tanh(linear(RH[t], w_n, add=N[t], onednn=onednn), out=N[t])  # n
-            torch.lerp(N[t], h, RZ[t, :, H:], out=S[t])  # h' = n + z (h - n)
-            if plan.keep is not None:
-                torch.where(plan.keep[t], S[t], h, out=S[t])
-            h = S[t]
+            torch.sigmoid(linear(h, w_rz, add=RZ_[t]), out=RZ_[t])  # r, z
+            torch.mul(r_[t], h, out=RH_[t])  # r * h
+            torch.tanh(linear(RH_[t], w_n, add=N_[t]), out=N_[t])  # n
+            torch.lerp(N_[t], h, z_[t], out=S_[t])  # h' = n + z (h - n)
+            if keep is not None:
+                torch.where(keep[t], S_[t], h, out=S_[t])
+            h = S_[t]
         out = S if plan.valid is None else S * plan.valid
         ctx.save_for_backward(x, h0, w_ih, w_hh, S, RZ, N, RH)
         ctx.plan = plan
@@ -135,6 +143,7 @@ class FusedGRUResetBefore(Function):
         x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
+        linear = make_linear(onednn)
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z = RZ[..., :H], RZ[..., H:]
@@ -155,15 +164,17 @@ class FusedGRUResetBefore(Function):
         w_n_back = w_hh[2 * H :].t()  # (H, H)
         if onednn:
             w_rz_back, w_n_back = w_rz_back.contiguous(), w_n_back.contiguous()
-        dS = dh_n + dout[plan.last]
+        An_, dRZ_, dr_, dz_ = An.unbind(0), dRZ.unbind(0), dRZ[..., :H].unbind(0), dRZ[..., H:].unbind(0)
+        R_, Zc_, dout_ = R.unbind(0), Zc.unbind(0), dout.unbind(0)
+        dS = dh_n + dout_[plan.last]
         for t in reversed(plan.steps):
-            An[t].mul_(dS)  # delta_n
-            dRZ[t, :, H:].mul_(dS)  # delta_z
-            d_rh = linear(An[t], w_n_back, onednn=onednn)  # (B, H) gradient of r * h
-            dRZ[t, :, :H].mul_(d_rh)  # delta_r
-            add = dS * Zc[t] if t == plan.first else torch.addcmul(dout[plan.prev(t)], dS, Zc[t])
-            add.addcmul_(d_rh, R[t])
-            dS = linear(dRZ[t], w_rz_back, add=add, onednn=onednn)  # hbar_prev
+            An_[t].mul_(dS)  # delta_n
+            dz_[t].mul_(dS)  # delta_z
+            d_rh = linear(An_[t], w_n_back)  # (B, H) gradient of r * h
+            dr_[t].mul_(d_rh)  # delta_r
+            add = dS * Zc_[t] if t == plan.first else torch.addcmul(dout_[plan.prev(t)], dS, Zc_[t])
+            add.addcmul_(d_rh, R_[t])
+            dS = linear(dRZ_[t], w_rz_back, add=add)  # hbar_prev
         dN2 = An.view(T * B, H)
         dx, dw_ih, db = input_grads([dRZ.view(T * B, 2 * H), dN2], x, w_ih, need[0], need[2], need[4] or need[5])
         dw_hh = None

@@ -34,7 +34,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, mul_prev, one_minus_square, sigmoid_slope,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
     use_onednn,
 )
 
@@ -50,28 +50,32 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 class FusedLSTM(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        onednn = use_onednn(x)
+        linear = make_linear(use_onednn(x))
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
         b = add_biases(b_ih, b_hh)
         G = input_projection(x, w_ih_p, None if b is None else _to_ofig(b, H))  # (T, B, 4H), becomes the gates
         T, B = x.shape[0], x.shape[1]
         S, C, TC = (x.new_empty(T, B, H) for _ in range(3))  # (T, B, H): h_t, c_t, tanh(c_t) in time order
+        # per-step views, made once (slicing inside the loop would cost more than some of the kernels)
+        G_, S_, C_, TC_ = G.unbind(0), S.unbind(0), C.unbind(0), TC.unbind(0)
+        sig_, tanh_ = G[..., : 3 * H].unbind(0), G[..., 3 * H :].unbind(0)  # (o, i, f) and g, each (B, *)
+        o_, i_, f_ = G[..., :H].unbind(0), G[..., H : 2 * H].unbind(0), G[..., 2 * H : 3 * H].unbind(0)
+        keep = None if plan.keep is None else plan.keep.unbind(0)
         h, c = h0, c0
         for t in plan.steps:
-            pre = linear(h, w_hh_p, add=G[t], onednn=onednn)  # (B, 4H) pre-activations
-            g = G[t]  # (B, 4H), overwritten with the activations (o, i, f, g)
-            torch.sigmoid(pre[:, : 3 * H], out=g[:, : 3 * H])
-            torch.tanh(pre[:, 3 * H :], out=g[:, 3 * H :])
+            pre = linear(h, w_hh_p, add=G_[t])  # (B, 4H) pre-activations; G[t] is overwritten with activations
+            torch.sigmoid(pre[:, : 3 * H], out=sig_[t])
+            torch.tanh(pre[:, 3 * H :], out=tanh_[t])
             # c_t = f * c_{t-1} + i * g
-            torch.mul(g[:, 2 * H : 3 * H], c, out=C[t]).addcmul_(g[:, H : 2 * H], g[:, 3 * H :])
+            torch.mul(f_[t], c, out=C_[t]).addcmul_(i_[t], tanh_[t])
             # h_t = o * tanh(c_t)
-            torch.tanh(C[t], out=TC[t])
-            torch.mul(g[:, :H], TC[t], out=S[t])
-            if plan.keep is not None:  # finished rows keep their state
-                torch.where(plan.keep[t], C[t], c, out=C[t])
-                torch.where(plan.keep[t], S[t], h, out=S[t])
-            h, c = S[t], C[t]
+            torch.tanh(C_[t], out=TC_[t])
+            torch.mul(o_[t], TC_[t], out=S_[t])
+            if keep is not None:  # finished rows keep their state
+                torch.where(keep[t], C_[t], c, out=C_[t])
+                torch.where(keep[t], S_[t], h, out=S_[t])
+            h, c = S_[t], C_[t]
         out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
         ctx.save_for_backward(x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G)
         ctx.plan = plan
@@ -83,6 +87,7 @@ class FusedLSTM(Function):
         x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
+        linear = make_linear(onednn)
         need = ctx.needs_input_grad
         T, B, H = S.shape
         O, I, Fg, Gg = G[..., :H], G[..., H : 2 * H], G[..., 2 * H : 3 * H], G[..., 3 * H :]  # (T, B, H) each
@@ -98,24 +103,28 @@ class FusedLSTM(Function):
         K = one_minus_square(TC).mul_(O)  # (T, B, H): cbar_t += hbar_t * K_t
         Fc = Fg  # (T, B, H): cbar_{t-1} = cbar_t * Fc_t
         dout = dout.contiguous()
+        hold = None
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
             A.mul_(plan.valid)
             K.mul_(plan.valid)
-            hold = 1 - plan.valid
-            Fc = Fg * plan.valid + hold
+            Fc = Fg * plan.valid + (1 - plan.valid)
+            hold = (1 - plan.valid).unbind(0)
             dout = dout * plan.valid
         w_back = w_hh_p.t().contiguous() if onednn else w_hh_p.t()  # (H, 4H): linear(a, w_back) = a @ W_hh
-        dS = dh_n + dout[plan.last]  # (B, H) hbar at the last step
+        A_, K_, Fc_, dout_ = A.unbind(0), K.unbind(0), Fc.unbind(0), dout.unbind(0)
+        Ao_, Aifg_ = A[..., :H].unbind(0), A[..., H:].unflatten(-1, (3, H)).unbind(0)  # (B, H), (B, 3, H)
+        dS = dh_n + dout_[plan.last]  # (B, H) hbar at the last step
         dc = torch.empty_like(dS).copy_(dc_n)  # (B, H) cbar
+        dc3 = dc.unsqueeze(1)  # (B, 1, H) view of dc for the three gates it scales
         for t in reversed(plan.steps):
-            dc.addcmul_(dS, K[t])
-            A[t, :, :H].mul_(dS)  # delta_o
-            A[t, :, H:].view(B, 3, H).mul_(dc.unsqueeze(1))  # delta_i, delta_f, delta_g
-            add = None if t == plan.first else dout[plan.prev(t)]
-            if plan.valid is not None:
+            dc.addcmul_(dS, K_[t])
+            Ao_[t].mul_(dS)  # delta_o
+            Aifg_[t].mul_(dc3)  # delta_i, delta_f, delta_g
+            add = None if t == plan.first else dout_[plan.prev(t)]
+            if hold is not None:
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
-            dS = linear(A[t], w_back, add=add, onednn=onednn)  # hbar_{t-1}
-            dc.mul_(Fc[t])  # cbar_{t-1}
+            dS = linear(A_[t], w_back, add=add)  # hbar_{t-1}
+            dc.mul_(Fc_[t])  # cbar_{t-1}
         dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
         dx, dw_ih, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3], need[5] or need[6])
         dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)

@@ -17,26 +17,28 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, linear, one_minus_square, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, one_minus_square, use_onednn,
 )
 
 
 class FusedRNN(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):  # type: ignore[override]
-        onednn = use_onednn(x)
+        linear = make_linear(use_onednn(x))
         xg = input_projection(x, w_ih, add_biases(b_ih, b_hh))  # (T, B, H), one GEMM for all steps
         S = torch.empty_like(xg)  # (T, B, H) states in time order
+        xg_, S_ = xg.unbind(0), S.unbind(0)  # per-step views, made once
+        keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            pre = linear(h, w_hh, add=xg[t], onednn=onednn)  # (B, H) = x_t W_ih^T + b + h W_hh^T
+            pre = linear(h, w_hh, add=xg_[t])  # (B, H) = x_t W_ih^T + b + h W_hh^T
             if relu:
-                torch.clamp_min(pre, 0, out=S[t])
+                torch.clamp_min(pre, 0, out=S_[t])
             else:
-                torch.tanh(pre, out=S[t])
-            if plan.keep is not None:  # finished rows keep their state
-                torch.where(plan.keep[t], S[t], h, out=S[t])
-            h = S[t]
+                torch.tanh(pre, out=S_[t])
+            if keep is not None:  # finished rows keep their state
+                torch.where(keep[t], S_[t], h, out=S_[t])
+            h = S_[t]
         out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
         h_n = S[plan.last].clone()  # (B, H)
         ctx.save_for_backward(x, h0, w_ih, w_hh, S)
@@ -49,6 +51,7 @@ class FusedRNN(Function):
         x, h0, w_ih, w_hh, S = ctx.saved_tensors
         plan: Plan = ctx.plan
         onednn = use_onednn(x)
+        linear = make_linear(onednn)
         need = ctx.needs_input_grad
         # f'(pre) for every step at once, from the saved states; overwritten by delta_t during the loop
         if ctx.relu:
@@ -56,18 +59,20 @@ class FusedRNN(Function):
         else:
             dG = one_minus_square(S)  # (T, B, H) 1 - h^2
         dout = dout.contiguous()
+        hold = None
         if plan.valid is not None:
             dG.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
             dout = dout * plan.valid
-            hold = 1 - plan.valid  # ... and pass their state's gradient straight through
+            hold = (1 - plan.valid).unbind(0)  # ... and pass their state's gradient straight through
         w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, H): linear(a, w_back) = a @ W_hh
-        dS = dh_n + dout[plan.last]  # (B, H) total gradient reaching the last state
+        dG_, dout_ = dG.unbind(0), dout.unbind(0)
+        dS = dh_n + dout_[plan.last]  # (B, H) total gradient reaching the last state
         for t in reversed(plan.steps):
-            dG[t].mul_(dS)  # delta_t = hbar_t * f'(pre_t)
-            add = None if t == plan.first else dout[plan.prev(t)]
-            if plan.valid is not None:
+            dG_[t].mul_(dS)  # delta_t = hbar_t * f'(pre_t)
+            add = None if t == plan.first else dout_[plan.prev(t)]
+            if hold is not None:
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
-            dS = linear(dG[t], w_back, add=add, onednn=onednn)  # gradient reaching the previous state
+            dS = linear(dG_[t], w_back, add=add)  # gradient reaching the previous state
         T, B, H = S.shape
         dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5])
         dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import layers
-from ._fused_common import linear, use_onednn
+from ._fused_common import make_linear, use_onednn
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "main"]
 
@@ -94,19 +94,19 @@ def _floor_workload(mode: str, net: torch.nn.Module, x: torch.Tensor):
     h = torch.randn(B, H, device=x.device)
     xg = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)  # (T, B, GH)
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
-    onednn = use_onednn(x)
+    linear = make_linear(use_onednn(x))
     w_back = w_hh.t().contiguous()  # (H, GH)
     gru = mode == "GRU"  # the GRU adds W_hh h + b_hh separately (reset gate after the product)
 
     def fwd():
         torch.addmm(b, x2, w_ih.t())  # all input projections
         for t in range(T):
-            linear(h, w_hh, bias=b if gru else None, add=None if gru else xg[t], onednn=onednn)  # (B, GH)
+            linear(h, w_hh, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
 
     def fwd_bwd():
         fwd()
         for t in range(T):
-            linear(d[t], w_back, add=h, onednn=onednn)  # gradient reaching h_{t-1}
+            linear(d[t], w_back, add=h)  # gradient reaching h_{t-1}
         d2 = d.view(T * B, GH)
         return d2.t() @ x2, d2.t() @ x2, d2 @ w_ih  # dW_ih, dW_hh (same shape as with H_prev), dx
 
