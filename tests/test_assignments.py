@@ -85,6 +85,11 @@ def test_site_holds_no_solution_when_built():
         if page.suffix == ".ipynb":
             lines = {line.strip() for cell in json.loads(text).get("cells", []) for line in "".join(cell["source"]).splitlines()}
             assert not (secrets & lines), page
+    page = html / "book" / "assignments.html"
+    if page.is_file() and "01_rnn.ipynb" in page.read_text():  # the downloads are exactly the student versions
+        downloads = {p.name: p.read_bytes() for p in (html / "_downloads").rglob("*.ipynb")}
+        for name in ASSIGNMENTS:
+            assert downloads.get(f"{name}.ipynb") == _release(name).read_bytes(), f"{name}: download is not the release"
 
 
 # ------------------------------------------------------------------------------------ nbgrader: generate, autograde
