@@ -215,3 +215,27 @@ def test_visible_tests_name_the_mistake(name, grade_id, solution_id, replace, me
 
 def test_visible_tests_pass_on_the_solution():
     assert _run_visible("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("", "")) == ""
+
+
+def test_nbgrader_config_keeps_grading_state_under_grading_and_bounds_cells():
+    api = nbgrader_api()
+    coursedir = api.coursedir
+    assert Path(coursedir.root) == REPO_ROOT
+    assert (coursedir.source_directory, coursedir.release_directory) == ("solutions", "exercises")
+    for step in ("submitted", "autograded", "feedback"):
+        assert getattr(coursedir, f"{step}_directory") == f"grading/{step}"
+    assert coursedir.db_url == f"sqlite:///{REPO_ROOT}/grading/gradebook.db"
+    assert api.config.Execute.timeout <= 120 and api.config.Execute.interrupt_on_timeout
+    assert api.config.OverwriteCells.add_missing_cells is True
+    for pattern in ("*.npz", "fixtures", "*.py"):
+        assert pattern in coursedir.ignore
+
+
+@pytest.mark.slow
+def test_a_deleted_test_cell_is_restored_and_graded(course):
+    nb = nbformat.read(_source("01_rnn"), as_version=4)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_sequence_nll"]
+    path = course["tmp"] / "deleter.ipynb"
+    nbformat.write(nb, path)
+    grades = _autograde(course, "01_rnn", "deleter", path)
+    assert grades["test_sequence_nll"] == (2.0, 2.0, False), grades
