@@ -116,8 +116,17 @@ def test_no_solution_or_hidden_test_text_anywhere_on_the_site(site):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    missing: list[str] = []  # every path the site asked for that does not exist (checked by the browser tests)
+
     def log_message(self, *args):  # keep pytest output readable
         pass
+
+    def send_error(self, code, message=None, explain=None):
+        _QuietHandler.missing.append(f"HTTP {code}: {self.path}")
+        try:
+            super().send_error(code, message, explain)
+        except (BrokenPipeError, ConnectionResetError):  # the page was closed before the error page was sent
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +165,11 @@ def _open(browser, url):
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     page.goto(url, wait_until="networkidle")
     return page, problems
+
+
+def _assert_nothing_missing():
+    missing, _QuietHandler.missing[:] = sorted(set(_QuietHandler.missing)), []
+    assert not missing, "the pages requested files the site does not have:\n" + "\n".join(missing)
 
 
 _WAIT_MATHJAX = """async () => {
@@ -209,6 +223,7 @@ def test_every_page_in_headless_chromium(site, server, browser):
             page.close()
         failures += [f"{rel}: {p}" for p in problems]
     assert not failures, "browser problems:\n" + "\n".join(failures[:40])
+    _assert_nothing_missing()
     assert n_math > 0, "no rendered formula anywhere: is MathJax served (sphinx-mathjax-offline)?"
     assert n_images > 0, "no image on any page: the chapters' figures are missing"
 
@@ -238,6 +253,7 @@ def test_sidebar_links_resolve_and_screenshots(site, server, browser):
         assert not chapter_problems, "\n".join(chapter_problems)
         for name in ("home.png", "chapter_03_lstm.png"):
             assert (shots / name).stat().st_size > 10_000, f"screenshot {name} looks empty"
+        _assert_nothing_missing()
     finally:
         page.close()
 
@@ -253,5 +269,6 @@ def test_search_finds_a_chapter_for_forget_gate(site, server, browser):
         assert any(re.search(r"/book/0[1-6]_\w+\.html", h) for h in links), (
             f"search for 'forget gate' returned no chapter: {links}")
         assert not problems, "\n".join(problems)
+        _assert_nothing_missing()
     finally:
         page.close()
