@@ -132,7 +132,7 @@ def submit(course: Path, student: str, assignment: str, nb=None, raw: bytes | No
 
 def make_autograde(course: Path, jobs: int = 1, db_url: str | None = None, export: str = "grades.csv",
                    cell_timeout: float = 15, timeout: float = 240, feedback: bool = True,
-                   memory: int | None = None) -> subprocess.CompletedProcess:
+                   memory: int | None = None, report: Path | None = None) -> subprocess.CompletedProcess:
     """The real path: `make autograde JOBS=N AUTOGRADE_ARGS=...` from the repository root."""
     args = [f"--root={course}", f"--export={course / export}", f"--cell-timeout={cell_timeout:g}",
             f"--timeout={timeout:g}", "--quiet"]
@@ -142,6 +142,8 @@ def make_autograde(course: Path, jobs: int = 1, db_url: str | None = None, expor
         args.append("--no-feedback")
     if memory:
         args.append(f"--memory={memory}")
+    if report:
+        args.append(f"--report={report}")
     # -o: the venv is set up already (make test did it); never reinstall in the middle of a test
     return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "-o", ".venv/.installed-stamp",
                            "autograde", f"JOBS={jobs}",
@@ -199,20 +201,26 @@ def scale(students: int, jobs: int, names: list[str] | None, workdir: Path) -> d
     names = names or assignments()
     course = make_course(workdir, names)
     generated_batch(course, names, students)
-    timings, exports, scores = {}, {}, {}
+    timings, exports, scores, per_assignment = {}, {}, {}, {}
     for label, n in (("sequential", 1), (f"jobs{jobs}", jobs)):
         db = f"sqlite:///{course}/grading/{label}.db"
         started = time.monotonic()
-        done = make_autograde(course, jobs=n, db_url=db, export=f"{label}.csv", feedback=False)
+        done = make_autograde(course, jobs=n, db_url=db, export=f"{label}.csv", feedback=False, cell_timeout=60,
+                              timeout=600, report=course / f"{label}.json")
         timings[label] = time.monotonic() - started
         if done.returncode != 0:
             raise RuntimeError(done.stdout + done.stderr)
+        per = {}
+        for job, seconds in json.loads((course / f"{label}.json").read_text())["sandbox_seconds"]:
+            per.setdefault(job.split("/")[1], []).append(seconds)
+        per_assignment[label] = {a: round(sum(v) / len(v), 2) for a, v in sorted(per.items())}
         exports[label] = read_export(course / f"{label}.csv")
         scores[label] = gradebook_scores(db)
     a, b = list(exports.values()), list(scores.values())
     notebooks_graded = students * len(names)
     return {"notebooks": notebooks_graded, "identical_export": a[0] == a[1], "identical_scores": b[0] == b[1],
-            "rows": len(a[0]), **{f"{k}_s_per_notebook": round(v / notebooks_graded, 2) for k, v in timings.items()}}
+            "rows": len(a[0]), **{f"{k}_s_per_notebook": round(v / notebooks_graded, 2) for k, v in timings.items()},
+            "sandbox_s_per_notebook_by_assignment": per_assignment}
 
 
 def main() -> None:

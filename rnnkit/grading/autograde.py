@@ -40,7 +40,7 @@ import nbformat
 from . import notebooks, sandbox
 
 MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
-MAX_EXPORT_UNPACKED = 256 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
+MAX_EXPORT_UNPACKED = 64 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
 
 
 def course_api(root: str | Path, **overrides):
@@ -291,7 +291,7 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
 
 def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] | None = None,
               students: list[str] | None = None, db_url: str | None = None, limits: sandbox.Limits | None = None,
-              export_to: str | Path | None = "grades.csv", feedback: bool = True, progress: bool = True) -> dict:
+              export_to: str | Path | None = "grading/grades.csv", feedback: bool = True, progress: bool = True) -> dict:
     """Grade everything found; returns {"graded": n, "seconds": [(job, sandbox seconds), ...], "export": path}."""
     from nbgrader.api import Gradebook
     from nbgrader.plugins.export import CsvExportPlugin
@@ -333,7 +333,9 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                     seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
             if export_to:
-                export_to = str(Path(export_to).resolve())
+                export_to = Path(root, export_to).resolve()  # relative paths are under the course root
+                export_to.parent.mkdir(parents=True, exist_ok=True)
+                export_to = str(export_to)
                 CsvExportPlugin(to=export_to, assignment=sorted(sources)).export(gb)
         if feedback:
             generate_feedback(api, sorted({(j.assignment, j.student) for j in todo}))
@@ -362,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=float, help="seconds per cell (default: Execute.timeout)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per submitted notebook")
     parser.add_argument("--memory", type=int, default=sandbox.Limits.memory, help="bytes of address space")
-    parser.add_argument("--export", default="grades.csv", help="CSV file to write (default: grades.csv)")
+    parser.add_argument("--export", help="CSV file to write (default: grading/grades.csv under the course root, "
+                                         "next to the rest of the grading state)")
     parser.add_argument("--no-feedback", action="store_true", help="skip generating feedback HTML")
     parser.add_argument("--feedback-only", action="store_true", help="only (re)generate feedback, grade nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -378,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         cell_timeout = args.cell_timeout or float(api.config.Execute.get("timeout", 60) or 60)
         limits = sandbox.Limits(cell_timeout=cell_timeout, submission_timeout=args.timeout, memory=args.memory)
     started = time.monotonic()
+    export_to = Path(args.export).resolve() if args.export else Path(args.root) / "grading" / "grades.csv"
     summary = autograde(args.root, jobs=args.jobs, assignments=args.assignment, students=args.student,
-                        db_url=args.db_url, limits=limits, export_to=args.export, feedback=not args.no_feedback,
+                        db_url=args.db_url, limits=limits, export_to=export_to, feedback=not args.no_feedback,
                         progress=not args.quiet)
     elapsed = time.monotonic() - started
     n = summary["graded"]
