@@ -228,6 +228,7 @@ def test_every_student_has_a_row_and_the_batch_finished(graded):
     students = set(CASE_NAMES) | {"no_notebook"}
     assert {s for s, _ in graded["export"]} == students
     assert float(graded["export"][("no_notebook", ASSIGNMENT)]["score"]) == 0.0
+    assert "not submitted" in _feedback(graded, "no_notebook")
     assert graded["seconds"] < 900  # bounded: the slowest case is capped by the per-cell and per-notebook limits
 
 
