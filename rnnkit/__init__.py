@@ -17,3 +17,6 @@ from .sampling import next_symbol_distribution, sample_piano_roll, sample_sequen
 # training and models (issue 4): the Trainer, its config, and the course's small sequence models
 from .train import TrainConfig, Trainer
 from .models import CharLM, PianoRollModel, Seq2Seq, Tagger, units_for_budget
+
+# diagnostics (issue 6): per-step gradient norms, step Jacobians, gate traces -- what chapters 2-4 plot
+from . import diagnostics
