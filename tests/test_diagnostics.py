@@ -173,3 +173,20 @@ def test_works_on_rnnkit_layers_including_cho_gru(reset_after):
     torch.testing.assert_close(dg.hidden_grad_norms(gru, x).h, _full_sequence_state_grads(gru, x))
     with pytest.raises(TypeError, match="layer"):
         dg.hidden_grad_norms(rnnkit.GRUCell(3, 4), x)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cls", [nn.LSTM, rnnkit.GRU])
+def test_cuda_matches_cpu(cls):
+    module = _seeded(cls, 3, 4)
+    x = torch.randn(5, 2, 3, dtype=DT)
+    cpu_norms, cpu_gates = dg.hidden_grad_norms(module, x).h, dg.gate_traces(module, x).gates
+    module_gpu, x_gpu = module.to("cuda"), x.to("cuda")
+    gpu_norms = dg.hidden_grad_norms(module_gpu, x_gpu).h
+    assert gpu_norms.device.type == "cuda"
+    torch.testing.assert_close(gpu_norms.cpu(), cpu_norms)
+    for name, value in dg.gate_traces(module_gpu, x_gpu).gates.items():
+        assert value.device.type == "cuda"
+        torch.testing.assert_close(value.cpu(), cpu_gates[name])
+    w = dg.with_spectral_radius(module_gpu.weight_hh_l0[:4], 0.5)
+    assert w.device.type == "cuda" and dg.spectral_radius(w) == pytest.approx(0.5)
