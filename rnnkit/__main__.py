@@ -39,11 +39,13 @@ def _reproduce(args, argv) -> int:
     from .experiments import chung2014
 
     overrides = dict(chung2014.QUICK) if args.quick else {}
-    for name in ("data_file", "models", "epochs", "lr_search", "seed", "device", "budget", "backend", "time_limit",
-                 "patience", "batch_size"):
+    for name in ("data_file", "models", "epochs", "lr_search", "search_epochs", "seed", "device", "budget", "backend",
+                 "time_limit", "patience", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
+    if overrides.get("time_limit") is not None and overrides["time_limit"] <= 0:
+        overrides["time_limit"] = None  # --time-limit 0: no limit
     config = chung2014.Chung2014Config(**overrides, progress=not args.no_progress, command=_command(argv))
     chung2014.run(config, args.out)
     print(f"wrote {args.out}/results.json and {args.out}/learning_curves.png", file=sys.stderr)
@@ -138,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--models", type=_csv(CELL_CHOICES), help="comma-separated cells (default tanh,gru,lstm)")
     rep.add_argument("--epochs", type=int, help="maximum epochs per run")
     rep.add_argument("--lr-search", type=int, help="K learning-rate candidates per model")
+    rep.add_argument("--search-epochs", type=int, help="epochs per candidate before the best one continues")
     rep.add_argument("--budget", type=int, help="equal parameter budget instead of the paper's 100/46/36 units")
     rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     rep.add_argument("--batch-size", type=int, help="sequences per update")
-    rep.add_argument("--time-limit", type=float, help="wall-clock seconds per model (all its runs)")
+    rep.add_argument("--time-limit", type=float, help="wall-clock seconds per model, search included (0: no limit)")
     rep.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
     rep.add_argument("--seed", type=int, help="seed for weights, data order, noise and the lr draw")
     rep.add_argument("--out", default="results/chung2014", help="output folder (default results/chung2014)")

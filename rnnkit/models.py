@@ -154,7 +154,8 @@ class CharLM(nn.Module):
         super().__init__()
         self.cell, self.vocab_size, self.hidden_size, self.num_layers = cell, vocab_size, hidden_size, num_layers
         self.embed = nn.Embedding(vocab_size, embedding_dim)
-        self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers=num_layers, dropout=dropout, **layer_kwargs)
+        self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers=num_layers, dropout=dropout,
+                                  **layer_kwargs)
         self.out = nn.Linear(hidden_size, vocab_size)
 
     def initial_state(self, batch_size: int, device=None):
@@ -165,7 +166,8 @@ class CharLM(nn.Module):
 
     def forward(self, tokens: Tensor, state=None, lengths: Tensor | None = None):
         if tokens.dim() != 2 or tokens.dtype != torch.long:
-            raise ValueError(f"CharLM: expected tokens of shape (T, B) and dtype torch.int64, got {tuple(tokens.shape)} {tokens.dtype}")
+            raise ValueError(f"CharLM: expected tokens of shape (T, B) and dtype torch.int64, "
+                             f"got {tuple(tokens.shape)} {tokens.dtype}")
         h, state = self.rnn(self.embed(tokens), state, lengths=lengths)  # (T, B, H)
         return self.out(h), state  # (T, B, V)
 

@@ -104,7 +104,8 @@ class _TensorTuple:
         n = tensors[0].shape[0]
         for k, t in enumerate(tensors):
             if t.shape[0] != n:
-                raise ValueError(f"Trainer: expected every tensor of the dataset tuple to have {n} rows, got {t.shape[0]} for tensor {k}")
+                raise ValueError(f"Trainer: expected every tensor of the dataset tuple to have {n} rows, "
+                                 f"got {t.shape[0]} for tensor {k}")
         self.tensors = tensors
 
     def __len__(self) -> int:
@@ -118,7 +119,8 @@ def _as_dataset(data, name: str):
     if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
         return _TensorTuple(data)
     if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise TypeError(f"Trainer: expected {name} to be a list of examples or a tuple of tensors, got {type(data).__name__}")
+        raise TypeError(f"Trainer: expected {name} to be a list of examples or a tuple of tensors, "
+                        f"got {type(data).__name__}")
     if len(data) == 0:
         raise ValueError(f"Trainer: expected a non-empty {name} set, got 0 examples")
     return data
@@ -149,7 +151,8 @@ class Trainer:
 
     ``history`` (also ``trainer.history``) is a JSON-friendly dict of lists, one entry per epoch: ``epoch``,
     ``train_loss`` (mean over the epoch's updates, with weight noise, like the paper's training curves), ``valid_loss``,
-    ``seconds`` (cumulative wall-clock), ``updates`` (cumulative optimizer steps); ``grad_norm`` holds the pre-clip
+    ``seconds`` (cumulative wall-clock), ``cpu_seconds`` (cumulative CPU time of this process: steadier than wall-clock
+    on a shared machine), ``updates`` (cumulative optimizer steps); ``grad_norm`` holds the pre-clip
     gradient norm of every step; ``best_epoch`` and ``stop_reason`` say how training ended.
     """
 
@@ -193,8 +196,8 @@ class Trainer:
 
     @staticmethod
     def _empty_history() -> dict[str, Any]:
-        return {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "updates": [], "grad_norm": [],
-                "best_epoch": None, "stop_reason": None}
+        return {"epoch": [], "train_loss": [], "valid_loss": [], "seconds": [], "cpu_seconds": [], "updates": [],
+                "grad_norm": [], "best_epoch": None, "stop_reason": None}
 
     # ---------------------------------------------------------------------------------------------- one update
     def _step(self, batch) -> tuple[float, int, float]:
@@ -222,11 +225,12 @@ class Trainer:
         value = float(loss.detach())
         if not (math.isfinite(value) and math.isfinite(norm)):
             what = "loss" if not math.isfinite(value) else "gradient norm"
+            norms = self.history["grad_norm"]
+            previous = f", previous step's gradient norm = {norms[-2]}" if len(norms) > 1 else ""
             raise FloatingPointError(
                 f"Trainer: the {what} became non-finite at step {self.step} (epoch {self.epoch + 1}): "
-                f"loss = {value}, pre-clip gradient norm = {norm}"
-                + (f", previous step's gradient norm = {self.history['grad_norm'][-2]}" if len(self.history["grad_norm"]) > 1 else "")
-                + ". Try a smaller lr, clip_norm, or check the data for NaN."
+                f"loss = {value}, pre-clip gradient norm = {norm}{previous}. "
+                "Try a smaller lr, clip_norm, or check the data for NaN."
             )
         if c.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.params, c.clip_value)
@@ -255,7 +259,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------- fit
     def fit(self, train, valid=None) -> dict[str, Any]:
-        """Train for up to ``config.epochs`` epochs (in total, counting a resumed checkpoint's) and return the history."""
+        """Train up to ``config.epochs`` epochs in total (a resumed checkpoint's included); return the history."""
         c = self.config
         train = _as_dataset(train, "training")
         valid = _as_dataset(valid, "validation") if valid is not None else None
@@ -264,7 +268,8 @@ class Trainer:
         elif self.epoch == 0:
             torch.manual_seed(c.seed)  # dropout and any other global-RNG draw inside the model
         elapsed0 = self.history["seconds"][-1] if self.history["seconds"] else 0.0
-        start = time.perf_counter()
+        cpu0 = self.history["cpu_seconds"][-1] if self.history["cpu_seconds"] else 0.0
+        start, cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(total=c.epochs, initial=self.epoch, desc="epochs", disable=not c.progress, leave=False)
         try:
             while self.epoch < c.epochs and self.history["stop_reason"] is None:
@@ -279,7 +284,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss:.4g}", grad_norm=f"{norm:.3g}")
                 self.epoch += 1
                 valid_loss = self.evaluate(valid) if valid is not None else None
-                self._end_epoch(total / count, valid_loss, elapsed0 + time.perf_counter() - start)
+                self._end_epoch(total / count, valid_loss, elapsed0 + time.perf_counter() - start,
+                                cpu0 + time.process_time() - cpu_start)
                 bar.update(1)
                 if valid_loss is not None:
                     bar.set_postfix(train=f"{total / count:.4g}", valid=f"{valid_loss:.4g}")
@@ -293,12 +299,13 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
         return self.history
 
-    def _end_epoch(self, train_loss: float, valid_loss: float | None, seconds: float) -> None:
+    def _end_epoch(self, train_loss: float, valid_loss: float | None, seconds: float, cpu_seconds: float) -> None:
         h, c = self.history, self.config
         h["epoch"].append(self.epoch)
         h["train_loss"].append(train_loss)
         h["valid_loss"].append(valid_loss)
         h["seconds"].append(seconds)
+        h["cpu_seconds"].append(cpu_seconds)
         h["updates"].append(self.step)
         if valid_loss is not None:
             if valid_loss < self.best_loss:

@@ -165,3 +165,15 @@ def test_models_use_rnnkit_layers():
 def test_charlm_rejects_float_tokens():
     with pytest.raises(ValueError, match=r"expected tokens of shape \(T, B\) and dtype torch.int64"):
         CharLM(5, 3)(torch.zeros(4, 2))
+
+
+def test_piano_roll_model_samples_with_rnnkit_sampling():
+    from rnnkit.sampling import sample_piano_roll
+
+    torch.manual_seed(0)
+    model = PianoRollModel("gru", 4, n_keys=5)
+    a = sample_piano_roll(model, 6, num_samples=2, seed=3, num_keys=5)
+    b = sample_piano_roll(model, 6, num_samples=2, seed=3, num_keys=5)
+    assert [tuple(r.shape) for r in a] == [(6, 5), (6, 5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(set(r.unique().tolist()) <= {0.0, 1.0} for r in a)

@@ -1,0 +1,120 @@
+"""rnnkit.experiments: a --quick rerun writes results in the documented format, and the committed book results
+(book/results/chung2014/) pass the same checks."""
+
+import copy
+import json
+import os
+
+import pytest
+
+from rnnkit.__main__ import main
+from rnnkit.experiments import chung2014, tasks
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "book", "results", "chung2014")
+
+
+@pytest.fixture(scope="module")
+def bl_file(tmp_path_factory):
+    """A tiny Boulanger-Lewandowski JSON file (MIDI pitch lists per frame)."""
+    import random
+
+    r = random.Random(0)
+    seq = lambda: [[p for p in range(55, 75) if r.random() < 0.15] for _ in range(r.randint(4, 9))]  # noqa: E731
+    path = tmp_path_factory.mktemp("data") / "jsb_tiny.json"
+    path.write_text(json.dumps({"train": [seq() for _ in range(8)], "valid": [seq() for _ in range(3)],
+                                "test": [seq() for _ in range(3)]}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def quick_run(bl_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chung")
+    code = main(["reproduce", "chung2014", "--quick", "--data-file", bl_file, "--out", str(out), "--no-progress",
+                 "--models", "tanh,gru", "--seed", "3"])
+    assert code == 0
+    return out
+
+
+def test_quick_reproduction_writes_valid_results(quick_run, capsys):
+    results = json.loads((quick_run / "results.json").read_text())
+    chung2014.validate_results(results)
+    assert list(results["models"]) == ["tanh", "gru"]
+    assert results["config"]["seed"] == 3 and results["config"]["weight_noise_std"] == 0.075
+    assert "--quick" in results["command"] and "--seed 3" in results["command"]
+    assert results["dataset"]["sequences"] == {"train": 8, "valid": 3, "test": 3}
+    assert results["paper"]["dataset"] == "JSB Chorales"  # guessed from the file name
+    gru = results["models"]["gru"]
+    assert gru["units"] == 46 and gru["parameters"] == 22_904
+    assert len(gru["lr_search"]) == 2 and gru["lr"] in [run["lr"] for run in gru["lr_search"]]
+    assert (quick_run / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_table_shows_ours_beside_the_paper(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    table = chung2014.format_table(results)
+    assert "| GRU | 46 | 22,904 |" in table and "| 6.94 | 8.54 |" in table  # the paper's JSB GRU train / test
+    assert f"{results['models']['tanh']['test_nll']:.2f}" in table
+
+
+def test_validate_results_catches_broken_files(quick_run):
+    good = json.loads((quick_run / "results.json").read_text())
+    chung2014.validate_results(good)
+    broken = copy.deepcopy(good)
+    del broken["models"]["gru"]["test_nll"]
+    with pytest.raises(ValueError, match=r"models\['gru'\]\['test_nll'\] should be float"):
+        chung2014.validate_results(broken)
+    broken = copy.deepcopy(good)
+    broken["models"]["tanh"]["history"]["valid_loss"].append(1.0)
+    with pytest.raises(ValueError, match="history"):
+        chung2014.validate_results(broken)
+    broken = copy.deepcopy(good)
+    broken["models"]["tanh"]["valid_nll"] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        chung2014.validate_results(broken)
+
+
+def test_lr_candidates_are_seeded_log_uniform():
+    cfg = chung2014.Chung2014Config(lr_search=6, lr_range=(1e-4, 1e-1), seed=0)
+    lrs = chung2014.lr_candidates(cfg)
+    assert lrs == sorted(lrs) and len(set(lrs)) == 6 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    assert lrs == chung2014.lr_candidates(cfg)
+    assert lrs != chung2014.lr_candidates(chung2014.Chung2014Config(lr_search=6, lr_range=(1e-4, 1e-1), seed=1))
+
+
+def test_budget_mode_uses_equal_budgets(bl_file, tmp_path):
+    cfg = chung2014.Chung2014Config(**{**chung2014.QUICK, "lr_search": 1, "epochs": 1}, data_file=bl_file,
+                                    budget=20_000, models=("lstm",), progress=False)
+    results = chung2014.run(cfg, None, verbose=False)
+    assert results["models"]["lstm"]["units"] == 34 and results["models"]["lstm"]["parameters"] <= 20_000
+
+
+def test_committed_book_results_are_valid():
+    with open(os.path.join(RESULTS, "results.json")) as f:
+        results = json.load(f)
+    chung2014.validate_results(results)
+    assert results["command"].startswith("python -m rnnkit reproduce chung2014")
+    assert "--quick" not in results["command"]
+    assert set(results["models"]) == {"tanh", "gru", "lstm"}
+    assert os.path.exists(os.path.join(RESULTS, "learning_curves.png"))
+    with open(os.path.join(RESULTS, "tasks.json")) as f:
+        tasks.validate_tasks_results(json.load(f))
+
+
+def test_quick_tasks_run(tmp_path):
+    code = main(["tasks", "--quick", "--tasks", "adding,copy", "--cells", "tanh,gru", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "tasks.json").read_text())
+    tasks.validate_tasks_results(results)
+    rows = results["tasks"]["adding"]["rows"]
+    assert [(r["length"], r["cell"]) for r in rows] == [(5, "tanh"), (5, "gru"), (10, "tanh"), (10, "gru")]
+    assert all(r["chance"] > 0 and r["score"] >= 0 for r in rows)
+    assert results["tasks"]["copy"]["rows"][0]["chance"] == pytest.approx(1 / 8)
+
+
+def test_bad_data_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": []}))
+    code = main(["reproduce", "chung2014", "--quick", "--data-file", str(bad), "--out", str(tmp_path / "o"),
+                 "--no-progress"])
+    assert code == 2
+    assert "rnnkit reproduce: error:" in capsys.readouterr().err
