@@ -12,8 +12,10 @@ turns the results into plain arrays (:mod:`rnnkit.grading.export`). Then:
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,13 @@ class _JudgeProcess:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="rnnkit-judge-"))
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != EXPORT_ENV}
