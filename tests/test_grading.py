@@ -23,6 +23,12 @@ def _right_cell(x, h, w_ih, w_hh, b_ih, b_hh):  # written differently from rnnki
     return torch.tanh(torch.addmm(b_ih + b_hh, x.reshape(-1, x.shape[-1]), w_ih.T).reshape(h.shape) + h @ w_hh.T)
 
 
+def test_every_check_is_listed_with_a_summary(capsys):
+    assert fixtures.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(specs.names()) and all(specs.get(n).summary for n in specs.names())
+
+
 def test_fixtures_are_current():
     assert fixtures.check() == [], "run `make fixtures` (python -m rnnkit.grading.fixtures --write)"
 

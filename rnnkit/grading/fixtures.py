@@ -8,6 +8,7 @@ Commands (``make fixtures`` runs the first; CI runs the second)::
 
     python -m rnnkit.grading.fixtures --write    # regenerate every fixture from rnnkit
     python -m rnnkit.grading.fixtures --check    # exit 1 if a fixture is missing, extra or out of date
+    python -m rnnkit.grading.fixtures --list     # every check: its cases and what it covers
 """
 from __future__ import annotations
 
@@ -72,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="regenerate every fixture from rnnkit")
     mode.add_argument("--check", action="store_true", help="exit 1 unless every fixture is current")
+    mode.add_argument("--list", action="store_true", help="list every check with its cases and what it covers")
     args = parser.parse_args(argv)
+    if args.list:
+        for name in specs.names():
+            spec = specs.get(name)
+            cases = len(spec.make_cases()) if spec.kind == "function" else 1
+            print(f"{name:28s} {cases} case{'s' * (cases != 1)}  {spec.summary}")
+        return 0
     if args.write:
         names = write()
         print(f"wrote {len(names)} fixtures to {FIXTURE_DIR}")
