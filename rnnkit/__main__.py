@@ -40,7 +40,7 @@ def _reproduce(args, argv) -> int:
 
     overrides = dict(chung2014.QUICK) if args.quick else {}
     for name in ("data_file", "models", "epochs", "lr_search", "search_epochs", "seed", "device", "budget", "backend",
-                 "time_limit", "patience", "batch_size"):
+                 "time_limit", "patience", "batch_size", "paper_dataset"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("experiment", choices=["chung2014"], help="which paper")
     rep.add_argument("--data-file", help="Boulanger-Lewandowski pickle/JSON (default: music21's Bach chorales)")
     rep.add_argument("--models", type=_csv(CELL_CHOICES), help="comma-separated cells (default tanh,gru,lstm)")
+    rep.add_argument("--paper-dataset", choices=["Nottingham", "JSB Chorales", "MuseData", "Piano-midi"],
+                     help="row of the paper's Table 2 to print beside ours (default: guessed from the file name)")
     rep.add_argument("--epochs", type=int, help="maximum epochs per run")
     rep.add_argument("--lr-search", type=int, help="K learning-rate candidates per model")
     rep.add_argument("--search-epochs", type=int, help="epochs per candidate before the best one continues")

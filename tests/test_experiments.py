@@ -81,6 +81,21 @@ def test_lr_candidates_are_seeded_log_uniform():
     assert lrs != chung2014.lr_candidates(chung2014.Chung2014Config(lr_search=6, lr_range=(1e-4, 1e-1), seed=1))
 
 
+def test_paper_row_follows_the_data_file_or_the_flag(tmp_path, bl_file):
+    import shutil
+
+    notts = tmp_path / "Nottingham.json"
+    shutil.copy(bl_file, notts)
+    cfg = dict(**{**chung2014.QUICK, "lr_search": 1, "epochs": 1}, models=("tanh",), progress=False)
+    results = chung2014.run(chung2014.Chung2014Config(data_file=str(notts), **cfg), None, verbose=False)
+    assert results["paper"]["dataset"] == "Nottingham" and tuple(results["paper"]["table2"]["tanh"]) == (3.22, 3.13)
+    results = chung2014.run(chung2014.Chung2014Config(data_file=str(notts), paper_dataset="MuseData", **cfg), None,
+                            verbose=False)
+    assert results["paper"]["dataset"] == "MuseData"
+    with pytest.raises(ValueError, match="paper_dataset"):
+        chung2014.run(chung2014.Chung2014Config(data_file=str(notts), paper_dataset="TIMIT", **cfg), None)
+
+
 def test_budget_mode_uses_equal_budgets(bl_file, tmp_path):
     cfg = chung2014.Chung2014Config(**{**chung2014.QUICK, "lr_search": 1, "epochs": 1}, data_file=bl_file,
                                     budget=20_000, models=("lstm",), progress=False)

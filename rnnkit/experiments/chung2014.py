@@ -169,6 +169,8 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
     for cell in config.models:
         if cell not in PAPER_UNITS:
             raise ValueError(f"chung2014: expected models among {sorted(PAPER_UNITS)}, got {cell!r}")
+    if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
+        raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
