@@ -27,11 +27,12 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------------
 # The one small product per step.
 #
-# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels), which for the short, wide
-# products of a recurrence (64 x 256 times 256 x 1024) is about twice as fast as the MKL sgemm behind torch.addmm on
-# this class of machine. torch.ops.mkldnn._linear_pointwise is the PyTorch operator that Inductor emits for the same
-# product; it is internal API, so it is probed once and torch.addmm is used whenever it is missing, fails, disagrees,
-# or RNNKIT_FUSED_GEMM=addmm is set. Float64 and CUDA always use torch.addmm / torch.mm.
+# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels on a weight reordered once),
+# which for the short, wide products of a recurrence (64 x 256 times 256 x 1024) took about half the time of the MKL
+# sgemm behind torch.addmm on this machine. torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight are the
+# PyTorch operators that Inductor emits for the same product; they are internal API, so they are probed once and
+# torch.addmm is used whenever they are missing, fail, disagree, or RNNKIT_FUSED_GEMM=addmm is set. Float64 and CUDA
+# always use torch.addmm / torch.mm.
 # --------------------------------------------------------------------------------------------------------------------
 _ONEDNN_OK: bool | None = None
 
@@ -48,7 +49,9 @@ def _onednn_available() -> bool:
                 b = torch.randn(12, generator=g)
                 ok1 = torch.allclose(op(a, w, b, "none", [], ""), torch.addmm(b, a, w.t()), atol=1e-5)
                 ok2 = torch.allclose(op.binary(a, add, w, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
-                _ONEDNN_OK = bool(ok1 and ok2)
+                packed = torch.ops.mkldnn._reorder_linear_weight(w, 4)
+                ok3 = torch.allclose(op.binary(a, add, packed, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
+                _ONEDNN_OK = bool(ok1 and ok2 and ok3)
             except Exception:  # any failure of an internal op means: use the public one
                 _ONEDNN_OK = False
     return _ONEDNN_OK
@@ -63,20 +66,31 @@ def use_onednn(t: Tensor) -> bool:
     return _onednn_available()
 
 
-def make_linear(onednn: bool) -> Callable[..., Tensor]:
-    """``linear(a, w, bias=None, add=None) = a @ w.T (+ bias) (+ add)`` for ``a (B, K)``, ``w (N, K)``, ``add (B, N)``;
-    a new ``(B, N)`` tensor. Resolved once per call of a Function, so the loop pays no look-ups."""
+def make_linear(onednn: bool, batch: int) -> tuple[Callable[[Tensor], Tensor], Callable[..., Tensor]]:
+    """``(pack, linear)`` for the per-step product: ``linear(a, pack(w), bias=None, add=None)`` is
+    ``a @ w.T (+ bias) (+ add)`` for ``a (batch, K)``, ``w (N, K)``, ``add (batch, N)``, a new ``(batch, N)`` tensor.
+
+    ``pack`` runs once per weight and call of a Function: for oneDNN it reorders ``w`` into the blocked layout its
+    GEMM micro-kernel reads (as nn.LSTM's oneDNN kernel does), for ``torch.addmm`` it is ``w.T``. Both are resolved
+    here, so the loop pays no look-ups."""
     if onednn:
         plain, binary = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
+        reorder = torch.ops.mkldnn._reorder_linear_weight.default
+
+        def pack(w: Tensor) -> Tensor:
+            return reorder(w.contiguous(), batch)
 
         def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
             return plain(a, w, bias, "none", [], "") if add is None else binary(a, add, w, bias, "add")
     else:
+        def pack(w: Tensor) -> Tensor:
+            return w.t()
+
         def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
             if add is not None:
-                return torch.addmm(add if bias is None else add + bias, a, w.t())
-            return torch.mm(a, w.t()) if bias is None else torch.addmm(bias, a, w.t())
-    return linear
+                return torch.addmm(add if bias is None else add + bias, a, w)
+            return torch.mm(a, w) if bias is None else torch.addmm(bias, a, w)
+    return pack, linear
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -38,18 +38,19 @@ class FusedGRU(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        linear = make_linear(use_onednn(x))
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
         S = x.new_empty(T, B, H)  # (T, B, H) states in time order
         RHN = x.new_empty(T, B, H)  # (T, B, H) r * (W_hn h + b_hn), kept for delta_r
+        w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
         # per-step views, made once
         rz_, r_, z_, n_ = (G[..., a:b].unbind(0) for a, b in ((0, 2 * H), (0, H), (H, 2 * H), (2 * H, 3 * H)))
         S_, RHN_ = S.unbind(0), RHN.unbind(0)
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            hg = linear(h, w_hh, bias=b_hh)  # (B, 3H)
+            hg = linear(h, w, bias=b_hh)  # (B, 3H)
             rz_[t].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
             torch.mul(r_[t], hg[:, 2 * H :], out=RHN_[t])
             n_[t].add_(RHN_[t]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
@@ -67,8 +68,7 @@ class FusedGRU(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
         x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
         plan: Plan = ctx.plan
-        onednn = use_onednn(x)
-        linear = make_linear(onednn)
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
@@ -87,7 +87,7 @@ class FusedGRU(Function):
             An.mul_(plan.valid)
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
-        w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, 3H)
+        w_back = pack(w_hh.t())  # linear(a, w_back) = a @ W_hh
         Ah_, Ah3_, Zc_, dout_ = Ah.unbind(0), Ah.unflatten(-1, (3, H)).unbind(0), Zc.unbind(0), dout.unbind(0)
         dSs: list[Tensor] = []
         dS = dh_n + dout_[plan.last]  # (B, H)
@@ -113,13 +113,13 @@ class FusedGRUResetBefore(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        linear = make_linear(use_onednn(x))
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
         RZ = input_projection(x, w_ih[: 2 * H], None if b is None else b[: 2 * H])  # (T, B, 2H) -> r, z
         N = input_projection(x, w_ih[2 * H :], None if b is None else b[2 * H :])  # (T, B, H) -> n
         RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
-        w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+        w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H), packed
         RZ_, r_, z_ = RZ.unbind(0), RZ[..., :H].unbind(0), RZ[..., H:].unbind(0)
         N_, RH_, S_ = N.unbind(0), RH.unbind(0), S.unbind(0)
         keep = None if plan.keep is None else plan.keep.unbind(0)
@@ -142,8 +142,7 @@ class FusedGRUResetBefore(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
         x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
         plan: Plan = ctx.plan
-        onednn = use_onednn(x)
-        linear = make_linear(onednn)
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z = RZ[..., :H], RZ[..., H:]
@@ -160,10 +159,8 @@ class FusedGRUResetBefore(Function):
             dRZ[..., H:].mul_(plan.valid)
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
-        w_rz_back = w_hh[: 2 * H].t()  # (H, 2H)
-        w_n_back = w_hh[2 * H :].t()  # (H, H)
-        if onednn:
-            w_rz_back, w_n_back = w_rz_back.contiguous(), w_n_back.contiguous()
+        w_rz_back = pack(w_hh[: 2 * H].t())  # linear(a, w_rz_back) = a @ [W_hr; W_hz]
+        w_n_back = pack(w_hh[2 * H :].t())  # linear(a, w_n_back) = a @ W_hn
         An_, dRZ_, dr_, dz_ = An.unbind(0), dRZ.unbind(0), dRZ[..., :H].unbind(0), dRZ[..., H:].unbind(0)
         R_, Zc_, dout_ = R.unbind(0), Zc.unbind(0), dout.unbind(0)
         dS = dh_n + dout_[plan.last]

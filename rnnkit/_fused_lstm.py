@@ -50,13 +50,14 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 class FusedLSTM(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
-        linear = make_linear(use_onednn(x))
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
         b = add_biases(b_ih, b_hh)
         G = input_projection(x, w_ih_p, None if b is None else _to_ofig(b, H))  # (T, B, 4H), becomes the gates
         T, B = x.shape[0], x.shape[1]
         S, C, TC = (x.new_empty(T, B, H) for _ in range(3))  # (T, B, H): h_t, c_t, tanh(c_t) in time order
+        w = pack(w_hh_p)  # W_hh in the layout the per-step GEMM reads
         # per-step views, made once (slicing inside the loop would cost more than some of the kernels)
         G_, S_, C_, TC_ = G.unbind(0), S.unbind(0), C.unbind(0), TC.unbind(0)
         sig_, tanh_ = G[..., : 3 * H].unbind(0), G[..., 3 * H :].unbind(0)  # (o, i, f) and g, each (B, *)
@@ -64,7 +65,7 @@ class FusedLSTM(Function):
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h, c = h0, c0
         for t in plan.steps:
-            pre = linear(h, w_hh_p, add=G_[t])  # (B, 4H) pre-activations; G[t] is overwritten with activations
+            pre = linear(h, w, add=G_[t])  # (B, 4H) pre-activations; G[t] is overwritten with activations
             torch.sigmoid(pre[:, : 3 * H], out=sig_[t])
             torch.tanh(pre[:, 3 * H :], out=tanh_[t])
             # c_t = f * c_{t-1} + i * g
@@ -86,8 +87,7 @@ class FusedLSTM(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):  # type: ignore[override]
         x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
         plan: Plan = ctx.plan
-        onednn = use_onednn(x)
-        linear = make_linear(onednn)
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         O, I, Fg, Gg = G[..., :H], G[..., H : 2 * H], G[..., 2 * H : 3 * H], G[..., 3 * H :]  # (T, B, H) each
@@ -110,7 +110,7 @@ class FusedLSTM(Function):
             Fc = Fg * plan.valid + (1 - plan.valid)
             hold = (1 - plan.valid).unbind(0)
             dout = dout * plan.valid
-        w_back = w_hh_p.t().contiguous() if onednn else w_hh_p.t()  # (H, 4H): linear(a, w_back) = a @ W_hh
+        w_back = pack(w_hh_p.t())  # linear(a, w_back) = a @ W_hh
         A_, K_, Fc_, dout_ = A.unbind(0), K.unbind(0), Fc.unbind(0), dout.unbind(0)
         Ao_, Aifg_ = A[..., :H].unbind(0), A[..., H:].unflatten(-1, (3, H)).unbind(0)  # (B, H), (B, 3, H)
         dS = dh_n + dout_[plan.last]  # (B, H) hbar at the last step

@@ -24,14 +24,15 @@ from ._fused_common import (
 class FusedRNN(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):  # type: ignore[override]
-        linear = make_linear(use_onednn(x))
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
         xg = input_projection(x, w_ih, add_biases(b_ih, b_hh))  # (T, B, H), one GEMM for all steps
         S = torch.empty_like(xg)  # (T, B, H) states in time order
         xg_, S_ = xg.unbind(0), S.unbind(0)  # per-step views, made once
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            pre = linear(h, w_hh, add=xg_[t])  # (B, H) = x_t W_ih^T + b + h W_hh^T
+            pre = linear(h, w, add=xg_[t])  # (B, H) = x_t W_ih^T + b + h W_hh^T
             if relu:
                 torch.clamp_min(pre, 0, out=S_[t])
             else:
@@ -50,8 +51,7 @@ class FusedRNN(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
         x, h0, w_ih, w_hh, S = ctx.saved_tensors
         plan: Plan = ctx.plan
-        onednn = use_onednn(x)
-        linear = make_linear(onednn)
+        pack, linear = make_linear(use_onednn(x), x.shape[1])
         need = ctx.needs_input_grad
         # f'(pre) for every step at once, from the saved states; overwritten by delta_t during the loop
         if ctx.relu:
@@ -64,7 +64,7 @@ class FusedRNN(Function):
             dG.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
             dout = dout * plan.valid
             hold = (1 - plan.valid).unbind(0)  # ... and pass their state's gradient straight through
-        w_back = w_hh.t().contiguous() if onednn else w_hh.t()  # (H, H): linear(a, w_back) = a @ W_hh
+        w_back = pack(w_hh.t())  # linear(a, w_back) = a @ W_hh
         dG_, dout_ = dG.unbind(0), dout.unbind(0)
         dS = dh_n + dout_[plan.last]  # (B, H) total gradient reaching the last state
         for t in reversed(plan.steps):

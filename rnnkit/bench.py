@@ -94,14 +94,14 @@ def _floor_workload(mode: str, net: torch.nn.Module, x: torch.Tensor):
     h = torch.randn(B, H, device=x.device)
     xg = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)  # (T, B, GH)
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
-    linear = make_linear(use_onednn(x))
-    w_back = w_hh.t().contiguous()  # (H, GH)
+    pack, linear = make_linear(use_onednn(x), B)
+    w_fwd, w_back = pack(w_hh), pack(w_hh.t())  # as the fused backend prepares them
     gru = mode == "GRU"  # the GRU adds W_hh h + b_hh separately (reset gate after the product)
 
     def fwd():
         torch.addmm(b, x2, w_ih.t())  # all input projections
         for t in range(T):
-            linear(h, w_hh, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
+            linear(h, w_fwd, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
 
     def fwd_bwd():
         fwd()
