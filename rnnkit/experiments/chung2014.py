@@ -206,6 +206,7 @@ def _run(config, out, verbose: bool) -> dict:
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
         fig = plot_learning_curves(results)
+        fig.suptitle(f"{info['name']}: validation NLL of each model's selected run (lower is better)")
         fig.savefig(os.path.join(out, "learning_curves.png"), dpi=120, bbox_inches="tight")
     if verbose:
         print(format_table(results))
