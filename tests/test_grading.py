@@ -130,6 +130,16 @@ def test_exports_are_plain_data_and_round_trip(tmp_path):
     assert not judge.compare("lstm_forward", loaded).passed
 
 
+def test_huge_or_self_referencing_results_are_exported_bounded():
+    looped = []
+    looped.append(looped)
+    for value in (list(range(10**6)), looped, {str(k): k for k in range(10**5)}, torch.zeros(2000, 1000)):
+        exported = export.collect(specs.get("keeps_direction"), value)
+        assert len(exported) < 4 * (export.MAX_LEAVES + 10)
+        assert sum(v.size for v in exported.values()) < 10_000
+        assert not judge.compare("keeps_direction", exported).passed
+
+
 def test_export_of_another_check_is_refused():
     exported = _collect("rnn_cell_forward", _right_cell)
     verdict = judge.compare("gru_cell_reset_after", exported)

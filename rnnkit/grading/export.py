@@ -70,15 +70,28 @@ def _flatten(obj: Any, leaves: list, depth: int = 0) -> str:
         return "?"
     t = type(obj)
     if t in (tuple, list) or (isinstance(obj, tuple) and hasattr(obj, "_fields")):  # namedtuples count as tuples
-        return "(" + ",".join(_flatten(item, leaves, depth + 1) for item in obj) + ")"
+        return "(" + ",".join(_items(list(obj[:MAX_LEAVES + 1]), leaves, depth)) + ")"
     if t is dict:
         if not all(type(k) is str for k in obj):
             leaves.append(("other:dict-with-non-string-keys", None))
             return "?"
-        return "{" + ",".join(f"{k}:{_flatten(obj[k], leaves, depth + 1)}" for k in sorted(obj)) + "}"
+        keys = sorted(obj)[:MAX_LEAVES + 1]
+        return "{" + ",".join(f"{k}:{v}" for k, v in zip(keys, _items([obj[k] for k in keys], leaves, depth))) + "}"
     name = _type_name(obj)
     leaves.append((name, obj))
     return _LEAF_LETTERS.get(name, "?")
+
+
+def _items(items: list, leaves: list, depth: int) -> list[str]:
+    """Structure strings of a container's items, stopping (with one "?" marker) once MAX_LEAVES is reached."""
+    parts = []
+    for item in items:
+        if len(leaves) >= MAX_LEAVES:
+            leaves.append(("other:too-many-items", None))
+            parts.append("?")
+            break
+        parts.append(_flatten(item, leaves, depth + 1))
+    return parts
 
 
 def _leaf_arrays(prefix: str, name: str, obj: Any) -> dict[str, np.ndarray]:
