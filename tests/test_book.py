@@ -75,25 +75,35 @@ def test_every_toc_entry_has_a_page(site):
         assert (site / f"{name}.html").is_file(), f"_toc.yml lists {name} but the site has no {name}.html"
 
 
-def _solution_snippets() -> list[str]:
-    """Distinctive lines of the instructors' solutions and hidden tests (solutions/**/*.ipynb)."""
-    snippets = []
-    for nb_path in sorted((REPO / "solutions").rglob("*.ipynb")):
+def _notebook_sources(root: Path) -> dict[Path, str]:
+    """Every cell source of the notebooks under ``root`` (checkpoints skipped), one string per notebook."""
+    sources = {}
+    for nb_path in sorted(root.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in nb_path.parts:
             continue
         try:
             nb = json.loads(nb_path.read_text())
         except (OSError, ValueError) as err:
-            pytest.fail(f"cannot read solution notebook {nb_path}: {err}")
-        for cell in nb.get("cells", []):
-            src = "".join(cell.get("source", []))
-            for block in re.findall(r"BEGIN (SOLUTION|HIDDEN TESTS)(.*?)END \1", src, flags=re.S):
-                for line in block[1].splitlines():
-                    line = line.strip()
-                    # long, code-looking lines only: short ones (`return h`) also occur in chapters legitimately
-                    if len(line) >= 40 and not line.startswith("#"):
-                        snippets.append(line)
-    return snippets
+            pytest.fail(f"cannot read notebook {nb_path}: {err}")
+        sources[nb_path] = "\n".join("".join(cell.get("source", [])) for cell in nb.get("cells", []))
+    return sources
+
+
+def _solution_snippets() -> list[str]:
+    """Distinctive lines of the instructors' solutions and hidden tests (solutions/**/*.ipynb).
+
+    Lines that the released exercises (exercises/) also contain -- a recipe spelled out in the task, a given helper --
+    are public by design and skipped; so are short lines (`return h`), which chapters may legitimately contain.
+    """
+    released = "\n".join(_notebook_sources(REPO / "exercises").values())
+    snippets = set()
+    for src in _notebook_sources(REPO / "solutions").values():
+        for block in re.findall(r"BEGIN (SOLUTION|HIDDEN TESTS)(.*?)END \1", src, flags=re.S):
+            for line in block[1].splitlines():
+                line = line.strip()
+                if len(line) >= 40 and not line.startswith("#") and line not in released:
+                    snippets.add(line)
+    return sorted(snippets)
 
 
 def test_no_solution_or_hidden_test_text_anywhere_on_the_site(site):
