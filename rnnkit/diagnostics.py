@@ -91,15 +91,12 @@ class SaturationStats(NamedTuple):
 
 
 def _recurrent_module_kind(module: nn.Module) -> str:
-    if not hasattr(module, "num_layers"):  # the single-step *Cell modules have another forward signature
-        raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
+    """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a recurrent *layer* (torch.nn's ``mode`` is ``"RNN_TANH"``, ...)."""
     mode = getattr(module, "mode", None)
-    if mode in ("LSTM", "GRU") or (isinstance(mode, str) and mode.startswith("RNN")):
-        return "RNN" if mode.startswith("RNN") else mode
-    for kind in ("LSTM", "GRU", "RNN"):
-        if type(module).__name__ == kind:
-            return kind
-    raise TypeError(f"expected an RNN, LSTM or GRU module (rnnkit or torch.nn), got {type(module).__name__}")
+    if hasattr(module, "num_layers") and isinstance(mode, str) and mode.split("_")[0] in ("RNN", "LSTM", "GRU"):
+        return mode.split("_")[0]
+    # the single-step *Cell modules have another forward signature
+    raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
 
 
 def _time_major(x: Tensor, batch_first: bool, who: str) -> Tensor:
@@ -131,8 +128,8 @@ def hidden_grad_norms(
     r"""Norm of the gradient of a loss with respect to the hidden state at every time step.
 
     The module (``rnnkit`` or ``torch.nn`` ``RNN``/``LSTM``/``GRU``, unidirectional, any number of layers) is run one
-    step at a time with its own ``forward`` so that each state :math:`h_t` is a leaf of the graph we can read a
-    gradient from; the loss sees only the outputs. With the default loss :math:`L = \sum_b \sum_j h_{T,j}^{(b)}`
+    step at a time with its own ``forward``, so that each state :math:`h_t` is a tensor of the graph whose gradient
+    autograd can return; the loss sees only the outputs. With the default loss :math:`L = \sum_b \sum_j h_{T,j}^{(b)}`
     (read at the last step only) the curve shows how far back in time the error signal reaches:
     :math:`\partial L / \partial h_t` is the product of the step Jacobians from :math:`T` down to :math:`t+1`.
 
@@ -158,9 +155,14 @@ def hidden_grad_norms(
         raise ValueError("hidden_grad_norms: expected a sequence with at least one time step, got T = 0")
     module_batch_first = bool(getattr(module, "batch_first", False))
 
-    state = hx
-    if x.dim() == 2 and hx is not None:  # unbatched state (layers, H) -> (layers, 1, H)
-        state = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
+    if hx is None:
+        zeros = xs.new_zeros(module.num_layers, xs.size(1), module.hidden_size)  # (layers, B, H)
+        hx = (zeros, zeros.clone()) if kind == "LSTM" else zeros
+    elif x.dim() == 2:  # unbatched state (layers, H) -> (layers, 1, H)
+        hx = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
+    # a state that requires grad keeps every h_t in the graph even when the parameters are frozen
+    start = tuple(s.detach().requires_grad_(True) for s in _state_tensors(hx))
+    state = start if kind == "LSTM" else start[0]
     states: list[tuple[Tensor, ...]] = []
     outputs = []
     with torch.enable_grad():
@@ -168,9 +170,8 @@ def hidden_grad_norms(
             step_in = xs[t : t + 1]  # (1, B, I)
             if module_batch_first:
                 step_in = step_in.transpose(0, 1)  # (B, 1, I)
-            out, state = module(step_in, state)
-            # make each state a fresh leaf-like node whose gradient we can read
-            parts = _state_tensors(state)  # each (layers, B, H); autograd.grad reads their gradients below
+            _, state = module(step_in, state)
+            parts = _state_tensors(state)  # each (layers, B, H); autograd.grad returns their gradients below
             states.append(parts)
             state = parts if kind == "LSTM" else parts[0]
             outputs.append(state[0][-1] if kind == "LSTM" else state[-1])  # top layer (B, H)

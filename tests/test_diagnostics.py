@@ -190,3 +190,11 @@ def test_cuda_matches_cpu(cls):
         torch.testing.assert_close(value.cpu(), cpu_gates[name])
     w = dg.with_spectral_radius(module_gpu.weight_hh_l0[:4], 0.5)
     assert w.device.type == "cuda" and dg.spectral_radius(w) == pytest.approx(0.5)
+
+
+def test_hidden_grad_norms_with_frozen_parameters_and_given_state():
+    rnn = _seeded(nn.RNN, 3, 4).requires_grad_(False)
+    x, h0 = torch.randn(5, 2, 3, dtype=DT), torch.randn(1, 2, 4, dtype=DT)
+    res = dg.hidden_grad_norms(rnn, x, h0)
+    assert res.h.shape == (5, 2) and torch.all(res.h > 0)
+    assert not h0.requires_grad, "the caller's state must not be modified"
