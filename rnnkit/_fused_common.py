@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "Plan", "make_plan", "make_linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
-    "input_projection", "add_biases",
+    "input_projection", "add_biases", "matmul_for",
     "one_minus_square", "sigmoid_slope",
 ]
 
@@ -154,8 +154,17 @@ def sub_prev(S: Tensor, h0: Tensor, N: Tensor, plan: Plan, out: Tensor) -> Tenso
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Gradients that are products over all time steps at once (after the backward loop)
+# The large products over all T*B rows: the input projection before the loop, the gradients after it.
 # --------------------------------------------------------------------------------------------------------------------
+def matmul_for(t: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """``mm(a, b) = a @ b`` for large 2-D operands like ``t``: oneDNN where the per-step products use it (on this
+    machine MKL's sgemm ran these shapes 1.5-3x slower), ``torch.mm`` otherwise. Operands may be strided views."""
+    if use_onednn(t):
+        plain = torch.ops.mkldnn._linear_pointwise.default
+        return lambda a, b: plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
+    return torch.mm
+
+
 def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
     r"""``sum_t d[t]^T h_prev(t)``: ``d (T, B, N)``, ``S (T, B, H)`` -> ``(N, H)``, two GEMMs instead of ``T``."""
     T, B, N = d.shape
@@ -164,9 +173,10 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
         d_rest, s_rest, d_first = d[:-1], S[1:], d[-1]
     else:  # step t read S[t-1]; the first step (t = 0) read h0
         d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
-    out = torch.mm(d_first.t(), h0)  # (N, H)
+    mm = matmul_for(d)
+    out = torch.mm(d_first.t(), h0)  # (N, H), small
     if T > 1:
-        out.addmm_(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
+        out += mm(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
     return out
 
 
@@ -177,15 +187,16 @@ def input_grads(
     consecutive row blocks of ``w_ih`` (strided views are fine, so no block is copied): ``(dx, dw_ih, db)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
+    mm = matmul_for(x2)
     dx = dw = db = None
     rows = 0
     for d in blocks:
         w = w_ih[rows : rows + d.shape[1]]  # (N_k, I)
         rows += d.shape[1]
         if need_x:
-            dx = torch.mm(d, w) if dx is None else dx.addmm_(d, w)  # (T*B, I)
+            dx = mm(d, w) if dx is None else dx.add_(mm(d, w))  # (T*B, I)
     if need_w:
-        dw = torch.cat([torch.mm(d.t(), x2) for d in blocks])  # (N, I)
+        dw = torch.cat([mm(d.t(), x2) for d in blocks])  # (N, I)
     if need_b:
         db = torch.cat([d.sum(0) for d in blocks])  # (N,)
     return (None if dx is None else dx.view(T, B, I)), dw, db
@@ -195,7 +206,10 @@ def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     """All input projections of the sequence in one GEMM: ``x @ w_ih.T + b``, ``(T, B, I)`` -> ``(T, B, N)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
-    out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
+    if use_onednn(x2):
+        out = torch.ops.mkldnn._linear_pointwise.default(x2, w_ih, b, "none", [], "")  # (T*B, N)
+    else:
+        out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
     return out.view(T, B, w_ih.shape[0])
 
 

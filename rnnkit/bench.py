@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import layers
-from ._fused_common import make_linear, use_onednn
+from ._fused_common import hprev_grad, input_grads, input_projection, make_linear, make_plan, use_onednn
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "main"]
 
@@ -86,29 +86,33 @@ def _workload(mode: str, backend: str, H: int, cfg: BenchConfig, device: str):
 
 
 def _floor_workload(mode: str, net: torch.nn.Module, x: torch.Tensor):
-    """The fused backend's matrix products alone, same shapes and kernels (see :mod:`rnnkit._fused_common`)."""
+    """The fused backend's matrix products alone: the same helpers, shapes and kernels (:mod:`rnnkit._fused_common`),
+    with random stand-ins for the states and gate gradients and no element-wise work."""
     T, B, I = x.shape
     w_ih, w_hh, b = net.weight_ih_l0.detach(), net.weight_hh_l0.detach(), net.bias_ih_l0.detach()
     GH, H = w_hh.shape
-    x2 = x.detach().reshape(T * B, I)
-    h = torch.randn(B, H, device=x.device)
-    xg = torch.addmm(b, x2, w_ih.t()).view(T, B, GH)  # (T, B, GH)
+    x = x.detach()
+    h0 = torch.randn(B, H, device=x.device)
+    S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
+    xg = input_projection(x, w_ih, b)  # (T, B, GH)
     pack, linear = make_linear(use_onednn(x), B)
-    w_fwd, w_back = pack(w_hh), pack(w_hh.t())  # as the fused backend prepares them
     gru = mode == "GRU"  # the GRU adds W_hh h + b_hh separately (reset gate after the product)
+    plan = make_plan(x, None, False)
 
     def fwd():
-        torch.addmm(b, x2, w_ih.t())  # all input projections
+        input_projection(x, w_ih, b)  # all input projections
+        w = pack(w_hh)
         for t in range(T):
-            linear(h, w_fwd, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
+            linear(S[t], w, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
 
     def fwd_bwd():
         fwd()
+        w_back = pack(w_hh.t())
         for t in range(T):
-            linear(d[t], w_back, add=h)  # gradient reaching h_{t-1}
-        d2 = d.view(T * B, GH)
-        return d2.t() @ x2, d2.t() @ x2, d2 @ w_ih  # dW_ih, dW_hh (same shape as with H_prev), dx
+            linear(d[t], w_back, add=h0)  # gradient reaching h_{t-1}
+        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False)
+        return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
     return fwd, fwd_bwd
 
