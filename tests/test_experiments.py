@@ -111,6 +111,11 @@ def test_committed_book_results_are_valid():
     assert "--quick" not in results["command"]
     assert set(results["models"]) == {"tanh", "gru", "lstm"}
     assert os.path.exists(os.path.join(RESULTS, "learning_curves.png"))
+    with open(os.path.join(RESULTS, "budget20000", "results.json")) as f:
+        budget = json.load(f)
+    chung2014.validate_results(budget)
+    assert budget["config"]["budget"] == 20_000
+    assert all(r["parameters"] <= 20_000 for r in budget["models"].values())
     with open(os.path.join(RESULTS, "tasks.json")) as f:
         tasks.validate_tasks_results(json.load(f))
 
