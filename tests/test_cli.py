@@ -61,3 +61,18 @@ def test_sample_rejects_a_foreign_file(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(SystemExit, match="not a model saved by `rnnkit train`"):
         main(["sample", str(path)])
+
+
+def test_train_then_sample_pianoroll(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "tiny.json"
+    seq = [[60, 64], [62], [], [65, 69, 72]] * 2
+    data.write_text(json.dumps({"train": [seq] * 4, "valid": [seq], "test": [seq]}))
+    model = tmp_path / "roll.pt"
+    assert main(["train", "pianoroll", "--data-file", str(data), "--out", str(model), "--hidden", "8",
+                 "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(model), "--max-len", "6", "--seed", "2"]) == 0
+    (frames,) = json.loads(capsys.readouterr().out)
+    assert len(frames) == 6 and all(21 <= p <= 108 for frame in frames for p in frame)
