@@ -250,3 +250,32 @@ def test_postgres_gradebook(batch):
         pytest.skip("PostgreSQL not available (apt-get install postgresql; .ci/postgres.sh)")
     assert batch["runs"]["parallel"]["url"].startswith("postgresql")
     assert batch["runs"]["parallel"]["scores"] == batch["runs"]["sequential"]["scores"]
+
+
+def test_forged_or_pickled_records_score_zero_without_breaking_the_grader(tmp_path):
+    """Everything from the sandbox is untrusted bytes: garbage, wrong types and pickles fail only their own check."""
+    import io
+
+    import numpy as np
+
+    from rnnkit.grading import autograde
+
+    release = tmp_path / "r.ipynb"
+    nbformat.write(gc.correct_notebook("01_rnn"), str(release))
+    src = notebooks.load_source(str(gc.REPO / "solutions" / "01_rnn" / "01_rnn.ipynb"), str(release))
+    prepared = notebooks.prepare(src, json.loads(nbformat.writes(gc.correct_notebook("01_rnn")))["cells"])
+    index = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(prepared.cells)}
+    pickled = io.BytesIO()
+    np.savez(pickled, spec=np.array(["rnn_forward"], dtype=object))  # an object array needs pickle to load
+    records = {
+        "cell/1.json": json.dumps({"status": ["x"], "truncated": "many", "outputs": {"a": 1}}).encode(),
+        "cell/3.json": b"\xff\xfe",
+        f"export/{index['test_rnn_cell_forward']}/rnn_cell_forward.npz": b"PK\x03\x04 not a zip",
+        f"export/{index['test_rnn_forward']}/rnn_forward.npz": pickled.getvalue(),
+        "cell/zz.json": b"{}",
+    }
+    job = autograde.Job("mallory", "01_rnn", "01_rnn", src, tmp_path)
+    graded = autograde.judge_notebook(job, prepared, sandbox.Result(records=records), None, sandbox.Limits())
+    assert graded.scores["test_rnn_cell_forward"] == 0 and graded.scores["test_rnn_forward"] == 0
+    assert "could not be read as plain data" in graded.messages["test_rnn_forward"]
+    assert len(graded.autograded_nb.cells) == len(prepared.cells)

@@ -234,7 +234,9 @@ def autograded(src: SourceNotebook, executed: nbformat.NotebookNode, cell_record
             cell.outputs = [v4.new_output("stream", name="stdout", text=messages[gid])]
         else:
             record = cell_records.get(index, {})
-            cell.outputs = safe_outputs(record.get("outputs", []), scrub, int(record.get("truncated", 0) or 0))
+            truncated = record.get("truncated")
+            cell.outputs = safe_outputs(record.get("outputs", []), scrub,
+                                        truncated if type(truncated) is int and truncated > 0 else 0)
             if not md.get("solution") and md.get("locked") and gid in release_cells:
                 cell.source = release_cells[gid].source
         cell.execution_count = None
