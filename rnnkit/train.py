@@ -361,10 +361,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
-        # generator and RNG states are CPU ByteTensors whatever the map_location
-        for key in ("data_generator", "torch_rng"):
+        # generator and RNG states are CPU ByteTensors (also a CUDA generator's), whatever the map_location
+        for key in ("data_generator", "noise_generator", "torch_rng"):
             state[key] = state[key].cpu()
-        if self.noise_generator.device.type == "cpu":
-            state["noise_generator"] = state["noise_generator"].cpu()
+        state["cuda_rng"] = [t.cpu() for t in state["cuda_rng"]]
         self.load_state_dict(state)
 
