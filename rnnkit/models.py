@@ -6,7 +6,7 @@ r"""Small sequence models built from rnnkit's layers, and the parameter arithmet
 * :class:`Seq2Seq` — GRU encoder-decoder with teacher forcing and greedy decoding (chapter 6).
 
 Every model is time-major inside, like the layers: tokens ``(T, B)``, features ``(T, B, F)``. Models that train with
-:class:`rnnkit.Trainer` have a ``collate(examples) -> SeqBatch`` static method and a ``loss(batch)`` method that
+:class:`rnnkit.train.Trainer` have a ``collate(examples) -> SeqBatch`` static method and a ``loss(batch)`` method that
 returns ``(mean_loss, count)``, so epoch averages are weighted by time steps.
 """
 
@@ -165,6 +165,7 @@ class CharLM(nn.Module):
         return (h, h.clone()) if self.cell == "lstm" else h
 
     def forward(self, tokens: Tensor, state=None, lengths: Tensor | None = None):
+        """``tokens`` ``(T, B)`` int64 -> logits ``(T, B, V)`` and the final state (``lengths`` for a padded batch)."""
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(f"CharLM: expected tokens of shape (T, B) and dtype torch.int64, "
                              f"got {tuple(tokens.shape)} {tokens.dtype}")
@@ -204,6 +205,7 @@ class Tagger(nn.Module):
         self.out = nn.Linear(hidden_size * (2 if bidirectional else 1), num_tags)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Tokens ``(T, B)`` or features ``(T, B, input_size)`` -> logits ``(T, B, num_tags)``."""
         if self.embed is not None:
             x = self.embed(x)  # (T, B, E)
         h, _ = self.rnn(x, lengths=lengths)  # (T, B, D*H)

@@ -1,7 +1,7 @@
 r"""Reproduce Chung, Gulcehre, Cho & Bengio (2014), "Empirical evaluation of gated recurrent neural networks on
 sequence modeling", Section 4-5 on polyphonic music: tanh-RNN vs GRU vs LSTM of about the same size.
 
-Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs (:class:`PianoRollModel`),
+Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs (:class:`~rnnkit.models.PianoRollModel`),
 RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1 when above 1, the learning rate chosen
 among ``lr_search`` log-uniform candidates by validation NLL, early stopping on validation. To fit a laptop's
 minutes the search is two-phase: every candidate trains ``search_epochs`` epochs from the same seed (the same

@@ -1,7 +1,7 @@
 r"""Long-range synthetic tasks at growing lengths: where a tanh-RNN stops learning and gated units keep going.
 
 For each task, length and cell type (tanh / GRU / LSTM with about the same number of recurrent parameters) a
-small model is trained with :class:`rnnkit.Trainer` on freshly generated data and scored on held-out samples:
+small model is trained with :class:`rnnkit.train.Trainer` on freshly generated data and scored on held-out samples:
 
 * ``adding`` (Hochreiter & Schmidhuber 1997): regress the sum of the two marked values after ``T`` steps; score =
   test MSE, against 1/6 for always predicting the mean. The two marks are up to ``T - 1`` steps apart.
@@ -82,6 +82,7 @@ class TaskModel(nn.Module):
         self.per_step = per_step
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, F)`` features or ``(B, T)`` tokens -> ``(B, n_out)``, or ``(B, T, n_out)`` with ``per_step``."""
         if self.embed is not None:
             x = self.embed(x)  # (B, T, E)
         h, _ = self.rnn(x)  # (B, T, H)
