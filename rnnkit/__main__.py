@@ -31,6 +31,16 @@ def _csv(choices):
     return parse
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 def _command(argv) -> str:
     return "python -m rnnkit " + shlex.join(argv)
 
@@ -56,7 +66,8 @@ def _tasks(args, argv) -> int:
     from .experiments import tasks
 
     overrides = dict(tasks.QUICK) if args.quick else {}
-    for name in ("tasks", "cells", "epochs", "seed", "device", "backend", "budget"):
+    for name in ("tasks", "cells", "epochs", "seed", "device", "backend", "budget", "adding_lengths", "copy_delays",
+                 "parity_lengths"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -159,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train tanh, GRU and LSTM on long-range synthetic tasks at growing lengths.")
     tk.add_argument("--tasks", type=_csv(("adding", "copy", "parity")), help="comma-separated (default all)")
     tk.add_argument("--cells", type=_csv(CELL_CHOICES), help="comma-separated (default tanh,gru,lstm)")
+    tk.add_argument("--adding-lengths", type=_int_list, help="e.g. 10,25,50,100")
+    tk.add_argument("--copy-delays", type=_int_list, help="e.g. 5,10,20,40")
+    tk.add_argument("--parity-lengths", type=_int_list, help="e.g. 2,4,6,8")
     tk.add_argument("--epochs", type=int, help="passes over the training samples")
     tk.add_argument("--budget", type=int, help="recurrent parameters per model")
     tk.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")

@@ -11,7 +11,7 @@ from rnnkit.__main__ import build_parser, main
 @pytest.mark.parametrize("argv, expect", [
     ([], ["reproduce", "tasks", "train", "sample"]),
     (["reproduce"], ["--data-file", "--models", "--epochs", "--lr-search", "--seed", "--out", "--device", "--quick"]),
-    (["tasks"], ["--tasks", "--cells", "--quick"]),
+    (["tasks"], ["--tasks", "--cells", "--adding-lengths", "--copy-delays", "--parity-lengths", "--quick"]),
     (["train"], ["charlm", "pianoroll", "--checkpoint", "--resume", "--weight-noise"]),
     (["sample"], ["--temperature", "--top-k", "--seed"]),
 ])
@@ -33,6 +33,7 @@ def test_module_entry_point_runs():
     (["reproduce", "chung2014", "--models", "tanh,elman"], "comma-separated subset of tanh,gru,lstm"),
     (["reproduce", "hochreiter1997"], "invalid choice"),
     (["tasks", "--tasks", "sorting"], "comma-separated subset of adding,copy,parity"),
+    (["tasks", "--adding-lengths", "10,x"], "comma-separated positive integers"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):

@@ -121,7 +121,8 @@ def test_committed_book_results_are_valid():
 
 
 def test_quick_tasks_run(tmp_path):
-    code = main(["tasks", "--quick", "--tasks", "adding,copy", "--cells", "tanh,gru", "--out", str(tmp_path)])
+    code = main(["tasks", "--quick", "--tasks", "adding,copy", "--cells", "tanh,gru", "--adding-lengths", "5,10",
+                 "--out", str(tmp_path)])
     assert code == 0
     results = json.loads((tmp_path / "tasks.json").read_text())
     tasks.validate_tasks_results(results)
