@@ -199,7 +199,8 @@ def _memory_child(cfg: BenchConfig) -> dict:
 def measure_memory(cfg: BenchConfig) -> dict[str, dict[str, float]]:
     """``{device: {"mode/hidden/backend": MiB}}`` for one forward+backward; a device is left out if unmeasurable."""
     out: dict[str, dict[str, float]] = {}
-    backends = list(dict.fromkeys([*cfg.backends, "torch"]))
+    # the floor runs on random stand-ins, so its memory says nothing about an implementation: not measured
+    backends = [b for b in dict.fromkeys([*cfg.backends, "torch"]) if b != "floor"]
     if "cpu" in cfg.devices and os.path.exists("/proc/self/clear_refs"):
         child_cfg = json.dumps(dict(asdict(cfg), backends=backends))
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
@@ -272,13 +273,14 @@ def markdown_table(report: dict, pass_: str = "fwd+bwd", device: str = "cpu") ->
     recs = [r for r in report["results"] if r["pass"] == pass_ and r["device"] == device]
     backends = list(dict.fromkeys(r["backend"] for r in recs))
     mem = report.get("memory", {}).get(device, {}) if pass_ == "fwd+bwd" else {}
+    mem_backends = [b for b in backends if any(k.endswith("/" + b) for k in mem)]
     head = ["cell", "H"] + [f"{b}: ms (x torch.nn)" for b in backends]
-    head += [f"{b}: MiB" for b in backends] if mem else []
+    head += [f"{b}: MiB" for b in mem_backends]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, H in dict.fromkeys((r["mode"], r["hidden"]) for r in recs):
         by_b = {r["backend"]: r for r in recs if (r["mode"], r["hidden"]) == (mode, H)}
         cells = [mode, str(H)] + [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" for b in backends]
-        cells += [str(mem.get(f"{mode}/{H}/{b}", "-")) for b in backends] if mem else []
+        cells += [str(mem.get(f"{mode}/{H}/{b}", "-")) for b in mem_backends]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ def test_tiny_run_writes_the_documented_json(tmp_path, capsys):
                          (q["mode"], q["hidden"], q["pass"]) == (r["mode"], r["hidden"], r["pass"]))
         assert r["ratio_to_torch"] == pytest.approx(r["median_ms"] / torch_med, rel=1e-2, abs=2e-3)
     assert set(report["memory"]["cpu"]) == {f"{m}/{h}/{b}" for m in ("GRU", "LSTM") for h in (8, 12)
-                                            for b in ("reference", "fused", "torch", "floor")}
+                                            for b in ("reference", "fused", "torch")}
     printed = capsys.readouterr().out
     assert "fused ms (x torch)" in printed and "wrote" in printed
     md = bench.markdown_table(report)
