@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "Plan", "make_plan", "make_linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
-    "input_projection", "add_biases", "matmul_for",
+    "input_projection", "add_biases", "matmul_for", "weight_grads",
     "one_minus_square", "sigmoid_slope",
 ]
 
@@ -178,6 +178,25 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
     if T > 1:
         out += mm(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
     return out
+
+
+def weight_grads(d: Tensor, x: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
+    r"""``(dW_ih, dW_hh) = (sum_t d_t^T x_t, sum_t d_t^T h_prev(t))`` as ONE GEMM ``d^T [X | H_prev]`` over all
+    ``T*B`` rows, for cells whose input and hidden pre-activations share the gradient ``d (T, B, N)``.
+
+    Both products reduce over the ``T*B`` rows; the oneDNN kernels want that axis contiguous, so ``d`` is transposed
+    in memory -- once here instead of once per product (it is the largest operand)."""
+    T, B, N = d.shape
+    I, H = x.shape[2], S.shape[2]
+    Z = x.new_empty(T, B, I + H)  # (T, B, I + H): [x_t | h_prev(t)]
+    Z[..., :I] = x
+    if plan.reverse:
+        Z[:-1, :, I:] = S[1:]
+    else:
+        Z[1:, :, I:] = S[:-1]
+    Z[plan.first, :, I:] = h0
+    dW = matmul_for(d)(d.reshape(T * B, N).t(), Z.view(T * B, I + H))  # (N, I + H)
+    return dW[:, :I].contiguous(), dW[:, I:].contiguous()
 
 
 def input_grads(

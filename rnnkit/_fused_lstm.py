@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
     Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
-    use_onednn,
+    use_onednn, weight_grads,
 )
 
 
@@ -126,9 +126,15 @@ class FusedLSTM(Function):
             dS = linear(A_[t], w_back, add=add)  # hbar_{t-1}
             dc.mul_(Fc_[t])  # cbar_{t-1}
         dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
-        dx, dw_ih, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3], need[5] or need[6])
-        dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)
+        if need[3] and need[4]:  # the usual case: both weight gradients in one GEMM
+            dw_ih, dw_hh = (_from_ofig(g, H) for g in weight_grads(dG, x, S, h0, plan))
+        else:
+            dw_ih = None  # from input_grads below, if needed
+            dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
+        dx, dw_ih_only, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3] and not need[4],
+                                         need[5] or need[6])
+        if dw_ih_only is not None:
+            dw_ih = _from_ofig(dw_ih_only, H)
         db = None if db is None else _from_ofig(db, H)
-        dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
         return (dx, dS if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
                 db if need[5] else None, db if need[6] else None, None)

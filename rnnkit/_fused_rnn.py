@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
     Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, one_minus_square, use_onednn,
+    weight_grads,
 )
 
 
@@ -74,6 +75,11 @@ class FusedRNN(Function):
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
             dS = linear(dG_[t], w_back, add=add)  # gradient reaching the previous state
         T, B, H = S.shape
-        dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5])
-        dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None
+        if need[2] and need[3]:  # the usual case: both weight gradients in one GEMM
+            dw_ih, dw_hh = weight_grads(dG, x, S, h0, plan)
+        else:
+            dw_ih, dw_hh = None, hprev_grad(dG, S, h0, plan) if need[3] else None
+        dx, dw_ih_only, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2] and not need[3],
+                                         need[4] or need[5])
+        dw_ih = dw_ih if dw_ih_only is None else dw_ih_only
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None
