@@ -245,6 +245,7 @@ def test_modifying_output_in_place_is_caught():
 
 
 # ------------------------------------------------------------------------------------------------ fallback
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's own make_dual
 def test_forward_ad_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(fused, "_warned", set())
     recurrence = pytest.importorskip("rnnkit.recurrence")
