@@ -222,7 +222,7 @@ def sample_piano_roll(
       a chord or in silence, which is instructive).
 
     Returns ``num_samples`` float32 CPU tensors ``(num_steps, K)`` of 0/1 — the format of
-    :func:`rnnkit.data.load_chorales` — excluding the prime.
+    :func:`rnnkit.data.chorales.load_chorales` — excluding the prime.
     """
     fn = "sample_piano_roll"
     temperature = _check_temperature(temperature, fn)

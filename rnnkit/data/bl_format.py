@@ -8,7 +8,7 @@ The benchmark files of Chung et al. (2014) — JSB Chorales, Nottingham, MuseDat
     frame    = [60, 64, 67]                 # MIDI pitch numbers sounding in that step (may be empty: a rest)
 
 :func:`load_bl_file` reads that layout from a pickle or a JSON file and returns the same dict with each sequence as a
-float32 tensor ``(T, 88)``, key ``k`` = MIDI pitch ``21 + k`` — exactly what :func:`rnnkit.data.load_chorales`
+float32 tensor ``(T, 88)``, key ``k`` = MIDI pitch ``21 + k`` — exactly what :func:`rnnkit.data.chorales.load_chorales`
 returns, so ``python -m rnnkit reproduce chung2014 --data-file PATH`` can run the paper's benchmark on the originals.
 
 A pickle is a program, not data: unpickling an untrusted file can run any code. We therefore unpickle with a

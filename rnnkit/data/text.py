@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["CharVocab", "CharCorpus", "load_char_corpus", "clean_text", "teacher_forcing_pair", "DEFAULT_MODULES"]
+__all__ = ["CharVocab", "CharCorpus", "load_char_corpus", "clean_text", "teacher_forcing_pair", "DEFAULT_MODULES", "ALPHABET"]
 
 # Standard-library modules with plenty of prose in their docstrings (pure-Python sources, present in every CPython).
 DEFAULT_MODULES = (
@@ -37,7 +37,8 @@ DEFAULT_MODULES = (
     "queue", "random", "shutil", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading",
     "typing", "unittest", "urllib.parse", "zipfile",
 )
-ALPHABET = "\n" + string.printable[:95]  # newline + printable ASCII (digits, letters, punctuation, space)
+#: The corpus alphabet, newline plus printable ASCII (digits, letters, punctuation, space).
+ALPHABET = "\n" + string.printable[:95]
 _ALLOWED = frozenset(ALPHABET)
 
 
@@ -118,11 +119,12 @@ class CharVocab:
         return "".join(out)
 
     def to_dict(self) -> dict:
-        """Plain data for checkpoints; :meth:`from_dict` rebuilds an equal vocabulary."""
+        """Plain data for checkpoints; :meth:`CharVocab.from_dict` rebuilds an equal vocabulary."""
         return {"chars": "".join(self.itos[2:])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "CharVocab":
+        """Rebuild the vocabulary that :meth:`CharVocab.to_dict` saved."""
         return cls(d["chars"])
 
 

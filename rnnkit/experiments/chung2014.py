@@ -8,7 +8,7 @@ minutes the search is two-phase: every candidate trains ``search_epochs`` epochs
 initial weights and data order, a paired comparison), then only the best continues to convergence. Reported NLLs
 are nats per frame (summed over the 88 keys), evaluated without weight noise.
 
-Data: music21's Bach chorales (:func:`rnnkit.data.load_chorales`) by default — the same composer and quarter-note
+Data: music21's Bach chorales (:func:`rnnkit.data.chorales.load_chorales`) by default — the same composer and quarter-note
 frames as the JSB Chorales benchmark, but a different selection and split, so compare trends, not decimals — or any
 Boulanger-Lewandowski file (``data_file``) for the exact benchmark.
 
