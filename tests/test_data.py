@@ -268,6 +268,17 @@ def test_bl_bad_files(tmp_path, kind, case):
         load_bl_file(_write(tmp_path, obj, kind))
 
 
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_bl_pickle_with_sets_and_numpy_scalars(tmp_path, protocol):
+    # Protocols 0-2 name Python 2's __builtin__ module for a set; files written with NumPy hold NumPy scalars.
+    data = {"train": [[{60, 64}, [], [np.int64(62)]]], "valid": [[(np.float64(55.0),)]], "test": [[frozenset()]]}
+    path = tmp_path / "data.pickle"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    rolls = load_bl_file(path)
+    assert [piano_roll_to_pitches(r) for r in rolls["train"]] == [[[60, 64], [], [62]]]
+    assert piano_roll_to_pitches(rolls["valid"][0]) == [[55]] and rolls["test"][0].sum() == 0
+
+
 def test_bl_integral_float_pitch_accepted():
     data = bl_to_piano_rolls(_bad(test=[[[60.0]]]))
     assert data["test"][0][0, 60 - 21] == 1

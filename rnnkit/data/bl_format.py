@@ -13,7 +13,8 @@ returns, so ``python -m rnnkit reproduce chung2014 --data-file PATH`` can run th
 
 A pickle is a program, not data: unpickling an untrusted file can run any code. We therefore unpickle with a
 restricted ``Unpickler`` that builds only plain containers and numbers (lists, tuples, dicts, sets, ints, floats,
-strings) and refuses every other class or function the file names.
+strings, and NumPy number scalars such as ``numpy.int64(60)``, which files made with NumPy often hold) and refuses
+every other class or function the file names.
 """
 
 from __future__ import annotations
@@ -33,14 +34,21 @@ __all__ = ["load_bl_file", "bl_to_piano_rolls", "piano_roll_to_pitches", "SPLITS
 SPLITS = ("train", "valid", "test")
 LOWEST_MIDI, NUM_KEYS = 21, 88  # key 0 = A0 = MIDI 21, key 87 = C8 = MIDI 108
 _EXPECTED = "a dict mapping 'train', 'valid', 'test' to lists of sequences (lists of frames of MIDI pitch numbers)"
-# The only globals a data pickle may name: builtin containers (Python 2 pickles say __builtin__, fixed up to builtins).
-_SAFE_GLOBALS = {("builtins", n) for n in ("list", "tuple", "dict", "set", "frozenset")}
+# The only globals a data pickle may name: builtin containers, and what rebuilds a NumPy scalar (its dtype, the scalar
+# constructor, and _codecs.encode, which turns the pickled str back into the scalar's bytes). None of them runs code.
+_SAFE_GLOBALS = {("builtins", n) for n in ("list", "tuple", "dict", "set", "frozenset")} | {
+    ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
+# Python 2 pickles (protocols 0-2, as the original benchmark files are) name the builtins module __builtin__.
+_PY2_MODULES = {"__builtin__": "builtins"}
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global except builtin containers, so a pickle cannot call os.system & co."""
 
     def find_class(self, module, name):
+        module = _PY2_MODULES.get(module, module)
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
