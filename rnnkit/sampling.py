@@ -80,7 +80,10 @@ def next_symbol_distribution(logits: Tensor, temperature: float = 1.0, top_k: in
         raise ValueError(f"{fn}: expected logits with a vocabulary dimension (..., V), got a 0-d tensor")
     temperature = _check_temperature(temperature, fn)
     top_k = _check_top_k(top_k, fn)
-    z = logits / temperature  # (..., V)
+    # Shift by the largest finite logit first: softmax is unchanged, and z <= 0 cannot overflow to inf (then NaN)
+    # when tau is tiny or the logits are huge; tau -> 0 then gives the argmax (ties shared equally).
+    top = logits.amax(dim=-1, keepdim=True)  # (..., 1)
+    z = (logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))) / temperature  # (..., V)
     if top_k is not None and top_k < z.shape[-1]:
         kth = torch.topk(z, top_k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest
         z = z.masked_fill(z < kth, float("-inf"))
@@ -180,7 +183,8 @@ def sample_sequence(
         stop_at = torch.full((num_samples,), max_len, dtype=torch.long)  # (B,) length of each sample
         for t in range(max_len):
             logits = _check_logits(logits, num_samples, fn)
-            probs = next_symbol_distribution(logits.float(), temperature, top_k)  # (B, V)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
+            probs = next_symbol_distribution(logits, temperature, top_k)  # (B, V)
             token = torch.multinomial(probs.to(g.device), 1, generator=g).flatten().cpu()  # (B,)
             out[:, t] = token
             if eos is not None:

@@ -96,6 +96,19 @@ def test_low_temperature_approaches_argmax():
     assert entropies[0] < entropies[1] < entropies[2]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_temperature_and_logits_stay_finite(dtype):
+    # z / tau overflows to inf for a tiny tau or huge logits; the result must still be a distribution, not NaN
+    logits = torch.tensor([[1.0, 2.0, 2.0, -3.0], [1e38, 3e38, 0.0, -1e38]], dtype=dtype)
+    for tau in (1e-300 if dtype == torch.float64 else 1e-40, 1e-3):
+        p = next_symbol_distribution(logits, tau)
+        assert torch.isfinite(p).all()
+        assert torch.allclose(p, torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=dtype))
+    (cold,) = sample_sequence(lambda tok, s: (logits[:1].expand(1, 4), s), prompt=[0], max_len=5,
+                              temperature=1e-40, seed=0)
+    assert set(cold.tolist()) <= {1, 2}
+
+
 def test_top_k_restricts_support():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 4.0, 3.0, 2.0, 1.0]], dtype=torch.float64)
     p = next_symbol_distribution(logits, 1.0, top_k=2)
