@@ -337,21 +337,24 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                 export_to.parent.mkdir(parents=True, exist_ok=True)
                 export_to = str(export_to)
                 CsvExportPlugin(to=export_to, assignment=sorted(sources)).export(gb)
-        if feedback:
-            generate_feedback(api, sorted({(j.assignment, j.student) for j in todo}))
+        if feedback and todo:
+            generate_feedback(api, sorted({j.assignment for j in todo}), students)
     return {"graded": len(todo), "seconds": seconds, "export": export_to}
 
 
-def generate_feedback(api, pairs: list[tuple[str, str]] | None = None) -> None:
-    """nbgrader's generate_feedback (HTML from the autograded notebooks) for each (assignment, student)."""
-    if pairs is None:
-        autograded = Path(api.coursedir.root) / api.coursedir.autograded_directory
-        pairs = sorted((a.name, s.name) for s in autograded.iterdir() if s.is_dir()
-                       for a in s.iterdir() if a.is_dir()) if autograded.is_dir() else []
-    for assignment, student in pairs:
-        result = api.generate_feedback(assignment, student_id=student, force=True)
-        if not result.get("success"):
-            print(f"feedback {student}/{assignment} failed: {result.get('error')}", file=sys.stderr)
+def generate_feedback(api, assignments: list[str] | None = None, students: list[str] | None = None) -> None:
+    """nbgrader's generate_feedback (HTML from the autograded notebooks and the gradebook): one nbgrader run per
+    assignment, or per (assignment, student) when only some students were graded."""
+    autograded = Path(api.coursedir.root) / api.coursedir.autograded_directory
+    if assignments is None:
+        assignments = sorted({a.name for s in autograded.iterdir() if s.is_dir()
+                              for a in s.iterdir() if a.is_dir()}) if autograded.is_dir() else []
+    for assignment in assignments:
+        for student in students or [None]:
+            result = api.generate_feedback(assignment, student_id=student, force=True)
+            if not result.get("success"):
+                print(f"feedback {assignment} {student or '(all students)'} failed: {result.get('error')}",
+                      file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.feedback_only:
         generate_feedback(course_api(args.root, **(
-            {"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {})))
+            {"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {})), args.assignment,
+            args.student)
         return 0
     limits = None
     if args.cell_timeout or args.timeout or args.memory:
