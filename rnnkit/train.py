@@ -21,7 +21,9 @@ or ``(mean_loss, count)`` so that epoch averages weight batches by how many item
 
 Exact resume: a checkpoint written at the end of each epoch holds the model, the optimizer, the data-order and
 weight-noise generators, the global torch RNG (dropout), the epoch, the best weights and the history; resuming from
-it gives bitwise the same weights as the uninterrupted run (tested in ``tests/test_train.py``).
+it gives bitwise the same weights as the uninterrupted run on the same device type (tested in
+``tests/test_train.py``). A checkpoint from another device type also resumes, with a warning: the weight-noise
+stream of a CUDA generator cannot continue on a CPU one (or the reverse), so it is reseeded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -344,7 +347,18 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.data_generator.set_state(state["data_generator"])
-        self.noise_generator.set_state(state["noise_generator"])
+        try:
+            self.noise_generator.set_state(state["noise_generator"])
+        except RuntimeError:
+            # Written on another device type (a CUDA generator's state does not fit a CPU one, or the reverse): that
+            # stream cannot be continued here, so the weight noise after resuming differs from the original run.
+            warnings.warn(
+                f"Trainer: the checkpoint's weight-noise generator state ({state['noise_generator'].numel()} bytes) "
+                f"was written on another device type than {self.device}; reseeding it from seed + 1 + step, so "
+                "weight noise after resuming differs from the uninterrupted run",
+                stacklevel=3,
+            )
+            self.noise_generator.manual_seed(self.config.seed + 1 + state["step"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

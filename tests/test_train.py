@@ -235,6 +235,28 @@ def test_resume_on_cuda(tmp_path):
     assert same_weights(resumed.model, full.model)
 
 
+def test_resume_from_a_checkpoint_written_on_another_device(tmp_path):
+    # A CUDA generator's state is 16 bytes, a CPU one's 5056: a GPU checkpoint resumed on a CPU-only machine (or the
+    # reverse) cannot restore the weight-noise stream. It resumes with a warning and a reseeded stream instead of failing.
+    train = rolls(6)
+    ckpt = str(tmp_path / "c.pt")
+    piano_trainer(epochs=1, checkpoint=ckpt).fit(train)
+    state = torch.load(ckpt, weights_only=True)
+    state["noise_generator"] = torch.zeros(16, dtype=torch.uint8)  # what a CUDA generator's get_state() returns
+    torch.save(state, ckpt)
+    ckpt2 = str(tmp_path / "c2.pt")
+    torch.save(state, ckpt2)  # a second copy: the first resumed run overwrites ckpt
+    resumed = piano_trainer(epochs=2, checkpoint=ckpt, resume=True)
+    with pytest.warns(UserWarning, match="weight-noise generator"):
+        resumed.fit(train)
+    assert resumed.epoch == 2 and len(resumed.history["train_loss"]) == 2
+    assert all(math.isfinite(v) for v in resumed.history["train_loss"])
+    again = piano_trainer(epochs=2, checkpoint=ckpt2, resume=True)  # the reseeded stream is itself deterministic
+    with pytest.warns(UserWarning):
+        again.fit(train)
+    assert same_weights(again.model, resumed.model)
+
+
 def test_weight_noise_changes_the_forward_pass_reproducibly():
     train = rolls(6)
     losses = []
