@@ -43,6 +43,18 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs) -> nn
     return layer(input_size, hidden_size, **extra, **kwargs)
 
 
+def _time_major_kwargs(model: str, kwargs: dict, *, causal: bool) -> dict:
+    """Layer options a model can pass on: never ``batch_first`` (the models are time-major, so it would silently read
+    ``(T, B)`` as ``(B, T)``), and no ``bidirectional`` for a ``causal`` (left-to-right) model."""
+    if kwargs.get("batch_first", False):
+        raise ValueError(f"{model}: expected time-major inputs (T, B, ...), so batch_first must stay False, got True; "
+                         "transpose batch-first data with .transpose(0, 1)")
+    if causal and kwargs.get("bidirectional", False):
+        raise ValueError(f"{model}: expected a left-to-right model (it predicts each step from the steps before it), "
+                         "got bidirectional=True, which would read the future")
+    return kwargs
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -112,7 +124,8 @@ class PianoRollModel(nn.Module):
     def __init__(self, cell: str = "gru", hidden_size: int = 46, n_keys: int = 88, **layer_kwargs):
         super().__init__()
         self.cell, self.n_keys = cell, n_keys
-        self.rnn = make_recurrent(cell, n_keys, hidden_size, **layer_kwargs)
+        self.rnn = make_recurrent(cell, n_keys, hidden_size,
+                                  **_time_major_kwargs("PianoRollModel", layer_kwargs, causal=True))
         self.out = nn.Linear(hidden_size, n_keys)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, hx=None) -> Tensor:
@@ -155,7 +168,7 @@ class CharLM(nn.Module):
         self.cell, self.vocab_size, self.hidden_size, self.num_layers = cell, vocab_size, hidden_size, num_layers
         self.embed = nn.Embedding(vocab_size, embedding_dim)
         self.rnn = make_recurrent(cell, embedding_dim, hidden_size, num_layers=num_layers, dropout=dropout,
-                                  **layer_kwargs)
+                                  **_time_major_kwargs("CharLM", layer_kwargs, causal=True))
         self.out = nn.Linear(hidden_size, vocab_size)
 
     def initial_state(self, batch_size: int, device=None):
@@ -201,7 +214,8 @@ class Tagger(nn.Module):
                  bidirectional: bool = True, vocab_size: int | None = None, **layer_kwargs):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, input_size) if vocab_size is not None else None
-        self.rnn = make_recurrent(cell, input_size, hidden_size, bidirectional=bidirectional, **layer_kwargs)
+        self.rnn = make_recurrent(cell, input_size, hidden_size, bidirectional=bidirectional,
+                                  **_time_major_kwargs("Tagger", layer_kwargs, causal=False))
         self.out = nn.Linear(hidden_size * (2 if bidirectional else 1), num_tags)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -236,6 +250,7 @@ class Seq2Seq(nn.Module):
                  bos: int = 1, eos: int = 2, **layer_kwargs):
         super().__init__()
         self.bos, self.eos = bos, eos
+        layer_kwargs = _time_major_kwargs("Seq2Seq", layer_kwargs, causal=True)
         self.src_embed = nn.Embedding(src_vocab, embedding_dim)
         self.tgt_embed = nn.Embedding(tgt_vocab, embedding_dim)
         self.encoder = GRU(embedding_dim, hidden_size, **layer_kwargs)

@@ -162,6 +162,30 @@ def test_models_use_rnnkit_layers():
     assert PianoRollModel("gru", 3, backend="torch").rnn.backend == "torch"
 
 
+@pytest.mark.parametrize("make", [
+    lambda **kw: PianoRollModel("gru", 4, n_keys=5, **kw),
+    lambda **kw: CharLM(6, 4, embedding_dim=3, **kw),
+    lambda **kw: Seq2Seq(5, 6, 4, embedding_dim=3, **kw),
+    lambda **kw: Tagger(3, 4, 2, **kw),
+])
+def test_models_refuse_layer_options_that_break_their_layout(make):
+    # The models are time-major: batch_first=True would read (T, B) as (B, T) and train on garbage without an error
+    with pytest.raises(ValueError, match="batch_first"):
+        make(batch_first=True)
+    make(batch_first=False)
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: PianoRollModel("lstm", 4, n_keys=5, **kw),
+    lambda **kw: CharLM(6, 4, embedding_dim=3, **kw),
+    lambda **kw: Seq2Seq(5, 6, 4, embedding_dim=3, **kw),
+])
+def test_left_to_right_models_refuse_bidirectional(make):
+    # a next-step predictor or decoder that reads the future is not a model of p(x_t | x_<t)
+    with pytest.raises(ValueError, match="bidirectional"):
+        make(bidirectional=True)
+
+
 def test_charlm_rejects_float_tokens():
     with pytest.raises(ValueError, match=r"expected tokens of shape \(T, B\) and dtype torch.int64"):
         CharLM(5, 3)(torch.zeros(4, 2))
