@@ -277,13 +277,15 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
     submitted = Path(cd.root) / cd.submitted_directory
     jobs, all_students = [], []
     if submitted.is_dir():
-        for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.is_symlink()):
+        # folders here come from `nbgrader collect` (the instructor's side): follow them even if linked, so that no
+        # student is ever skipped; inside a submission nothing is followed (see notebooks.read_submission)
+        for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if students and student_dir.name not in students:
                 continue
             all_students.append(student_dir.name)
             for name in names:
                 folder = student_dir / name
-                if folder.is_dir() and not folder.is_symlink():
+                if folder.is_dir():
                     jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name)
                              for src in sources[name]]
     return sources, jobs, all_students
