@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import cells
+from . import _checks, cells
 
 __all__ = [
     "StepGradNorms",
@@ -155,6 +155,8 @@ def hidden_grad_norms(
         raise ValueError("hidden_grad_norms: expected a sequence with at least one time step, got T = 0")
     module_batch_first = bool(getattr(module, "batch_first", False))
 
+    if kind == "LSTM" and hx is not None:
+        _checks.state_pair("hidden_grad_norms", hx)  # the module checks the shapes; a lone tensor must not be split
     if hx is None:
         zeros = xs.new_zeros(module.num_layers, xs.size(1), module.hidden_size)  # (layers, B, H)
         hx = (zeros, zeros.clone()) if kind == "LSTM" else zeros
@@ -355,11 +357,14 @@ def gate_traces(
     if xs.size(-1) != module.input_size:
         raise ValueError(f"gate_traces: expected input with {module.input_size} features (input_size), "
                          f"got {xs.size(-1)}")
+    _checks.dtype_device("gate_traces", "input", xs, module.weight_ih_l0, "the parameters'")
     B, H = xs.size(1), module.hidden_size
-    if hx is None:
-        zeros = xs.new_zeros(num_layers * num_dirs, B, H)
-        hx = (zeros, zeros) if kind == "LSTM" else zeros
-    elif x.dim() == 2:  # unbatched state (layers*dirs, H)
+    if x.dim() == 2:
+        shape, layout = (num_layers * num_dirs, H), "(num_layers * num_directions, hidden_size) for unbatched input"
+    else:
+        shape, layout = (num_layers * num_dirs, B, H), "(num_layers * num_directions, batch, hidden_size)"
+    hx = _checks.initial_state("gate_traces", kind == "LSTM", hx, shape, layout, xs)  # zeros if None
+    if x.dim() == 2:  # unbatched state (layers*dirs, H) -> (layers*dirs, 1, H)
         hx = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
     reset_after = bool(getattr(module, "reset_after", True))
 

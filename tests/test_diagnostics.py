@@ -140,6 +140,17 @@ def test_gate_traces_errors():
         dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 2))
     with pytest.raises(ValueError, match="layer"):
         dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 3), layer=1)
+    lstm, x = nn.LSTM(3, 4, num_layers=2), torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match=r"expected input of dtype torch.float32.*got torch.float64"):
+        dg.gate_traces(lstm, x.double())
+    with pytest.raises(TypeError, match=r"expected hx as a tuple \(h_0, c_0\)"):
+        dg.gate_traces(lstm, x, torch.zeros(4, 2, 4))  # a lone tensor was read as h = hx[0], c = hx[1]
+    with pytest.raises(ValueError, match=r"expected h_0 of shape \(2, 2, 4\).*got \(2, 3, 4\)"):
+        dg.gate_traces(lstm, x, (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)))
+    with pytest.raises(ValueError, match=r"expected hx of shape \(1, 4\).*got \(1, 2, 4\)"):
+        dg.gate_traces(nn.GRU(3, 4), x[:, 0], torch.zeros(1, 2, 4))  # unbatched input, batched state
+    with pytest.raises(TypeError, match=r"expected hx as a tuple \(h_0, c_0\)"):
+        dg.hidden_grad_norms(lstm, x, torch.zeros(2, 2, 4))
 
 
 def test_gate_saturation_counts_thresholds_and_mask():
