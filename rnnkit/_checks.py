@@ -142,9 +142,13 @@ def initial_state(name: str, is_lstm: bool, hx: object, shape: tuple[int, ...], 
 
 
 def lengths(name: str, value: object, batch: int, steps: int) -> Tensor | None:
-    """Lengths of a padded batch as a CPU int64 tensor with ``batch`` entries, each in ``[1, steps]``."""
+    """Lengths of a padded batch as a CPU int64 tensor with ``batch`` entries, each in ``[1, steps]``.
+
+    Given as an integer tensor (any device), a NumPy integer array, or a list/tuple of ints (NumPy ints included)."""
     if value is None:
         return None
+    if type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+        value = torch.as_tensor(value.copy())  # a NumPy array (copied: reversed views have negative strides), as pack_padded_sequence accepts (its dtype is checked next)
     if isinstance(value, Tensor):
         if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
             raise ValueError(f"{name}: expected lengths of an integer dtype, got {value.dtype}")

@@ -201,3 +201,16 @@ def test_errors_do_not_depend_on_backend(backend):
         lstm(backend=backend)(torch.randn(5, 2, 11))
     with pytest.raises(ValueError, match=r"^LSTM: expected every length in \[1, 5\]"):
         lstm(backend=backend)(torch.randn(5, 2, 10), lengths=[6, 1])
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_lengths_as_numpy_array_or_numpy_ints(backend):
+    # what torch.nn.utils.rnn.pack_padded_sequence accepts, rnnkit accepts too
+    np = pytest.importorskip("numpy")
+    layer, x = gru(backend=backend), x3()
+    expected, _ = layer(x, lengths=[5, 2])
+    for lengths in (np.array([5, 2]), np.array([5, 2], dtype=np.int32), [np.int64(5), np.int64(2)]):
+        out, _ = layer(x, lengths=lengths)
+        torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match=r"^GRU: expected lengths of an integer dtype, got torch\.float64$"):
+        layer(x, lengths=np.array([5.0, 2.0]))
