@@ -148,7 +148,7 @@ def lengths(name: str, value: object, batch: int, steps: int) -> Tensor | None:
     if value is None:
         return None
     if type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
-        value = torch.as_tensor(value.copy())  # a NumPy array (copied: reversed views have negative strides), as pack_padded_sequence accepts (its dtype is checked next)
+        value = torch.as_tensor(value.copy())  # NumPy, as pack_padded_sequence accepts (copy: no negative strides)
     if isinstance(value, Tensor):
         if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
             raise ValueError(f"{name}: expected lengths of an integer dtype, got {value.dtype}")
