@@ -17,6 +17,7 @@ Outputs in ``out``: ``results.json`` (format checked by :func:`validate_results`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -171,13 +172,8 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
             raise ValueError(f"chung2014: expected models among {sorted(PAPER_UNITS)}, got {cell!r}")
     if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
         raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, out, verbose)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config, out, verbose: bool) -> dict:
@@ -211,6 +207,18 @@ def _run(config, out, verbose: bool) -> dict:
     if verbose:
         print(format_table(results))
     return results
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore the old count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def environment() -> dict:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..data.tasks import adding_problem, copy_task, parity_task
 from ..models import count_parameters, make_recurrent, recurrent_parameter_count
 from ..train import TrainConfig, Trainer
-from .chung2014 import environment
+from .chung2014 import environment, torch_threads
 
 __all__ = ["TasksConfig", "QUICK", "TaskModel", "run", "validate_tasks_results"]
 
@@ -136,13 +136,8 @@ def _lengths(config: TasksConfig, name: str) -> tuple[int, ...]:
 
 def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) -> dict:
     """Train every (task, length, cell) combination; write ``tasks.json`` into ``out`` (if given)."""
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, out, verbose)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config, out, verbose: bool) -> dict:
