@@ -52,11 +52,18 @@ class _Recurrent(nn.Module):
     mode: str  # "RNN", "LSTM" or "GRU"
     hidden_size: int
 
-    def _init_common(self, backend: str | None, nonlinearity: str, reset_after: bool) -> None:
+    def __init__(self, mode: str, input_size, hidden_size, bias, nonlinearity, reset_after, backend) -> None:
+        """Check and store what every layer and cell has; the subclass then creates its parameters."""
+        super().__init__()
         name = type(self).__name__
+        self.mode = mode
+        self.input_size = _checks.positive_int(name, "input_size", input_size)
+        self.hidden_size = _checks.positive_int(name, "hidden_size", hidden_size)
+        self.bias = _checks.boolean(name, "bias", bias)
         self.nonlinearity = _checks.choice(name, "nonlinearity", nonlinearity, ("tanh", "relu"))
         self.reset_after = _checks.boolean(name, "reset_after", reset_after)
         self.backend = DEFAULT_BACKEND if backend is None else backend
+        self._gate_size = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * self.hidden_size  # rows of weight_ih / weight_hh
 
     @property
     def backend(self) -> str:
@@ -84,19 +91,14 @@ class _Recurrent(nn.Module):
 class _RNNBase(_Recurrent):
     def __init__(self, mode, input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
                  bidirectional, device, dtype, backend, reset_after=True) -> None:
-        super().__init__()
+        super().__init__(mode, input_size, hidden_size, bias, nonlinearity, reset_after, backend)
         name = type(self).__name__
-        self.mode = mode
-        self.input_size = _checks.positive_int(name, "input_size", input_size)
-        self.hidden_size = _checks.positive_int(name, "hidden_size", hidden_size)
         self.num_layers = _checks.positive_int(name, "num_layers", num_layers)
-        self.bias = _checks.boolean(name, "bias", bias)
         self.batch_first = _checks.boolean(name, "batch_first", batch_first)
         self.bidirectional = _checks.boolean(name, "bidirectional", bidirectional)
         self.dropout = _checks.dropout(name, dropout, self.num_layers)
-        self._init_common(backend, nonlinearity, reset_after)
 
-        gate_size = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * self.hidden_size
+        gate_size = self._gate_size
         num_directions = 2 if self.bidirectional else 1
         factory = {"device": device, "dtype": dtype}
         self._flat_weights_names: list[str] = []
@@ -327,14 +329,8 @@ class GRU(_RNNBase):
 class _CellBase(_Recurrent):
     def __init__(self, mode, input_size, hidden_size, bias, nonlinearity, device, dtype, backend,
                  reset_after=True) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.mode = mode
-        self.input_size = _checks.positive_int(name, "input_size", input_size)
-        self.hidden_size = _checks.positive_int(name, "hidden_size", hidden_size)
-        self.bias = _checks.boolean(name, "bias", bias)
-        self._init_common(backend, nonlinearity, reset_after)
-        gate_size = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * self.hidden_size
+        super().__init__(mode, input_size, hidden_size, bias, nonlinearity, reset_after, backend)
+        gate_size = self._gate_size
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(gate_size, self.input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gate_size, self.hidden_size, **factory))
