@@ -148,7 +148,8 @@ class _RNNBase(_Recurrent):
         Args:
             input: a padded tensor (batched, or unbatched ``(L, H_in)``) or a ``PackedSequence``.
             hx: initial state(s) (zeros if ``None``), in the caller's batch order also for an unsorted packed batch.
-            lengths: only for a padded batched tensor: ``N`` lengths in ``[1, L]`` (a 1-D integer tensor or a list).
+            lengths: only for a padded tensor: ``N`` lengths in ``[1, L]`` (one for unbatched input), as a 1-D
+                integer tensor on any device, a NumPy integer array, or a list of ints.
                 Steps at or past ``lengths[n]`` are ignored, output zeros there, and ``h_n`` is each sequence's
                 state after its own last step (the backward direction starts there), as with a packed batch.
 

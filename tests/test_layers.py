@@ -405,3 +405,15 @@ def test_empty_batch_like_torch(name, backend):
     out, h_n = ours(torch.randn(5, 0, 3))
     assert out.shape == (5, 0, 8)
     assert all(h.shape == (4, 0, 4) for h in flat(h_n))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbatched_input_with_one_length_is_the_cut_sequence(backend):
+    layer = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, backend=backend, dtype=torch.float64)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    out, (h, c) = layer(x, lengths=[4])
+    cut, (h_cut, c_cut) = layer(x[:4])
+    torch.testing.assert_close(out[:4], cut)
+    assert out[4:].abs().max() == 0  # zeros past the end, as for a padded batch
+    torch.testing.assert_close(h, h_cut)
+    torch.testing.assert_close(c, c_cut)
