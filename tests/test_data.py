@@ -237,6 +237,14 @@ def test_bl_file_sniffs_json_without_suffix(tmp_path):
     assert len(load_bl_file(path)["train"]) == 2
 
 
+@pytest.mark.parametrize("name", ["jsb.json", "jsb"])
+def test_bl_json_with_byte_order_mark(tmp_path, name):
+    # editors on Windows save UTF-8 with a BOM; json.loads refuses it unless it is stripped
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(BL).encode())
+    assert len(load_bl_file(path)["train"]) == 2
+
+
 def _bad(**change):
     data = json.loads(json.dumps(BL))
     data.update(change)

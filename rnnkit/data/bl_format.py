@@ -59,12 +59,13 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 def _read(path: Path, fn: str):
     raw = path.read_bytes()
+    bom = b"\xef\xbb\xbf"  # UTF-8 byte order mark, written by some editors
     looks_json = path.suffix.lower() == ".json" or (
-        path.suffix.lower() not in (".pickle", ".pkl", ".p") and raw.lstrip()[:1] in (b"{", b"[")
+        path.suffix.lower() not in (".pickle", ".pkl", ".p") and raw.removeprefix(bom).lstrip()[:1] in (b"{", b"[")
     )
     if looks_json:
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{fn}: {path} is not valid JSON ({e}); expected {_EXPECTED}") from None
     try:
