@@ -94,14 +94,19 @@ def test_lstm_cell_equals_torch(seed, batched, bias):
     _assert_same_with_grads(ours, theirs, a, b, gen)
 
 
-@pytest.mark.parametrize("seed,batched,bias", CASES)
-def test_gru_cell_reset_after_equals_torch(seed, batched, bias):
+def _gru_leaves(seed, batched, bias):
+    """Two independent copies (ours, the reference's) of seeded GRU-step arguments x, h, w_ih, w_hh[, b_ih, b_hh]."""
     gen = torch.Generator().manual_seed(seed)
     B, I, H = 2, 3, 4
     shape = (B,) if batched else ()
     args = [torch.randn(*shape, I, dtype=DT, generator=gen), torch.randn(*shape, H, dtype=DT, generator=gen)]
     args += _params(3, I, H, bias, gen)
-    a, b = _leaves(args), _leaves(args)
+    return _leaves(args), _leaves(args), gen
+
+
+@pytest.mark.parametrize("seed,batched,bias", CASES)
+def test_gru_cell_reset_after_equals_torch(seed, batched, bias):
+    a, b, gen = _gru_leaves(seed, batched, bias)
     ours = cells.gru_cell(*a, reset_after=True)
     theirs = torch.gru_cell(b[0] if batched else b[0][None], b[1] if batched else b[1][None], *b[2:])
     _assert_same_with_grads(ours, theirs.reshape(ours.shape), a, b, gen)
@@ -109,12 +114,7 @@ def test_gru_cell_reset_after_equals_torch(seed, batched, bias):
 
 @pytest.mark.parametrize("seed,batched,bias", CASES)
 def test_gru_cell_reset_before_equals_chung2014(seed, batched, bias):
-    gen = torch.Generator().manual_seed(seed)
-    B, I, H = 2, 3, 4
-    shape = (B,) if batched else ()
-    args = [torch.randn(*shape, I, dtype=DT, generator=gen), torch.randn(*shape, H, dtype=DT, generator=gen)]
-    args += _params(3, I, H, bias, gen)
-    a, b = _leaves(args), _leaves(args)
+    a, b, gen = _gru_leaves(seed, batched, bias)
     ours = cells.gru_cell(*a, reset_after=False)
     theirs = chung2014_gru_step(*b)
     _assert_same_with_grads(ours, theirs, a, b, gen)
