@@ -421,7 +421,7 @@ def gate_saturation(
             if mask.shape != values.shape[:-1]:
                 raise ValueError(f"gate_saturation: expected mask of shape {tuple(values.shape[:-1])}, "
                                  f"got {tuple(mask.shape)}")
-            v = values[mask.to(torch.bool)]  # (N_valid, H)
+            v = values[mask.to(device=values.device, dtype=torch.bool)]  # (N_valid, H)
         n = v.numel()
         if n == 0:
             raise ValueError("gate_saturation: no activations to count (empty sequence or all-False mask)")
