@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import os
 import time
 import warnings
@@ -67,6 +68,18 @@ class TrainConfig:
     progress: bool = True  # show a tqdm progress bar (one bar per fit, one tick per epoch)
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "log_every", "seed", "patience"):
+            value = getattr(self, name)
+            if not (name == "patience" and value is None) and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"TrainConfig: expected {name} to be an int{' or None' if name == 'patience' else ''}"
+                                f", got {type(value).__name__} ({value!r})")
+        for name in ("lr", "weight_noise_std", "rmsprop_alpha", "eps", "clip_norm", "clip_value", "time_limit"):
+            value = getattr(self, name)
+            optional = name in ("clip_norm", "clip_value", "time_limit")
+            if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise TypeError(f"TrainConfig: expected {name} to be a number{' or None' if optional else ''}, "
+                                f"got {type(value).__name__} ({value!r})")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"TrainConfig: expected optimizer 'rmsprop' or 'adam', got {self.optimizer!r}")
         for name in ("lr", "epochs", "batch_size", "log_every"):

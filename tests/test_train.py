@@ -210,6 +210,19 @@ def test_config_errors(kwargs, match):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 2.5}, r"expected epochs to be an int, got float \(2.5\)"),  # would silently run 3 epochs
+    ({"batch_size": "16"}, r"expected batch_size to be an int, got str"),
+    ({"patience": 1.5}, r"expected patience to be an int or None, got float"),
+    ({"seed": None}, r"expected seed to be an int, got NoneType"),
+    ({"lr": "1e-3"}, r"expected lr to be a number, got str"),
+    ({"clip_norm": True}, r"expected clip_norm to be a number or None, got bool"),
+])
+def test_config_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        TrainConfig(**kwargs)
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         Trainer("not a model")
