@@ -139,3 +139,18 @@ def test_bad_data_file_is_a_clear_error(tmp_path, capsys):
                  "--no-progress"])
     assert code == 2
     assert "rnnkit reproduce: error:" in capsys.readouterr().err
+
+
+def test_torch_backend_with_the_papers_gru_fails_before_training(bl_file, tmp_path, capsys, monkeypatch):
+    # the paper's GRU (reset_after=False) has no torch kernel: say so at once, not after the tanh model has trained
+    from rnnkit.experiments import chung2014
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model was trained before the configuration error")
+
+    monkeypatch.setattr(chung2014, "_run_model", no_training)
+    code = main(["reproduce", "chung2014", "--quick", "--data-file", bl_file, "--backend", "torch",
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "backend 'torch'" in err and "reset_after=False" in err

@@ -170,6 +170,9 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
     for cell in config.models:
         if cell not in PAPER_UNITS:
             raise ValueError(f"chung2014: expected models among {sorted(PAPER_UNITS)}, got {cell!r}")
+    if "gru" in config.models and not config.gru_reset_after and config.backend == "torch":
+        raise ValueError("chung2014: backend 'torch' has no GRU with reset_after=False (the paper's form); "
+                         "use backend 'fused' or 'reference', or set gru_reset_after=True")
     if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
         raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
     with torch_threads(config.threads):
