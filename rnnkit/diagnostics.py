@@ -159,7 +159,9 @@ def hidden_grad_norms(
         _checks.state_pair("hidden_grad_norms", hx)  # the module checks the shapes; a lone tensor must not be split
     if hx is None:
         zeros = xs.new_zeros(module.num_layers, xs.size(1), module.hidden_size)  # (layers, B, H)
-        hx = (zeros, zeros.clone()) if kind == "LSTM" else zeros
+        # torch.nn.LSTM(proj_size=P) carries h of size P and c of size H
+        h0 = xs.new_zeros(module.num_layers, xs.size(1), getattr(module, "proj_size", 0) or module.hidden_size)
+        hx = (h0, zeros) if kind == "LSTM" else zeros
     elif x.dim() == 2:  # unbatched state (layers, H) -> (layers, 1, H)
         hx = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
     # a state that requires grad keeps every h_t in the graph even when the parameters are frozen

@@ -209,3 +209,11 @@ def test_hidden_grad_norms_with_frozen_parameters_and_given_state():
     res = dg.hidden_grad_norms(rnn, x, h0)
     assert res.h.shape == (5, 2) and torch.all(res.h > 0)
     assert not h0.requires_grad, "the caller's state must not be modified"
+
+
+def test_hidden_grad_norms_on_projected_torch_lstm():
+    # torch.nn.LSTM(proj_size=P): h is (layers, B, P), c is (layers, B, H); the zero start must have both sizes
+    lstm = _seeded(nn.LSTM, 3, 5, proj_size=2, num_layers=2)
+    norms = dg.hidden_grad_norms(lstm, torch.randn(4, 2, 3, dtype=DT))
+    assert norms.h.shape == norms.c.shape == (4, 2)
+    assert (norms.h[:-1] > 0).all() and norms.c[-1].abs().max() == 0  # the last c influences nothing
