@@ -446,11 +446,14 @@ def test_char_vocab_eos_pad_round_trip(corpus):
     assert v.decode(torch.cat([ids, torch.tensor([5, 6])])) == text  # stops at EOS
     assert v.decode([0, *ids.tolist()]) == text  # PAD skipped
     assert v.decode([7, 1, 8], stop_at_eos=False) == v.itos[7] + "<eos>" + v.itos[8]
+    assert v.decode(ids.numpy()) == v.decode([np.int64(i) for i in ids.tolist()]) == text  # NumPy ids too
     assert CharVocab.from_dict(v.to_dict()) == v
     with pytest.raises(ValueError, match="not in the vocabulary"):
         v.encode("snowman \u2603")
     with pytest.raises(ValueError, match="expected ids in 0.."):
         v.decode([len(v)])
+    with pytest.raises(ValueError, match="expected ids in 0.."):
+        v.decode([2.0])
 
 
 def test_teacher_forcing_pairs(corpus):

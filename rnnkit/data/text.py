@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import operator
 import string
 import unicodedata
 import warnings
@@ -98,16 +99,20 @@ class CharVocab:
         return torch.tensor(ids, dtype=torch.long)
 
     def decode(self, ids, *, stop_at_eos: bool = True) -> str:
-        """Text of a 1-D sequence of ids (tensor or list). PAD is skipped; decoding ends at the first EOS
+        """Text of a 1-D sequence of ids (tensor, NumPy array or list). PAD is skipped; decoding ends at the first EOS
         (or, with ``stop_at_eos=False``, EOS is written as ``"<eos>"``)."""
-        if isinstance(ids, torch.Tensor):
-            if ids.dim() != 1:
+        if hasattr(ids, "tolist") and hasattr(ids, "shape"):  # a tensor or a NumPy array
+            if len(ids.shape) != 1:
                 raise ValueError(f"CharVocab.decode: expected a 1-D sequence of ids, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
         out = []
-        for i in ids:
-            if not isinstance(i, int) or not 0 <= i < len(self):
-                raise ValueError(f"CharVocab.decode: expected ids in 0..{len(self) - 1}, got {i!r}")
+        for value in ids:
+            try:  # an int or a NumPy int; floats and bools are not ids
+                i = None if isinstance(value, bool) else operator.index(value)
+            except TypeError:
+                i = None
+            if i is None or not 0 <= i < len(self):
+                raise ValueError(f"CharVocab.decode: expected ids in 0..{len(self) - 1}, got {value!r}")
             if i == self.pad:
                 continue
             if i == self.eos:
