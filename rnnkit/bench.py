@@ -249,9 +249,9 @@ def format_table(report: dict) -> str:
     recs = report["results"]
     backends = list(dict.fromkeys(r["backend"] for r in recs))
     mem = report.get("memory", {})
+    mem_backends = [b for b in backends if any(k.endswith("/" + b) for m in mem.values() for k in m)]
     head = ["device", "pass", "cell", "H"] + [f"{b} ms (x torch)" for b in backends]
-    if mem:
-        head += [f"{b} MiB" for b in backends]
+    head += [f"{b} MiB" for b in mem_backends]
     rows = []
     keys = list(dict.fromkeys((r["device"], r["pass"], r["mode"], r["hidden"]) for r in recs))
     for device, p, mode, H in keys:
@@ -259,9 +259,8 @@ def format_table(report: dict) -> str:
                 if (r["device"], r["pass"], r["mode"], r["hidden"]) == (device, p, mode, H)}
         row = [device, p, mode, str(H)]
         row += [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" if b in by_b else "-" for b in backends]
-        if mem:
-            dev_mem = mem.get(device, {})
-            row += [str(dev_mem.get(f"{mode}/{H}/{b}", "-")) if p == "fwd+bwd" else "" for b in backends]
+        dev_mem = mem.get(device, {})
+        row += [str(dev_mem.get(f"{mode}/{H}/{b}", "-")) if p == "fwd+bwd" else "" for b in mem_backends]
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
