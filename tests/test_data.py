@@ -237,6 +237,14 @@ def test_bl_file_sniffs_json_without_suffix(tmp_path):
     assert len(load_bl_file(path)["train"]) == 2
 
 
+@pytest.mark.parametrize("kind, name", [("json", "jsb.pickle"), ("json", "jsb.pkl"), ("pickle", "jsb.json"),
+                                        ("pickle", "jsb.dat")])
+def test_bl_format_is_read_from_the_content_not_the_suffix(tmp_path, kind, name):
+    path = tmp_path / name
+    path.write_bytes(json.dumps(BL).encode() if kind == "json" else pickle.dumps(BL, protocol=2))
+    assert [len(v) for v in load_bl_file(path).values()] == [2, 1, 1]
+
+
 @pytest.mark.parametrize("name", ["jsb.json", "jsb"])
 def test_bl_json_with_byte_order_mark(tmp_path, name):
     # editors on Windows save UTF-8 with a BOM; json.loads refuses it unless it is stripped

@@ -45,7 +45,7 @@ _PY2_MODULES = {"__builtin__": "builtins"}
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global except builtin containers, so a pickle cannot call os.system & co."""
+    """Unpickler that refuses every global but _SAFE_GLOBALS (containers, NumPy scalars): no os.system & co."""
 
     def find_class(self, module, name):
         module = _PY2_MODULES.get(module, module)
@@ -60,9 +60,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 def _read(path: Path, fn: str):
     raw = path.read_bytes()
     bom = b"\xef\xbb\xbf"  # UTF-8 byte order mark, written by some editors
-    looks_json = path.suffix.lower() == ".json" or (
-        path.suffix.lower() not in (".pickle", ".pkl", ".p") and raw.removeprefix(bom).lstrip()[:1] in (b"{", b"[")
-    )
+    # The content decides, not the suffix: a JSON text starts with { or [, which no pickle does (a pickle starts
+    # with its protocol byte 0x80 or, in protocols 0-1, with an opcode such as '(', '}' or ']').
+    looks_json = raw.removeprefix(bom).lstrip()[:1] in (b"{", b"[")
     if looks_json:
         try:
             return json.loads(raw.decode("utf-8-sig"))
@@ -141,7 +141,8 @@ def bl_to_piano_rolls(data, *, source: str = "data") -> dict[str, list[torch.Ten
 
 def load_bl_file(path: str | os.PathLike) -> dict[str, list[torch.Tensor]]:
     """Read a Boulanger-Lewandowski pickle or JSON file into ``{"train", "valid", "test"}`` lists of float32
-    ``(T_i, 88)`` 0/1 tensors. JSON is chosen by a ``.json`` suffix (or a leading ``{``), pickle otherwise.
+    ``(T_i, 88)`` 0/1 tensors. The content decides, whatever the suffix: JSON if it starts with ``{`` or ``[``
+    (after an optional UTF-8 byte order mark and white space), pickle otherwise.
 
     Raises ``ValueError`` naming what was expected for: a missing split, wrong nesting, a non-integer pitch, a
     pitch outside 21..108, an empty sequence or split, unreadable bytes, and any pickle that names a class or
