@@ -144,10 +144,19 @@ def _as_dataset(data, name: str):
 
 def _split_loss(out) -> tuple[torch.Tensor, int]:
     """``loss_fn`` returns a scalar, or ``(mean_loss, count)``; return both (count 1 for a bare scalar)."""
+    expected = "expected loss_fn to return a scalar tensor or (mean_loss, count)"
     if isinstance(out, tuple):
+        if len(out) != 2:
+            raise TypeError(f"Trainer: {expected}, got a tuple of length {len(out)}")
         loss, count = out
-        return loss, int(count)
-    return out, 1
+        count = int(count)
+        if count < 1:  # the mean over no items: nothing to weight an epoch average by
+            raise ValueError(f"Trainer: expected a count >= 1 (items the mean_loss averages over), got {count}")
+    else:
+        loss, count = out, 1
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"Trainer: {expected}, got {type(loss).__name__}")
+    return loss, count
 
 
 def _resolve_device(device: str) -> torch.device:

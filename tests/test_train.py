@@ -223,6 +223,19 @@ def test_config_type_errors(kwargs, match):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("result, error, match", [
+    (1.0, TypeError, r"expected loss_fn to return a scalar tensor or \(mean_loss, count\), got float"),
+    ((torch.tensor(1.0, requires_grad=True), 2, 3), TypeError, r"got a tuple of length 3"),
+    (torch.ones(2, requires_grad=True), ValueError, r"expected loss_fn to return a scalar loss, got shape \(2,\)"),
+    ((torch.tensor(1.0, requires_grad=True), 0), ValueError, r"expected a count >= 1.*got 0"),
+])
+def test_bad_loss_fn_results(result, error, match):
+    model = nn.Linear(2, 1)
+    t = Trainer(model, TrainConfig(epochs=1, progress=False), loss_fn=lambda m, b: result)
+    with pytest.raises(error, match=match):
+        t.fit((torch.zeros(4, 2),))
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         Trainer("not a model")
