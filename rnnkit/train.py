@@ -110,7 +110,13 @@ def move_to(batch: Any, device: torch.device) -> Any:
 
 def default_collate(items: list) -> Any:
     """Stack equally shaped examples: tensors -> one tensor, tuples of tensors -> a tuple of stacked tensors."""
-    return torch.utils.data.default_collate(items)
+    try:
+        return torch.utils.data.default_collate(items)
+    except RuntimeError as err:  # most often: sequences of different lengths
+        raise ValueError(
+            f"Trainer: could not stack a batch of {len(items)} examples ({err}); for variable-length sequences pass "
+            "collate_fn= (e.g. one built on rnnkit.data.pad_batch) or use a model with a collate() method"
+        ) from err
 
 
 class _TensorTuple:

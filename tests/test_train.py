@@ -236,6 +236,12 @@ def test_bad_loss_fn_results(result, error, match):
         t.fit((torch.zeros(4, 2),))
 
 
+def test_variable_length_examples_without_a_collate_fn_get_a_hint():
+    t = Trainer(nn.Linear(2, 1), TrainConfig(epochs=1, progress=False), loss_fn=lambda m, b: m(b).mean())
+    with pytest.raises(ValueError, match=r"could not stack a batch.*collate_fn=.*pad_batch"):
+        t.fit([torch.zeros(3, 2), torch.zeros(4, 2)])
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         Trainer("not a model")
