@@ -81,12 +81,20 @@ def _mount_args(input_dir: Path, slot_uid: int, etc_dir: Path, limits: Limits) -
         if os.path.exists(f"/etc/{name}"):
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     args += ["--ro-bind", str(etc_dir / "passwd"), "/etc/passwd", "--ro-bind", str(etc_dir / "group"), "/etc/group"]
+    # scratch space first: a clone of the repository under /tmp (as CI may use) is bound on top of it below,
+    # instead of being hidden by the tmpfs
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    scratch = ("/tmp", "/home/student", "/dev/shm")
+    for tmp in scratch:
+        args += ["--size", str(limits.tmpfs), "--perms", "1777" if tmp != "/home/student" else "0755",
+                 "--tmpfs", tmp]
+    args += ["--chmod", "0777", "/home/student"]
     # the interpreter, the virtual environment and the rnnkit package (editable installs map it by path)
     import rnnkit
 
     package = Path(rnnkit.__file__).resolve().parent
     trees = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package}, key=lambda p: len(p.parts))
-    made: set[Path] = {Path("/")}
+    made: set[Path] = {Path("/"), *(Path(t) for t in scratch), Path("/dev")}
     bound: list[Path] = []
     for tree in trees:
         if not any(tree.is_relative_to(b) for b in bound):  # a tree inside a bound one is already there
@@ -96,11 +104,6 @@ def _mount_args(input_dir: Path, slot_uid: int, etc_dir: Path, limits: Limits) -
                     made.add(parent)
         args += ["--ro-bind", str(tree), str(tree)]
         bound.append(tree)
-    args += ["--dev", "/dev", "--proc", "/proc"]
-    for tmp in ("/tmp", "/home/student", "/dev/shm"):
-        args += ["--size", str(limits.tmpfs), "--perms", "1777" if tmp != "/home/student" else "0755",
-                 "--tmpfs", tmp]
-    args += ["--chmod", "0777", "/home/student"]
     args += ["--ro-bind", str(input_dir), "/input"]
     return args
 
