@@ -1,5 +1,6 @@
-"""Argument checks for :mod:`rnnkit.layers`: every mistake gets one exception type and a message naming what was
-expected and what was given, prefixed with the module's class name.
+"""Argument checks for :mod:`rnnkit.layers` (and the seed/generator rule shared by :mod:`rnnkit.data.tasks` and
+:mod:`rnnkit.sampling`): every mistake gets one exception type and a message naming what was expected and what was
+given, prefixed with the class or function name.
 
 * ``TypeError``: a value of the wrong Python type (``hidden_size=2.5``, ``hx`` not a tuple for an LSTM, ...).
 * ``ValueError``: a value, shape, dtype or device that is wrong (``hidden_size=0``, 11 features instead of 10, ...).
@@ -199,3 +200,24 @@ def packed(name: str, seq: PackedSequence) -> None:
         if idx is not None and idx.numel() != int(batch_sizes[0]):
             raise ValueError(f"{name}: expected {what} with {int(batch_sizes[0])} entries (the batch size), "
                              f"got {idx.numel()}")
+
+
+# ---------------------------------------------------------------- randomness
+
+
+def generator(fn: str, seed: object, gen: object, *, cpu_only: bool = False) -> torch.Generator:
+    """The one generator a random function draws from: the caller's ``gen``, else ``Generator().manual_seed(seed)``,
+    else one seeded from the global torch RNG (so ``torch.manual_seed`` still makes a script reproducible)."""
+    if seed is not None and gen is not None:
+        raise ValueError(f"{fn}: pass seed or generator, not both")
+    if gen is not None:
+        if not isinstance(gen, torch.Generator):
+            raise TypeError(f"{fn}: expected generator to be a torch.Generator, got {_type_name(gen)}")
+        if cpu_only and gen.device.type != "cpu":
+            raise ValueError(f"{fn}: expected a CPU torch.Generator (data is made on the CPU), got {gen.device}")
+        return gen
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # NumPy ints are fine, 3.0 is not
+        raise TypeError(f"{fn}: expected seed to be an int or None, got {_type_name(seed)}")
+    return torch.Generator().manual_seed(int(seed))

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import _checks
+
 __all__ = ["next_symbol_distribution", "sample_sequence", "sample_piano_roll"]
 
 
@@ -53,20 +55,6 @@ def _check_top_k(top_k, fn: str) -> int | None:
     if top_k < 1:
         raise ValueError(f"{fn}: expected top_k >= 1 (or None for no limit), got {top_k}")
     return int(top_k)
-
-
-def _make_generator(seed: int | None, generator: torch.Generator | None, fn: str) -> torch.Generator:
-    if seed is not None and generator is not None:
-        raise ValueError(f"{fn}: pass seed or generator, not both")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"{fn}: expected generator to be a torch.Generator, got {type(generator).__name__}")
-        return generator
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())  # follows torch.manual_seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{fn}: expected seed to be an int or None, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
 
 
 def next_symbol_distribution(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
@@ -168,7 +156,7 @@ def sample_sequence(
     prompt = torch.as_tensor(prompt, dtype=torch.long).flatten()  # (P,)
     if prompt.numel() == 0:
         raise ValueError(f"{fn}: expected a non-empty prompt")
-    g = _make_generator(seed, generator, fn)
+    g = _checks.generator(fn, seed, generator)
     step, state, module = _resolve_step(model, initial_state, num_samples, fn)
     if device is None:
         param = next(module.parameters(), None) if module is not None else None
@@ -240,7 +228,7 @@ def sample_piano_roll(
     if prime is not None and (not isinstance(prime, Tensor) or prime.dim() != 2 or prime.shape[1] != num_keys):
         got = tuple(prime.shape) if isinstance(prime, Tensor) else type(prime).__name__
         raise ValueError(f"{fn}: expected prime of shape (T0, {num_keys}), got {got}")
-    g = _make_generator(seed, generator, fn)
+    g = _checks.generator(fn, seed, generator)
     step, state, module = _resolve_step(model, initial_state, num_samples, fn)
     param = next(module.parameters(), None) if module is not None else None
     if device is None:

@@ -18,6 +18,8 @@ import numbers
 
 import torch
 
+from .. import _checks
+
 __all__ = ["adding_problem", "copy_task", "parity_task"]
 
 
@@ -27,24 +29,6 @@ def _positive_int(value, name: str, fn: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{fn}: expected {name} >= {minimum}, got {value}")
     return int(value)
-
-
-def _generator(seed: int | None, generator: torch.Generator | None, fn: str) -> torch.Generator:
-    """One generator per call: from ``seed``, the caller's ``generator``, or the global RNG."""
-    if seed is not None and generator is not None:
-        raise ValueError(f"{fn}: pass seed or generator, not both")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"{fn}: expected generator to be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError(f"{fn}: expected a CPU torch.Generator (data is made on the CPU), got {generator.device}")
-        return generator
-    if seed is None:
-        # Draw the seed from the global RNG so torch.manual_seed(...) still controls the result.
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{fn}: expected seed to be an int or None, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(int(seed))
 
 
 def adding_problem(
@@ -82,7 +66,7 @@ def adding_problem(
     t = _positive_int(seq_len, "seq_len", fn, minimum=2)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"{fn}: expected a floating-point dtype, got {dtype}")
-    g = _generator(seed, generator, fn)
+    g = _checks.generator(fn, seed, generator, cpu_only=True)
     values = torch.rand(n, t, generator=g)  # (N, T) uniform [0, 1)
     i = torch.randint(0, t // 2, (n,), generator=g)  # (N,) first marker, first half
     j = torch.randint(t // 2, t, (n,), generator=g)  # (N,) second marker, second half
@@ -125,7 +109,7 @@ def copy_task(
     length = _positive_int(seq_len, "seq_len", fn)
     delay = _positive_int(delay, "delay", fn)
     k = _positive_int(num_symbols, "num_symbols", fn)
-    g = _generator(seed, generator, fn)
+    g = _checks.generator(fn, seed, generator, cpu_only=True)
     symbols = torch.randint(1, k + 1, (n, length), generator=g)  # (N, L) in 1..K
     blank, delimiter = 0, k + 1
     x = torch.full((n, 2 * length + delay), blank, dtype=torch.long)  # (N, 2L + delay)
@@ -156,7 +140,7 @@ def parity_task(
     fn = "parity_task"
     n = _positive_int(num_samples, "num_samples", fn)
     t = _positive_int(seq_len, "seq_len", fn)
-    g = _generator(seed, generator, fn)
+    g = _checks.generator(fn, seed, generator, cpu_only=True)
     bits = torch.randint(0, 2, (n, t), generator=g)  # (N, T) in {0, 1}
     x = bits.to(torch.float32).unsqueeze(-1)  # (N, T, 1)
     y = bits.sum(1) % 2  # (N,) long
