@@ -139,6 +139,15 @@ def _sample(args, argv) -> int:
     return 0
 
 
+def _add_run_options(parser: argparse.ArgumentParser, out: str, *, seed_help: str) -> None:
+    """The options every experiment subcommand shares."""
+    parser.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
+    parser.add_argument("--seed", type=int, help=seed_help)
+    parser.add_argument("--out", default=out, help=f"output folder (default {out})")
+    parser.add_argument("--device", help="cpu, cuda or auto")
+    parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks course toolkit: reproduce the "
                                      "chapter 5 experiments, train and sample small models.")
@@ -158,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     rep.add_argument("--batch-size", type=int, help="sequences per update")
     rep.add_argument("--time-limit", type=float, help="wall-clock seconds per model, search included (0: no limit)")
-    rep.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
-    rep.add_argument("--seed", type=int, help="seed for weights, data order, noise and the lr draw")
-    rep.add_argument("--out", default="results/chung2014", help="output folder (default results/chung2014)")
-    rep.add_argument("--device", help="cpu, cuda or auto")
-    rep.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
+    _add_run_options(rep, "results/chung2014", seed_help="seed for weights, data order, noise and the lr draw")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
 
@@ -175,11 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--parity-lengths", type=_int_list, help="e.g. 2,4,6,8")
     tk.add_argument("--epochs", type=int, help="passes over the training samples")
     tk.add_argument("--budget", type=int, help="recurrent parameters per model")
-    tk.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
-    tk.add_argument("--seed", type=int)
-    tk.add_argument("--out", default="results/tasks", help="output folder (default results/tasks)")
-    tk.add_argument("--device", help="cpu, cuda or auto")
-    tk.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
+    _add_run_options(tk, "results/tasks", seed_help="seed for data, weights and data order")
     tk.set_defaults(func=_tasks)
 
     tr = sub.add_parser("train", help="train a character LM or a piano-roll model",
