@@ -182,7 +182,8 @@ def hidden_grad_norms(
         out_seq = torch.stack(outputs)  # (T, B, H)
         loss = out_seq[-1].sum() if loss_fn is None else loss_fn(out_seq)
         if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise ValueError("hidden_grad_norms: loss_fn must return a scalar Tensor")
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(f"hidden_grad_norms: expected loss_fn to return a scalar Tensor, got {got}")
         flat = [p for parts in states for p in parts]
         grads = torch.autograd.grad(loss, flat, allow_unused=True)
 

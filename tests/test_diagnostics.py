@@ -217,3 +217,11 @@ def test_hidden_grad_norms_on_projected_torch_lstm():
     norms = dg.hidden_grad_norms(lstm, torch.randn(4, 2, 3, dtype=DT))
     assert norms.h.shape == norms.c.shape == (4, 2)
     assert (norms.h[:-1] > 0).all() and norms.c[-1].abs().max() == 0  # the last c influences nothing
+
+
+def test_hidden_grad_norms_names_a_bad_loss():
+    gru, x = _seeded(nn.GRU, 3, 4), torch.randn(5, 2, 3, dtype=DT)
+    with pytest.raises(ValueError, match=r"expected loss_fn to return a scalar Tensor, got shape \(2, 4\)"):
+        dg.hidden_grad_norms(gru, x, loss_fn=lambda out: out[-1])
+    with pytest.raises(ValueError, match=r"got float"):
+        dg.hidden_grad_norms(gru, x, loss_fn=lambda out: 1.0)
