@@ -241,7 +241,7 @@ def sample_piano_roll(
         if prime is not None:
             for row in prime.to(device=device, dtype=dtype):  # (K,)
                 logits, state = step(row.expand(num_samples, num_keys), state)
-        out = torch.empty(num_steps, num_samples, num_keys)  # (T, B, K) on CPU
+        out = torch.empty(num_steps, num_samples, num_keys, dtype=torch.float32)  # (T, B, K) on CPU
         for t in range(num_steps):
             logits = _check_logits(logits, num_samples, fn, num_keys)
             probs = torch.sigmoid(logits.float() / temperature)  # (B, K)

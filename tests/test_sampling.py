@@ -251,6 +251,16 @@ def test_piano_roll_bernoulli_frequencies_and_reproducible():
     assert torch.equal(sharp.mean((0, 1)) > 0.5, logits > 0)  # low temperature: nearly deterministic
 
 
+def test_piano_roll_is_float32_whatever_the_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        rolls = sample_piano_roll(FixedRollModel(torch.zeros(88)), 3, seed=0)
+    finally:
+        torch.set_default_dtype(previous)
+    assert rolls[0].dtype == torch.float32  # the documented format of load_chorales / load_bl_file
+
+
 def test_piano_roll_threshold_prime_and_feedback():
     logits = torch.full((88,), -5.0)
     logits[[39, 43, 46]] = 5.0  # a C major triad
