@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,14 @@ seen = {"uid": os.getuid(), "gid": os.getgid(), "root": sorted(os.listdir("/")),
         "as": resource.getrlimit(resource.RLIMIT_AS)[0], "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
         "interfaces": [l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:]],
         "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+import sys
+seen["trees"] = sorted({os.path.dirname(__import__("rnnkit").__file__), sys.prefix, sys.base_prefix})
+seen["ancestors"] = {}
+for tree in seen["trees"]:
+    folder = os.path.dirname(tree)
+    while folder != "/" and not any(folder.startswith(t + "/") or folder == t for t in seen["trees"]):
+        seen["ancestors"][folder] = sorted(os.listdir(folder))
+        folder = os.path.dirname(folder)
 for name, target in {"net": ("1.1.1.1", 53), "loopback_host": ("127.0.0.1", 22)}.items():
     try:
         socket.create_connection(target, timeout=2).close()
@@ -97,8 +106,14 @@ def test_sandbox_sees_no_network_and_no_other_files(probe_run):
     seen = json.loads(_stdout(probe_run, 0))
     assert seen["interfaces"] == ["lo"]
     assert seen["net"] != "connected" and seen["loopback_host"] != "connected"
-    assert set(seen["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc",
-                                 "tmp", "home", "input", "root", "work", "opt", "srv", "var"}
+    # the system trees, the scratch mounts and /input -- plus the first folder of wherever this checkout, its venv and
+    # the base interpreter live (/work, /check, /opt, ... depending on the machine), made only as a path to them
+    system = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp", "home", "input"}
+    trees = [Path(t) for t in seen["trees"]]
+    assert set(seen["root"]) <= system | {t.parts[1] for t in trees}
+    for folder, names in seen["ancestors"].items():  # a folder on the way to a tree shows only the next steps
+        steps = {t.relative_to(folder).parts[0] for t in trees if t.is_relative_to(folder) and t != Path(folder)}
+        assert set(names) <= steps, (folder, names)
     assert set(seen["repo"]) <= {"rnnkit", ".venv"}  # no solutions/, .git, grading/, exercises/
     assert all(seen[f"write_{k}"] != "written" for k in ("usr", "input", "venv"))
     assert max(seen["pids"]) < 100  # its own PID namespace: none of the host's processes
