@@ -68,6 +68,13 @@ def next_symbol_distribution(logits: Tensor, temperature: float = 1.0, top_k: in
         raise ValueError(f"{fn}: expected logits with a vocabulary dimension (..., V), got a 0-d tensor")
     temperature = _check_temperature(temperature, fn)
     top_k = _check_top_k(top_k, fn)
+    # A NaN, a +inf or a row of only -inf has no distribution: softmax would return NaN and the sampler would draw
+    # garbage silently, so name the first bad row instead.
+    bad = torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1) | torch.isneginf(logits).all(-1)  # (...,)
+    if bool(bad.any()):
+        row = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{fn}: expected finite logits (-inf allowed for masked symbols, but not a whole row); "
+                         f"logits{list(row)} = {logits[row].tolist()[:8]}{' ...' if logits.shape[-1] > 8 else ''}")
     # Shift by the largest finite logit first: softmax is unchanged, and z <= 0 cannot overflow to inf (then NaN)
     # when tau is tiny or the logits are huge; tau -> 0 then gives the argmax (ties shared equally).
     top = logits.amax(dim=-1, keepdim=True)  # (..., 1)
@@ -244,6 +251,9 @@ def sample_piano_roll(
         out = torch.empty(num_steps, num_samples, num_keys, dtype=torch.float32)  # (T, B, K) on CPU
         for t in range(num_steps):
             logits = _check_logits(logits, num_samples, fn, num_keys)
+            if bool(torch.isnan(logits).any()):  # sigmoid(+-inf) is a certain key; NaN is no probability at all
+                raise ValueError(f"{fn}: expected step() to return logits without NaN, got NaN at (sample, key) "
+                                 f"{tuple(int(i) for i in torch.isnan(logits).nonzero()[0])} of frame {t}")
             probs = torch.sigmoid(logits.float() / temperature)  # (B, K)
             if mode == "bernoulli":
                 frame = torch.bernoulli(probs.to(g.device), generator=g).cpu()  # (B, K) in {0, 1}

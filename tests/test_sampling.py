@@ -222,6 +222,23 @@ def test_bad_models_and_logits():
         next_symbol_distribution(torch.zeros(3, dtype=torch.long))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_logits_without_a_distribution_are_named(bad):
+    logits = torch.zeros(3, 4)
+    logits[1, 2] = bad
+    with pytest.raises(ValueError, match=r"finite logits.*logits\[1\]"):
+        next_symbol_distribution(logits)
+    with pytest.raises(ValueError, match="finite logits"):
+        sample_sequence(lambda tok, s: (logits[1:2], s), prompt=[0], max_len=3, seed=0)
+
+
+def test_masked_symbols_are_fine_but_not_a_fully_masked_row():
+    logits = torch.tensor([[0.0, float("-inf"), 1.0], [float("-inf")] * 3])
+    assert torch.equal(next_symbol_distribution(logits[:1])[0, 1], torch.tensor(0.0))
+    with pytest.raises(ValueError, match=r"not a whole row.*logits\[1\]"):
+        next_symbol_distribution(logits)
+
+
 # ---------------------------------------------------------------------------------------------- piano rolls
 class FixedRollModel:
     def __init__(self, logits):
@@ -297,3 +314,10 @@ def test_piano_roll_model_from_models():
     a = sample_piano_roll(model, 16, num_samples=2, seed=0)
     b = sample_piano_roll(model, 16, num_samples=2, seed=0)
     assert all(torch.equal(x, y) and x.shape == (16, 88) for x, y in zip(a, b))
+
+
+def test_piano_roll_nan_logits_are_named():
+    logits = torch.zeros(1, 6)
+    logits[0, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"without NaN.*\(0, 4\) of frame 0"):
+        sample_piano_roll(FixedRollModel(logits), 3, num_keys=6, seed=0)
