@@ -18,5 +18,5 @@ from .sampling import next_symbol_distribution, sample_piano_roll, sample_sequen
 from .train import TrainConfig, Trainer
 from .models import CharLM, PianoRollModel, Seq2Seq, Tagger, units_for_budget
 
-# diagnostics (issue 6): per-step gradient norms, step Jacobians, gate traces -- what chapters 2-4 plot
-from . import diagnostics
+# diagnostics (issue 6): per-step gradient norms and step Jacobians (chapter 2), gate activity (chapters 3-4)
+from . import diagnostics, gates

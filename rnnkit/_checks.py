@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 BACKENDS = ("reference", "fused", "torch")
@@ -221,3 +221,23 @@ def generator(fn: str, seed: object, gen: object, *, cpu_only: bool = False) -> 
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # NumPy ints are fine, 3.0 is not
         raise TypeError(f"{fn}: expected seed to be an int or None, got {_type_name(seed)}")
     return torch.Generator().manual_seed(int(seed))
+
+
+def recurrent_kind(module: nn.Module) -> str:
+    """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a recurrent *layer* (torch.nn's ``mode`` is ``"RNN_TANH"``, ...)."""
+    mode = getattr(module, "mode", None)
+    if hasattr(module, "num_layers") and isinstance(mode, str) and mode.split("_")[0] in ("RNN", "LSTM", "GRU"):
+        return mode.split("_")[0]
+    # the single-step *Cell modules have another forward signature
+    raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
+
+
+def time_major(x: Tensor, batch_first: bool, who: str) -> Tensor:
+    """``(T, B, F)`` view of a batched input (``(B, T, F)`` with ``batch_first``) or of an unbatched ``(T, F)`` one."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}: expected input to be a Tensor, got {type(x).__name__}")
+    if x.dim() == 2:  # unbatched (T, F)
+        return x.unsqueeze(1)  # (T, 1, F)
+    if x.dim() != 3:
+        raise ValueError(f"{who}: expected input of shape (T, B, F) or (T, F), got {tuple(x.shape)}")
+    return x.transpose(0, 1) if batch_first else x

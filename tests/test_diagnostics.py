@@ -1,7 +1,7 @@
-"""rnnkit.diagnostics: per-step gradient norms, Jacobians, spectral radius, gate traces and saturation.
+"""rnnkit.diagnostics: per-step gradient norms, Jacobians and spectral radius.
 
 References are independent of the code under test: full-sequence autograd through torch.nn modules, the closed-form
-tanh-RNN Jacobian diag(1 - h_t^2) W_hh, and torch.nn's own outputs for the gate traces.
+tanh-RNN Jacobian diag(1 - h_t^2) W_hh.
 """
 
 import pytest
@@ -106,81 +106,22 @@ def test_spectral_radius_and_rescaling():
         dg.with_spectral_radius(torch.zeros(2, 2), 1.0)
 
 
-@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_gate_traces_reproduce_torch_outputs(cls, bidirectional):
-    module = _seeded(cls, 3, 4, num_layers=2, bidirectional=bidirectional, batch_first=True)
-    x = torch.randn(2, 6, 3, dtype=DT)  # (B, T, I)
-    with torch.no_grad():
-        out, _ = module(x)  # (B, T, dirs*H)
-    for d in range(2 if bidirectional else 1):
-        tr = dg.gate_traces(module, x, layer=1, direction=d)
-        assert tr.kind == cls.__name__
-        assert set(tr.gates) == ({"i", "f", "g", "o", "c", "h"} if cls is nn.LSTM else {"r", "z", "n", "h"})
-        torch.testing.assert_close(tr.gates["h"], out[..., d * 4 : (d + 1) * 4].transpose(0, 1))
-    gates = dg.stack_gates(tr, ["i", "f"] if cls is nn.LSTM else ["r", "z"], batch=1)
-    assert gates.shape == (2, 6, 4)
-
-
-def test_gate_traces_with_initial_state_and_unbatched_input():
-    lstm = _seeded(nn.LSTM, 3, 4)
-    x = torch.randn(5, 3, dtype=DT)  # unbatched (T, I)
-    hx = (torch.randn(1, 4, dtype=DT), torch.randn(1, 4, dtype=DT))
-    with torch.no_grad():
-        out, (h_n, c_n) = lstm(x, hx)
-    tr = dg.gate_traces(lstm, x, hx)
-    torch.testing.assert_close(tr.gates["h"], out)
-    torch.testing.assert_close(tr.gates["c"][-1], c_n[0])
-
-
-def test_gate_traces_errors():
-    with pytest.raises(ValueError, match="no gates"):
-        dg.gate_traces(nn.RNN(3, 4), torch.randn(5, 2, 3))
-    with pytest.raises(ValueError, match="3 features"):
-        dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 2))
-    with pytest.raises(ValueError, match="layer"):
-        dg.gate_traces(nn.GRU(3, 4), torch.randn(5, 2, 3), layer=1)
-    lstm, x = nn.LSTM(3, 4, num_layers=2), torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match=r"expected input of dtype torch.float32.*got torch.float64"):
-        dg.gate_traces(lstm, x.double())
-    with pytest.raises(TypeError, match=r"expected hx as a tuple \(h_0, c_0\)"):
-        dg.gate_traces(lstm, x, torch.zeros(4, 2, 4))  # a lone tensor was read as h = hx[0], c = hx[1]
-    with pytest.raises(ValueError, match=r"expected h_0 of shape \(2, 2, 4\).*got \(2, 3, 4\)"):
-        dg.gate_traces(lstm, x, (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)))
-    with pytest.raises(ValueError, match=r"expected hx of shape \(1, 4\).*got \(1, 2, 4\)"):
-        dg.gate_traces(nn.GRU(3, 4), x[:, 0], torch.zeros(1, 2, 4))  # unbatched input, batched state
-    with pytest.raises(TypeError, match=r"expected hx as a tuple \(h_0, c_0\)"):
-        dg.hidden_grad_norms(lstm, x, torch.zeros(2, 2, 4))
-
-
-def test_gate_saturation_counts_thresholds_and_mask():
-    i = torch.tensor([[[0.05, 0.5]], [[0.95, 0.99]]])  # (T=2, B=1, H=2)
-    g = torch.tensor([[[-0.9, 0.0]], [[0.0, 0.85]]])
-    tr = dg.GateTraces("LSTM", {"i": i, "g": g, "c": torch.zeros_like(i), "h": torch.zeros_like(i)})
-    stats = dg.gate_saturation(tr)
-    assert set(stats) == {"i", "g"}
-    assert stats["i"] == pytest.approx((0.25, 0.5, 0.25))
-    assert stats["g"] == pytest.approx((0.25, 0.25, 0.5))
-    masked = dg.gate_saturation(tr, mask=torch.tensor([[True], [False]]))
-    assert masked["i"] == pytest.approx((0.5, 0.0, 0.5))
-    with pytest.raises(ValueError, match="mask of shape"):
-        dg.gate_saturation(tr, mask=torch.ones(3, 1, dtype=torch.bool))
-
-
 def test_follows_input_dtype():
     gru = nn.GRU(3, 4)  # float32
     x = torch.randn(4, 2, 3)
     assert dg.hidden_grad_norms(gru, x).h.dtype == torch.float32
-    assert dg.gate_traces(gru, x).gates["z"].dtype == torch.float32
+
+
+def test_hidden_grad_norms_names_a_lone_tensor_state_of_an_lstm():
+    lstm, x = nn.LSTM(3, 4, num_layers=2), torch.randn(5, 2, 3)
+    with pytest.raises(TypeError, match=r"expected hx as a tuple \(h_0, c_0\)"):
+        dg.hidden_grad_norms(lstm, x, torch.zeros(2, 2, 4))
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_works_on_rnnkit_layers_including_cho_gru(reset_after):
     gru = _seeded(rnnkit.GRU, 3, 4, num_layers=2, reset_after=reset_after)
     x = torch.randn(6, 2, 3, dtype=DT)
-    with torch.no_grad():
-        out, _ = gru(x)
-    torch.testing.assert_close(dg.gate_traces(gru, x, layer=1).gates["h"], out)
     torch.testing.assert_close(dg.hidden_grad_norms(gru, x).h, _full_sequence_state_grads(gru, x))
     with pytest.raises(TypeError, match="layer"):
         dg.hidden_grad_norms(rnnkit.GRUCell(3, 4), x)
@@ -191,14 +132,11 @@ def test_works_on_rnnkit_layers_including_cho_gru(reset_after):
 def test_cuda_matches_cpu(cls):
     module = _seeded(cls, 3, 4)
     x = torch.randn(5, 2, 3, dtype=DT)
-    cpu_norms, cpu_gates = dg.hidden_grad_norms(module, x).h, dg.gate_traces(module, x).gates
+    cpu_norms = dg.hidden_grad_norms(module, x).h
     module_gpu, x_gpu = module.to("cuda"), x.to("cuda")
     gpu_norms = dg.hidden_grad_norms(module_gpu, x_gpu).h
     assert gpu_norms.device.type == "cuda"
     torch.testing.assert_close(gpu_norms.cpu(), cpu_norms)
-    for name, value in dg.gate_traces(module_gpu, x_gpu).gates.items():
-        assert value.device.type == "cuda"
-        torch.testing.assert_close(value.cpu(), cpu_gates[name])
     w = dg.with_spectral_radius(module_gpu.weight_hh_l0[:4], 0.5)
     assert w.device.type == "cuda" and dg.spectral_radius(w) == pytest.approx(0.5)
 
