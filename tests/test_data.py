@@ -334,6 +334,56 @@ def test_bl_missing_file(tmp_path):
         load_bl_file(tmp_path / "nope.pickle")
 
 
+def test_bl_directory_is_named_as_such(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory; expected a file"):
+        load_bl_file(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "json"])
+def test_bl_gzip_compressed_file(tmp_path, kind):
+    import gzip
+
+    plain = _write(tmp_path, BL, kind)
+    packed = tmp_path / (plain.name + ".gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    got, want = load_bl_file(packed), load_bl_file(plain)
+    assert all(torch.equal(a, b) for s in SPLITS for a, b in zip(got[s], want[s], strict=True))
+
+
+def test_bl_gzip_truncated_or_too_large(tmp_path, monkeypatch):
+    import gzip
+
+    from rnnkit.data import bl_format
+
+    blob = gzip.compress(pickle.dumps(BL, protocol=2))
+    path = tmp_path / "cut.pickle.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="looks gzip-compressed but could not be decompressed"):
+        load_bl_file(path)
+    path.write_bytes(blob)
+    monkeypatch.setattr(bl_format, "_MAX_DECOMPRESSED", 64)  # a decompression bomb, in miniature
+    with pytest.raises(ValueError, match="decompresses to more than"):
+        load_bl_file(path)
+
+
+def test_bl_pickle_with_bytes_keys(tmp_path):
+    # Python 3 pickles of bytes keys (protocol 2 writes them through _codecs.encode) name the splits b"train".
+    path = tmp_path / "bytes_keys.pickle"
+    path.write_bytes(pickle.dumps({k.encode(): v for k, v in BL.items()} | {b"meta": 1}, protocol=2))
+    assert [len(v) for v in load_bl_file(path).values()] == [2, 1, 1]
+
+
+def test_bl_python2_protocol0_pickle(tmp_path):
+    # What Python 2's cPickle.dump(data, f) (protocol 0) writes: STRING keys, LONG pitches, tuple frames, a rest.
+    text = (b"(dp0\nS'train'\np1\n(lp2\n(lp3\n(L60L\nL64L\ntp4\na(tp5\naasS'valid'\np6\n(lp7\n(lp8\n(I55\n"
+            b"tp9\naasS'test'\np10\n(lp11\n(lp12\n(I108\nI21\ntp13\naas.")
+    path = tmp_path / "JSB Chorales.pickle"
+    path.write_bytes(text)
+    rolls = load_bl_file(path)
+    assert piano_roll_to_pitches(rolls["train"][0]) == [[60, 64], []]
+    assert piano_roll_to_pitches(rolls["test"][0]) == [[21, 108]] and rolls["valid"][0].shape == (1, 88)
+
+
 # ---------------------------------------------------------------------------------------------------- tasks
 def _adding_reference(n, t, seed):
     # The contract's recipe, written out independently of rnnkit.

@@ -19,6 +19,7 @@ every other class or function the file names.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import math
@@ -42,6 +43,10 @@ _SAFE_GLOBALS = {("builtins", n) for n in ("list", "tuple", "dict", "set", "froz
 }
 # Python 2 pickles (protocols 0-2, as the original benchmark files are) name the builtins module __builtin__.
 _PY2_MODULES = {"__builtin__": "builtins"}
+_GZIP_MAGIC = b"\x1f\x8b"
+# Decompressed size cap: the largest benchmark file (Piano-midi.de, protocol 0) is tens of MB; a few KB of gzip can
+# expand to many GB (a "zip bomb"), which should be an error, not an exhausted machine.
+_MAX_DECOMPRESSED = 1 << 30
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
@@ -57,8 +62,22 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         )
 
 
+def _gunzip(raw: bytes, path: Path, fn: str) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            out = f.read(_MAX_DECOMPRESSED + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # truncated or corrupt archive
+        raise ValueError(f"{fn}: {path} looks gzip-compressed but could not be decompressed ({e}); "
+                         f"expected {_EXPECTED}") from None
+    if len(out) > _MAX_DECOMPRESSED:
+        raise ValueError(f"{fn}: {path} decompresses to more than {_MAX_DECOMPRESSED >> 20} MiB; refusing to load it")
+    return out
+
+
 def _read(path: Path, fn: str):
     raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:  # "JSB Chorales.pickle.gz" and the like: the same content, compressed
+        raw = _gunzip(raw, path, fn)
     bom = b"\xef\xbb\xbf"  # UTF-8 byte order mark, written by some editors
     # The content decides, not the suffix: a JSON text starts with { or [, which no pickle does (a pickle starts
     # with its protocol byte 0x80 or, in protocols 0-1, with an opcode such as '(', '}' or ']').
@@ -99,6 +118,10 @@ def bl_to_piano_rolls(data, *, source: str = "data") -> dict[str, list[torch.Ten
     fn = f"load_bl_file({source})"
     if not isinstance(data, dict):
         raise ValueError(f"{fn}: expected {_EXPECTED}, got {type(data).__name__}")
+    # A pickle written by Python 3 from bytes keys (or read back with encoding="bytes") names the splits b"train":
+    # the same splits, so accept them (a str key wins if a file somehow has both).
+    data = {**{k.decode("latin1"): v for k, v in data.items() if isinstance(k, bytes)},
+            **{k: v for k, v in data.items() if not isinstance(k, bytes)}}
     missing = [s for s in SPLITS if s not in data]
     if missing:
         raise ValueError(
@@ -142,13 +165,16 @@ def bl_to_piano_rolls(data, *, source: str = "data") -> dict[str, list[torch.Ten
 def load_bl_file(path: str | os.PathLike) -> dict[str, list[torch.Tensor]]:
     """Read a Boulanger-Lewandowski pickle or JSON file into ``{"train", "valid", "test"}`` lists of float32
     ``(T_i, 88)`` 0/1 tensors. The content decides, whatever the suffix: JSON if it starts with ``{`` or ``[``
-    (after an optional UTF-8 byte order mark and white space), pickle otherwise.
+    (after an optional UTF-8 byte order mark and white space), pickle otherwise; either may be gzip-compressed.
+Split keys may be ``str`` or ``bytes`` (``b"train"``); other keys are ignored.
 
     Raises ``ValueError`` naming what was expected for: a missing split, wrong nesting, a non-integer pitch, a
     pitch outside 21..108, an empty sequence or split, unreadable bytes, and any pickle that names a class or
     function (such pickles could execute code and are never loaded).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"load_bl_file: {path} is a directory; expected a file such as 'JSB Chorales.pickle'")
     if not path.is_file():
         raise FileNotFoundError(f"load_bl_file: no such file: {path}")
     return bl_to_piano_rolls(_read(path, f"load_bl_file({path.name})"), source=path.name)
