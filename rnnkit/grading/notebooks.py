@@ -125,16 +125,82 @@ def _new_cell(cell_type: str, source: str, nbgrader: dict | None = None):
     return cell
 
 
+def _normalised(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def defined_names(source: str) -> set[str]:
+    """Top-level names a code cell defines (def, class, plain assignment)."""
+    cleaned = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    try:
+        body = ast.parse(cleaned).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a cell that does not parse: its def lines
+        return set(re.findall(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", source, re.M))
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def match_cells(src: SourceNotebook, cells: list[dict]) -> list[str | None]:
+    """The source grade_id each submitted cell stands for (None: the student's own cell).
+
+    A cell's own nbgrader metadata decides first (first occurrence of an id). Cells whose metadata was lost (an
+    editor that drops cell metadata, answers pasted into a fresh notebook: nbgrader issues #424, #1398) are
+    recognised by content, but only for ids no cell carries: a cell identical to a locked or test cell of the
+    release is that cell, and the first code cell defining a name that an answer cell of the release defines
+    (``def rnn_cell_forward``) is that answer. Without this the restored test cells would all land at the top,
+    before any answer, and a complete notebook would score 0."""
+    known = {_nbgrader(c).get("grade_id") for c in src.nb.cells if _nbgrader(c).get("grade_id")}
+    matched: list[str | None] = []
+    seen: set[str] = set()
+    for cell in cells:
+        gid = _nbgrader(cell).get("grade_id")
+        first = isinstance(gid, str) and gid in known and gid not in seen
+        matched.append(gid if first else None)
+        if first:
+            seen.add(gid)
+    missing = known - seen
+    if not missing:
+        return matched
+    by_text, by_names = {}, []
+    for c in src.release.cells:
+        md = _nbgrader(c)
+        gid = md.get("grade_id")
+        if gid not in missing:
+            continue
+        if md.get("solution") and c.cell_type == "code":
+            by_names.append((gid, defined_names(c.source)))
+        elif not md.get("solution"):
+            by_text.setdefault((c.cell_type, _normalised(c.source)), gid)
+    for k, cell in enumerate(cells):
+        gid = _nbgrader(cell).get("grade_id")
+        if matched[k] is not None or (isinstance(gid, str) and gid in known):
+            continue  # recognised already, or a second copy of a cell that is present
+        text = _text(cell.get("source"))
+        gid = by_text.get((cell.get("cell_type"), _normalised(text)))
+        if gid is None and cell.get("cell_type") == "code":
+            names = defined_names(text)
+            gid = next((g for g, wanted in by_names if g in missing and names & wanted), None)
+        if gid in missing:
+            matched[k] = gid
+            missing.discard(gid)
+    return matched
+
+
 def prepare(src: SourceNotebook, cells: list[dict] | None) -> nbformat.NotebookNode:
     """The notebook to execute: the student's cells in the student's order, but every graded, test or locked cell
-    (matched by grade_id, first occurrence) replaced by the source's version, the source's nbgrader metadata
+    (matched by :func:`match_cells`) replaced by the source's version, the source's nbgrader metadata
     (points, ids) restored, and missing test/locked code cells put back after their predecessor. With no
     readable submission, the release itself."""
     source_cells = {_nbgrader(c).get("grade_id"): c for c in src.nb.cells if _nbgrader(c).get("grade_id")}
-    release_cells = {_nbgrader(c).get("grade_id"): c for c in src.release.cells if _nbgrader(c).get("grade_id")}
+    cells = cells if cells is not None else src.release.cells
     out, position = [], {}
-    for cell in cells if cells is not None else src.release.cells:
-        gid = _nbgrader(cell).get("grade_id")
+    for cell, gid in zip(cells, match_cells(src, cells)):
         ctype = cell.get("cell_type") if cell.get("cell_type") in ("code", "markdown", "raw") else "raw"
         if isinstance(gid, str) and gid in source_cells and gid not in position:
             master = source_cells[gid]
