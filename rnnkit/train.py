@@ -33,6 +33,7 @@ import dataclasses
 import math
 import numbers
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +45,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = ["TrainConfig", "Trainer", "move_to", "default_collate"]
+
+# What Trainer.state_dict() holds; a checkpoint without them is something else (e.g. a model file).
+_STATE_KEYS = ("model", "optimizer", "data_generator", "noise_generator", "torch_rng", "cuda_rng", "epoch", "step",
+               "history", "best_state", "best_loss", "bad_epochs")
+# Config fields whose change on resume alters the rest of the run (epochs, patience, time_limit: extending is normal).
+_RESUME_SETTINGS = ("lr", "eps", "rmsprop_alpha", "batch_size", "clip_norm", "clip_value", "weight_noise_std", "seed")
 
 
 @dataclass
@@ -80,6 +87,17 @@ class TrainConfig:
             if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                 raise TypeError(f"TrainConfig: expected {name} to be a number{' or None' if optional else ''}, "
                                 f"got {type(value).__name__} ({value!r})")
+        for name in ("lr", "weight_noise_std", "rmsprop_alpha", "eps"):  # NaN slips past every < and > below
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"TrainConfig: expected a finite {name}, got {getattr(self, name)!r}")
+        if not -(2**63) <= self.seed <= 2**63 - 2:  # torch seeds are 64-bit; the weight-noise stream uses seed + 1
+            raise ValueError(f"TrainConfig: expected seed in -2**63 .. 2**63 - 2 (64-bit), got {self.seed}")
+        self.device = str(self.device) if isinstance(self.device, torch.device) else self.device  # JSON-friendly
+        if not isinstance(self.device, str):
+            raise TypeError(f"TrainConfig: expected device to be a string such as 'cpu', 'cuda', 'cuda:1' or 'auto', "
+                            f"got {type(self.device).__name__}")
+        if self.resume and not self.checkpoint:
+            raise ValueError("TrainConfig: resume=True needs checkpoint= (the file to resume from), got none")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"TrainConfig: expected optimizer 'rmsprop' or 'adam', got {self.optimizer!r}")
         for name in ("lr", "epochs", "batch_size", "log_every"):
@@ -155,6 +173,11 @@ def _split_loss(out) -> tuple[torch.Tensor, int]:
         if len(out) != 2:
             raise TypeError(f"Trainer: {expected}, got a tuple of length {len(out)}")
         loss, count = out
+        if isinstance(count, torch.Tensor) and count.numel() == 1:
+            count = count.item()
+        if isinstance(count, bool) or not isinstance(count, numbers.Real) or count != int(count):
+            # int(2.7) would silently weight the batch by 2
+            raise TypeError(f"Trainer: expected the count of (mean_loss, count) to be a whole number, got {count!r}")
         count = int(count)
         if count < 1:  # the mean over no items: nothing to weight an epoch average by
             raise ValueError(f"Trainer: expected a count >= 1 (items the mean_loss averages over), got {count}")
@@ -162,13 +185,18 @@ def _split_loss(out) -> tuple[torch.Tensor, int]:
         loss, count = out, 1
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"Trainer: {expected}, got {type(loss).__name__}")
+    if loss.dim() != 0:
+        raise ValueError(f"Trainer: expected loss_fn to return a scalar loss, got shape {tuple(loss.shape)}")
     return loss, count
 
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Trainer: expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Trainer: device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
     return dev
@@ -207,6 +235,10 @@ class Trainer:
         self.device = _resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            n = sum(1 for _ in model.parameters())
+            raise ValueError(f"Trainer: expected the model to have trainable parameters, got none ({n} parameters, "
+                             "all with requires_grad=False)")
         self.optimizer = self._make_optimizer()
         # Two private streams, so the data order does not shift when weight noise is switched on or off.
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
@@ -243,8 +275,9 @@ class Trainer:
                            alpha=c.weight_noise_std)
         self.optimizer.zero_grad(set_to_none=True)
         loss, count = _split_loss(self.loss_fn(self.model, batch))
-        if loss.dim() != 0:
-            raise ValueError(f"Trainer: expected loss_fn to return a scalar loss, got shape {tuple(loss.shape)}")
+        if not loss.requires_grad:
+            raise ValueError("Trainer: the loss does not depend on any trainable parameter (it has no grad_fn); "
+                             "did loss_fn detach it, call .item(), or run under torch.no_grad()?")
         loss.backward()
         if saved is not None:
             with torch.no_grad():
@@ -276,7 +309,10 @@ class Trainer:
     def evaluate(self, data, batch_size: int | None = None) -> float:
         """Mean loss over ``data`` (weighted by each batch's count), in eval mode, without weight noise."""
         data = _as_dataset(data, "evaluation")
-        bs = batch_size or self.config.batch_size
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise ValueError(f"Trainer.evaluate: expected batch_size to be None or an int >= 1, got {batch_size!r}")
+        bs = self.config.batch_size if batch_size is None else int(batch_size)
         was_training = self.model.training
         self.model.eval()
         total, count = 0.0, 0
@@ -294,6 +330,8 @@ class Trainer:
         c = self.config
         train = _as_dataset(train, "training")
         valid = _as_dataset(valid, "validation") if valid is not None else None
+        if valid is None and c.patience is not None:  # early stopping watches the validation loss: never stop silently
+            raise ValueError(f"Trainer: patience={c.patience} needs a validation set: call fit(train, valid)")
         if c.resume and c.checkpoint and os.path.exists(c.checkpoint):
             self.load_checkpoint(c.checkpoint)
         elif self.epoch == 0:
@@ -315,6 +353,11 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss:.4g}", grad_norm=f"{norm:.3g}")
                 self.epoch += 1
                 valid_loss = self.evaluate(valid) if valid is not None else None
+                if valid_loss is not None and not math.isfinite(valid_loss):
+                    # a NaN never compares as better: best_epoch and early stopping would fail silently
+                    raise FloatingPointError(
+                        f"Trainer: the validation loss is {valid_loss} after epoch {self.epoch}; "
+                        "check the validation data for NaN/inf and the model's outputs")
                 self._end_epoch(total / count, valid_loss, elapsed0 + time.perf_counter() - start,
                                 cpu0 + time.process_time() - cpu_start)
                 bar.update(1)
@@ -372,8 +415,22 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else list(_STATE_KEYS)
+        if missing:
+            raise ValueError(f"Trainer: expected a Trainer checkpoint (TrainConfig.checkpoint), missing {missing[:3]}"
+                             f"{' ...' if len(missing) > 3 else ''}; a model saved by `rnnkit train --out` is not one")
+        saved = state.get("config") or {}
+        if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
+            raise ValueError(f"Trainer: the checkpoint was written with optimizer {saved['optimizer']!r}, this trainer "
+                             f"uses {self.config.optimizer!r}; its state cannot continue in another optimizer")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # size mismatch, missing or unexpected keys: another architecture
+            first = str(e).strip().splitlines()
+            raise ValueError(f"Trainer: the checkpoint's weights do not fit this model (another cell type or size?): "
+                             f"{' '.join(line.strip() for line in first[1:3]) or first[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        self._apply_changed_settings(saved)
         self.data_generator.set_state(state["data_generator"])
         try:
             self.noise_generator.set_state(state["noise_generator"])
@@ -394,6 +451,22 @@ class Trainer:
         self.history = copy.deepcopy(state["history"])
         self.best_state, self.best_loss, self.bad_epochs = state["best_state"], state["best_loss"], state["bad_epochs"]
 
+    def _apply_changed_settings(self, saved: dict) -> None:
+        """Resuming under a config that differs from the checkpoint's: the new values apply from here on (the
+        optimizer's loaded hyperparameters are overwritten), and a warning lists them. ``seed`` cannot apply: the
+        random streams continue from the checkpoint."""
+        c = self.config
+        for group in self.optimizer.param_groups:  # load_state_dict restored the checkpoint's lr, eps, alpha
+            group["lr"], group["eps"] = c.lr, c.eps
+            if c.optimizer == "rmsprop":
+                group["alpha"] = c.rmsprop_alpha
+        changed = [f"{k} {saved[k]!r} -> {getattr(c, k)!r}" for k in _RESUME_SETTINGS
+                   if k in saved and saved[k] != getattr(c, k)]
+        if changed:
+            warnings.warn(f"Trainer: resuming with settings that differ from the checkpoint's ({'; '.join(changed)}); "
+                          "the new values apply from here on, except seed: the random streams continue from the "
+                          "checkpoint", stacklevel=5)
+
     def save_checkpoint(self, path: str) -> None:
         """Write atomically (temporary file + rename), so an interrupted save never leaves a corrupt checkpoint."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -402,7 +475,13 @@ class Trainer:
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as e:  # not a torch file, truncated, foreign objects
+            raise ValueError(f"Trainer: could not read the checkpoint {path} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(state, dict) or any(k not in state for k in _STATE_KEYS):
+            self.load_state_dict(state)  # raises, naming what is missing
         # generator and RNG states are CPU ByteTensors (also a CUDA generator's), whatever the map_location
         for key in ("data_generator", "noise_generator", "torch_rng"):
             state[key] = state[key].cpu()

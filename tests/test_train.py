@@ -204,6 +204,10 @@ def test_history_and_evaluation():
     ({"clip_norm": -1.0}, "clip_norm > 0 or None"),
     ({"weight_noise_std": -0.1}, "weight_noise_std >= 0"),
     ({"patience": 0}, "patience >= 1 or None"),
+    ({"lr": math.inf}, "a finite lr"),  # diverged to NaN only after the first update
+    ({"weight_noise_std": math.nan}, "a finite weight_noise_std"),  # NaN > 0 is False: noise silently off
+    ({"seed": 2**64}, r"seed in -2\*\*63"),  # was 'Overflow when unpacking long long'
+    ({"resume": True}, "resume=True needs checkpoint="),  # was silently a fresh start
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -217,6 +221,7 @@ def test_config_errors(kwargs, match):
     ({"seed": None}, r"expected seed to be an int, got NoneType"),
     ({"lr": "1e-3"}, r"expected lr to be a number, got str"),
     ({"clip_norm": True}, r"expected clip_norm to be a number or None, got bool"),
+    ({"device": None}, r"expected device to be a string"),
 ])
 def test_config_type_errors(kwargs, match):
     with pytest.raises(TypeError, match=match):
@@ -228,6 +233,8 @@ def test_config_type_errors(kwargs, match):
     ((torch.tensor(1.0, requires_grad=True), 2, 3), TypeError, r"got a tuple of length 3"),
     (torch.ones(2, requires_grad=True), ValueError, r"expected loss_fn to return a scalar loss, got shape \(2,\)"),
     ((torch.tensor(1.0, requires_grad=True), 0), ValueError, r"expected a count >= 1.*got 0"),
+    ((torch.tensor(1.0, requires_grad=True), 2.7), TypeError, r"count .* to be a whole number, got 2.7"),  # was 2
+    (torch.tensor(1.0), ValueError, r"does not depend on any trainable parameter"),  # was autograd's RuntimeError
 ])
 def test_bad_loss_fn_results(result, error, match):
     model = nn.Linear(2, 1)
@@ -311,3 +318,75 @@ def test_every_config_field_has_a_comment():
     for f in dataclasses.fields(Config):
         line = next(l for l in source.splitlines() if l.strip().startswith(f"{f.name}:"))
         assert "#" in line, f"TrainConfig.{f.name} has no comment"
+
+
+def test_count_may_be_a_tensor_or_an_integral_float():
+    model = nn.Linear(2, 1)
+    for count in (torch.tensor(3), 3.0):
+        t = Trainer(model, TrainConfig(epochs=1, progress=False), loss_fn=lambda m, b: (m(b[0]).pow(2).mean(), count))
+        assert math.isfinite(t.fit((torch.ones(4, 2),))["train_loss"][0])
+
+
+def test_evaluate_checks_the_loss_shape_and_batch_size():
+    t = Trainer(nn.Linear(2, 3), TrainConfig(progress=False), loss_fn=lambda m, b: m(b[0]).mean(0))
+    with pytest.raises(ValueError, match=r"scalar loss, got shape \(3,\)"):  # was 'only one element tensors ...'
+        t.evaluate((torch.zeros(4, 2),))
+    t = piano_trainer()
+    for bad in (0, -1):  # 0 silently meant the config's batch size, -1 divided by zero
+        with pytest.raises(ValueError, match="batch_size to be None or an int >= 1"):
+            t.evaluate(rolls(3), batch_size=bad)
+
+
+def test_model_without_trainable_parameters():
+    frozen = PianoRollModel("gru", 3, n_keys=6).requires_grad_(False)
+    with pytest.raises(ValueError, match=r"trainable parameters, got none \(6 parameters"):
+        Trainer(frozen, TrainConfig(progress=False))
+
+
+def test_bad_device_string_is_a_value_error():
+    with pytest.raises(ValueError, match=r"expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"):
+        piano_trainer(device="gpu")
+
+
+def test_device_object_is_stored_as_a_string():
+    assert piano_trainer(device=torch.device("cpu")).config.device == "cpu"
+
+
+def test_patience_without_validation_set_is_an_error():
+    with pytest.raises(ValueError, match="patience=2 needs a validation set"):
+        piano_trainer(patience=2).fit(rolls(4))
+
+
+def test_nan_validation_loss_is_an_error():
+    valid = rolls(2)
+    valid[1][0, 0] = math.nan
+    with pytest.raises(FloatingPointError, match="validation loss is nan after epoch 1"):
+        piano_trainer().fit(rolls(4), valid)
+
+
+def test_resume_checks_model_optimizer_and_file(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    piano_trainer(checkpoint=ck, epochs=1).fit(rolls(4), rolls(2))
+    other = Trainer(PianoRollModel("lstm", 5, n_keys=6), TrainConfig(checkpoint=ck, resume=True, progress=False,
+                                                                      lr=1e-2, weight_noise_std=0.075))
+    with pytest.raises(ValueError, match="checkpoint's weights do not fit this model"):
+        other.fit(rolls(4), rolls(2))
+    with pytest.raises(ValueError, match="written with optimizer 'rmsprop', this trainer uses 'adam'"):
+        piano_trainer(checkpoint=ck, resume=True, optimizer="adam").fit(rolls(4), rolls(2))
+    model_file = tmp_path / "model.pt"
+    torch.save({"kind": "pianoroll", "state_dict": {}}, model_file)
+    with pytest.raises(ValueError, match="expected a Trainer checkpoint"):
+        piano_trainer(checkpoint=str(model_file), resume=True).fit(rolls(4), rolls(2))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read the checkpoint"):
+        piano_trainer(checkpoint=str(tmp_path / "junk.pt"), resume=True).fit(rolls(4), rolls(2))
+
+
+def test_resume_with_a_new_learning_rate_uses_it(tmp_path):
+    # The optimizer state restored the checkpoint's lr, so --lr on resume was silently ignored.
+    ck = str(tmp_path / "ck.pt")
+    piano_trainer(checkpoint=ck, epochs=1).fit(rolls(4), rolls(2))
+    t = piano_trainer(checkpoint=ck, resume=True, epochs=2, lr=0.5)
+    with pytest.warns(UserWarning, match=r"lr 0.01 -> 0.5"):
+        t.fit(rolls(4), rolls(2))
+    assert [g["lr"] for g in t.optimizer.param_groups] == [0.5]
