@@ -70,3 +70,145 @@ def test_cells_with_metadata_win_over_look_alikes_without():
     out = notebooks.prepare(src, _cells(nb))
     assert _layout(out)[1] == ("code", None, scratch.source)
     assert gc.find(out, "rnn_cell_forward").source == gc.find(nb, "rnn_cell_forward").source
+
+
+# ------------------------------------------------------------------ which file is graded
+
+def _touch(folder, *names):
+    for name in names:
+        (folder / name).write_text("{}")
+
+
+@pytest.mark.parametrize("files, graded", [
+    (["01_rnn.ipynb", "01_rnn-Copy1.ipynb"], "01_rnn.ipynb"),  # the expected name always wins
+    (["01_rnn (1).ipynb"], "01_rnn (1).ipynb"),  # a browser download's name
+    (["Untitled.ipynb", "notes.txt"], "Untitled.ipynb"),  # the only notebook handed in
+    (["01_RNN-final.ipynb", "Untitled.ipynb"], "01_RNN-final.ipynb"),  # the only one named like the assignment
+])
+def test_a_renamed_notebook_is_graded_with_a_note(tmp_path, files, graded):
+    _touch(tmp_path, *files)
+    path, note = notebooks.locate(tmp_path, "01_rnn")
+    assert path == tmp_path / graded
+    assert (note is None) == (graded == "01_rnn.ipynb")
+    if note:
+        assert "01_rnn.ipynb` was not in your submission" in note and graded in note
+
+
+def test_no_clear_notebook_to_grade_lists_what_was_there(tmp_path):
+    _touch(tmp_path, "a.ipynb", "b<img src=x onerror=alert(1)>.ipynb", "c.ipynb")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    _touch(tmp_path / ".ipynb_checkpoints", "01_rnn-checkpoint.ipynb")
+    path, why = notebooks.locate(tmp_path, "01_rnn")
+    assert path is None and "not submitted" in why and "a.ipynb" in why and "c.ipynb" in why
+    assert "<" not in why and ">" not in why  # the student's file names are shown, never as markup
+    assert notebooks.locate(tmp_path / "empty", "01_rnn") == (None, None)
+    (tmp_path / "02_gradients.ipynb").symlink_to(tmp_path / "a.ipynb")
+    assert notebooks.locate(tmp_path, "01_rnn", siblings=("a", "c"))[0] is not None  # a sibling is never taken
+
+
+# ------------------------------------------------------------------ judged in the trusted parent
+
+def _job(tmp_path, nb=None, name="01_rnn.ipynb"):
+    """A job for student ann's 01_rnn, whose folder holds ``nb`` (the correct notebook unless given) as ``name``."""
+    from rnnkit.grading import autograde
+
+    folder = tmp_path / "submitted" / "ann" / "01_rnn"
+    folder.mkdir(parents=True)
+    nbformat.write(nb or gc.correct_notebook("01_rnn"), str(folder / name))
+    return autograde.Job("ann", "01_rnn", "01_rnn", _source("01_rnn"), folder)
+
+
+def _run_job(job, tmp_path, fake_run, monkeypatch):
+    from rnnkit.grading import autograde, sandbox
+
+    monkeypatch.setattr(autograde.sandbox, "run", fake_run)
+    slots = __import__("queue").Queue()
+    slots.put(0)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return autograde.run_job(job, sandbox.Limits(), slots, work)
+
+
+def _good_records(job, prepared) -> dict:
+    """What the sandbox streams back for a notebook whose every check passed (exports of the references)."""
+    import io
+
+    import numpy as np
+
+    from rnnkit.grading import export, specs
+
+    records = {"done.json": b"{}"}
+    for index, cell in enumerate(prepared.cells):
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for graded in job.source.graded:
+            if graded.grade_id == gid:
+                records[f"cell/{index}.json"] = json.dumps({"status": "ok", "outputs": []}).encode()
+                for name in graded.checks:
+                    spec = specs.get(name)
+                    buffer = io.BytesIO()
+                    np.savez(buffer, **export.collect(spec, spec.reference() if spec.kind == "value" else spec.reference))
+                    records[f"export/{index}/{name}.npz"] = buffer.getvalue()
+    return records
+
+
+def test_a_kernel_that_never_started_is_retried_not_scored_zero(tmp_path, monkeypatch):
+    """A kernel that fails to start ran none of the student's code: that is the grader's failure. Observed once
+    in a batch of four here (every check 'this cell did not run', 0 points); the run is retried."""
+    from rnnkit.grading import sandbox
+
+    job = _job(tmp_path)
+    prepared = notebooks.prepare(job.source, _cells(gc.correct_notebook("01_rnn")))
+    failed = sandbox.Result(records={"kernel-error.json": b'{"error": "RuntimeError"}', "done.json": b"{}"})
+    runs = []
+
+    def flaky(*args, **kwargs):
+        runs.append(args)
+        return failed if len(runs) == 1 else sandbox.Result(records=_good_records(job, prepared))
+
+    graded = _run_job(job, tmp_path, flaky, monkeypatch)
+    assert len(runs) == 2
+    assert graded.scores == gc.points("01_rnn")
+
+    graded = _run_job(job, tmp_path, lambda *a, **k: failed, monkeypatch)  # never starts: say so, to both
+    assert sum(graded.scores.values()) == 0
+    assert all("could not start a Python kernel" in m for m in graded.messages.values())
+    assert "grade it again" in graded.log
+
+
+def test_another_assignments_notebook_under_another_name_is_graded_with_notes(tmp_path, monkeypatch):
+    from rnnkit.grading import sandbox
+
+    job = _job(tmp_path, gc.correct_notebook("02_gradients"), name="02_gradients.ipynb")
+    graded = _run_job(job, tmp_path, lambda *a, **k: sandbox.Result(records={"done.json": b"{}"}), monkeypatch)
+    first = graded.autograded_nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("**Grader's note:**")
+    assert "so `02_gradients.ipynb` was graded in its place" in first.source
+    assert "none of this assignment's answer cells were found" in first.source
+    assert graded.log and "02_gradients.ipynb" in graded.log
+
+
+# IPython 9's traceback of a visible test that calls an earlier part's unimplemented function (recorded from a kernel)
+_TRACEBACK = [
+    "\x1b[31m---------------------------------------------------------------------------\x1b[39m",
+    "\x1b[31mNotImplementedError\x1b[39m                       Traceback (most recent call last)",
+    "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[2]\x1b[39m\x1b[32m, line 2\x1b[39m\n\x1b[32m      1\x1b[39m _a = "
+    "\x1b[32m1\x1b[39m\n\x1b[32m----> \x1b[39m\x1b[32m2\x1b[39m print(rnn_bptt(_a))\n",
+    "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[1]\x1b[39m\x1b[32m, line 2\x1b[39m, in \x1b[36mrnn_bptt\x1b[39m"
+    "\x1b[34m(x)\x1b[39m\n\x1b[32m      1\x1b[39m \x1b[38;5;28;01mdef\x1b[39;00m rnn_bptt(x):\n\x1b[32m----> "
+    "\x1b[39m\x1b[32m2\x1b[39m     \x1b[38;5;28;01mraise\x1b[39;00m NotImplementedError()\n",
+    "\x1b[31mNotImplementedError\x1b[39m: ",
+]
+
+
+def test_an_error_from_another_parts_function_is_named():
+    """02_gradients' numeric_gradient test prints with rnn_bptt (Part 1): a student who skipped Part 1 sees their
+    Part 2 check stop with NotImplementedError, and must be told it came from rnn_bptt, not numeric_gradient."""
+    from rnnkit.grading import reasons, sandbox
+
+    status = {"status": "error", "ename": "NotImplementedError",
+              "outputs": [{"output_type": "error", "ename": "NotImplementedError", "traceback": _TRACEBACK}]}
+    text = reasons.reason(status, sandbox.Result(), sandbox.Limits(), {"rnn_bptt", "numeric_gradient"})
+    assert "stopped with NotImplementedError (raised in your rnn_bptt) before" in text
+    assert "raised in" not in reasons.reason(status, sandbox.Result(), sandbox.Limits(), {"numeric_gradient"})
+    forged = {**status, "outputs": [{"output_type": "error", "traceback": ["line 1, in <b>x</b>(", 7, None]}]}
+    assert "raised in" not in reasons.reason(forged, sandbox.Result(), sandbox.Limits(), {"x"})

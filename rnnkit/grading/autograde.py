@@ -37,10 +37,11 @@ from pathlib import Path
 
 import nbformat
 
-from . import notebooks, sandbox
+from . import notebooks, reasons, sandbox
 
 MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
 MAX_EXPORT_UNPACKED = 64 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
+KERNEL_START_TRIES = 3  # sandbox runs of a notebook whose kernel never started (a transient failure, not the student's)
 
 
 def course_api(root: str | Path, **overrides):
@@ -84,6 +85,7 @@ class Job:
     source: notebooks.SourceNotebook
     folder: Path  # <submitted>/<student>/<assignment>
     release: Path | None = None  # the assignment's release folder: its data files overwrite the student's copies
+    siblings: tuple[str, ...] = ()  # the assignment's other notebooks: never graded in this one's place
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Graded:
     messages: dict[str, str]  # grade_id -> feedback text
     autograded_nb: nbformat.NotebookNode
     seconds: float
+    log: str | None = None  # what the instructor should know about this submission (printed)
 
 
 def _copy_student_files(folder: Path, dest: Path, skip: str) -> None:
@@ -122,39 +125,8 @@ def _load_export(data: bytes) -> dict:
     return export.load(data)
 
 
-def _reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits) -> str:
-    """Why a check produced no result, from what the sandbox reported (wording only, never a score)."""
-    if status is None:
-        if result.killed:
-            return f"the notebook was stopped at the {limits.submission_timeout:g} s limit for a whole submission " \
-                   "before this check ran"
-        if "done.json" not in result.records:
-            return "the grading run was cut short before this check ran (the kernel or its runner was killed)"
-        return "this cell did not run"
-    kind = status.get("status")
-    ename = str(status.get("ename") or "")[:60]
-    if kind == "timeout":
-        return f"the cell ran past the {limits.cell_timeout:g} s limit per cell and was interrupted " \
-               "(an infinite loop?)"
-    why = status.get("why")
-    if kind == "died" or (kind == "skipped" and why == "died"):
-        return "the kernel died while this cell ran (os._exit, a crash such as a segfault, or the memory limit), " \
-               "so the re-run skipped it"
-    if kind == "skipped":
-        return f"the cell ran past the {limits.cell_timeout:g} s limit per cell (an infinite loop?), so the re-run " \
-               "skipped it"
-    if kind == "error":
-        hint = " (is the function defined, and did its cell run?)" if ename == "NameError" else ""
-        if ename == "AssertionError":
-            hint = " (a visible test in this cell failed: run it in your notebook to see why)"
-        return f"the test cell stopped with {ename or 'an error'} before this check ran{hint}"
-    if kind == "ok":
-        return "the cell finished but this check recorded no result (was grading.check replaced?)"
-    return "this check recorded no result"
-
-
 def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: sandbox.Result | None,
-                   why_not_run: str | None, limits: sandbox.Limits) -> Graded:
+                   why_not_run: str | None, limits: sandbox.Limits, note: str | None = None) -> Graded:
     """Trusted: turn the sandbox's exports into scores and generated messages for every graded cell."""
     from . import judge
 
@@ -168,21 +140,9 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
                 pass
     executed = prepared if prepared is not None else notebooks.prepare(job.source, None)
     index_of = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(executed.cells)}
-    graded_ids = {cell.grade_id for cell in job.source.graded}
-    incidents = []  # (index, text): the student's own cells that did not finish, to explain a missing result
-    for i, cell in enumerate(executed.cells):
-        record = cell_records.get(i)
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if record and gid not in graded_ids and record.get("status") in ("error", "timeout", "died", "skipped"):
-            what = gid or f"cell {i + 1}"
-            why = record.get("why")
-            how = {"timeout": f"ran past the {limits.cell_timeout:g} s limit per cell",
-                   "died": "killed the kernel (os._exit, a crash or the memory limit)",
-                   "skipped": "killed the kernel (os._exit, a crash or the memory limit), so the re-run skipped it"
-                   if why == "died" else f"ran past the {limits.cell_timeout:g} s limit per cell, so the re-run "
-                                         "skipped it",
-                   "error": f"raised {str(record.get('ename') or 'an error')[:60]}"}[record["status"]]
-            incidents.append((i, f"{what} {how}"))
+    incidents = reasons.incidents(executed, cell_records, {cell.grade_id for cell in job.source.graded}, limits)
+    answers = set().union(*(notebooks.defined_names(c.source) for c in executed.cells
+                            if c.metadata.get("nbgrader", {}).get("solution")))
     scores, messages = {}, {}
     for cell in job.source.graded:
         index = index_of.get(cell.grade_id)
@@ -192,8 +152,9 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
             if why_not_run:
                 ok, text = False, f"{name}: not graded — {why_not_run}"
             elif data is None:
-                ok, text = False, f"{name}: no result — {_reason(cell_records.get(index), result, limits)}"
-                earlier = [note for i, note in incidents if index is not None and i < index][-3:]
+                why = reasons.reason(cell_records.get(index), result, limits, answers)
+                ok, text = False, f"{name}: no result — {why}"
+                earlier = [said for i, said in incidents if index is not None and i < index][-3:]
                 if earlier:
                     text += "\n     earlier in your notebook: " + "; ".join(earlier)
             else:
@@ -207,37 +168,52 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
         score = round(cell.points * passed / len(cell.checks), 4)
         scores[cell.grade_id] = score
         messages[cell.grade_id] = "\n".join(lines) + f"\nScore: {score:g} / {cell.points:g}\n"
-    nb = notebooks.autograded(job.source, executed, cell_records, messages)
-    return Graded(scores, messages, nb, result.seconds if result else 0.0)
+    log = note
+    if reasons.kernel_never_started(result):
+        log = "; ".join(filter(None, [note, f"no Python kernel started in {KERNEL_START_TRIES} tries: grade it "
+                                            "again (AUTOGRADE_ARGS='--student ... --assignment ...')"]))
+    nb = notebooks.autograded(job.source, executed, cell_records, messages, note)
+    return Graded(scores, messages, nb, result.seconds if result else 0.0, log)
 
 
 def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path) -> Graded:
     """Prepare (trusted), execute (sandbox), judge (trusted) one submitted notebook."""
-    cells, why = notebooks.read_submission(str(job.folder / f"{job.notebook}.ipynb"))
+    path, note = notebooks.locate(job.folder, job.notebook, job.siblings)
+    if path is None:
+        cells, why = None, note or "the notebook was not submitted"
+        note = None
+    else:
+        cells, why = notebooks.read_submission(str(path))
     prepared = notebooks.prepare(job.source, cells) if cells is not None else None
+    if cells is not None and not any(gid in job.source.answer_ids for gid in notebooks.match_cells(job.source, cells)):
+        note = "; ".join(filter(None, [note, "none of this assignment's answer cells were found in the graded "
+                                             "notebook: is it the notebook of another assignment?"]))
     result = None
     if prepared is not None:
         work = Path(tempfile.mkdtemp(prefix="rnnkit-grade-", dir=tmp_root))
         try:
             inp = work / "input"
             inp.mkdir()
-            _copy_student_files(job.folder, inp, f"{job.notebook}.ipynb")
+            _copy_student_files(job.folder, inp, path.name)
             if job.release is not None:  # instructor-provided files win, as in nbgrader's autograde
-                for path in job.release.rglob("*"):
-                    if path.is_file() and path.suffix != ".ipynb" and not path.is_symlink():
-                        (inp / path.relative_to(job.release)).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(path, inp / path.relative_to(job.release))
+                for item in job.release.rglob("*"):
+                    if item.is_file() and item.suffix != ".ipynb" and not item.is_symlink():
+                        (inp / item.relative_to(job.release)).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(item, inp / item.relative_to(job.release))
             nbformat.write(prepared, str(inp / f"{job.notebook}.ipynb"))
-            for path in [work, *inp.rglob("*")]:
-                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            for item in [work, *inp.rglob("*")]:
+                os.chmod(item, 0o755 if item.is_dir() else 0o644)
             slot = slots.get()
             try:
-                result = sandbox.run(inp, f"{job.notebook}.ipynb", slot=slot, limits=limits)
+                for _attempt in range(KERNEL_START_TRIES):  # a kernel that never started ran nothing: try again
+                    result = sandbox.run(inp, f"{job.notebook}.ipynb", slot=slot, limits=limits)
+                    if not reasons.kernel_never_started(result):
+                        break
             finally:
                 slots.put(slot)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return judge_notebook(job, prepared, result, why, limits)
+    return judge_notebook(job, prepared, result, why, limits, note)
 
 
 def _write_gradebook(gb, api, job: Job, graded: Graded) -> None:
@@ -286,8 +262,8 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
             for name in names:
                 folder = student_dir / name
                 if folder.is_dir():
-                    jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name)
-                             for src in sources[name]]
+                    jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name,
+                                 tuple(s.name for s in sources[name] if s is not src)) for src in sources[name]]
     return sources, jobs, all_students
 
 
@@ -331,6 +307,8 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                               "ask your instructor"
                         graded = judge_notebook(job, None, None, why, limits)
                         print(f"autograde: {job.student}/{job.assignment}: {why}", file=sys.stderr)
+                    if graded.log:
+                        print(f"autograde: {job.student}/{job.assignment}: {graded.log}", file=sys.stderr)
                     _write_gradebook(gb, api, job, graded)
                     seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
