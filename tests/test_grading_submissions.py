@@ -212,3 +212,32 @@ def test_an_error_from_another_parts_function_is_named():
     assert "raised in" not in reasons.reason(status, sandbox.Result(), sandbox.Limits(), {"numeric_gradient"})
     forged = {**status, "outputs": [{"output_type": "error", "traceback": ["line 1, in <b>x</b>(", 7, None]}]}
     assert "raised in" not in reasons.reason(forged, sandbox.Result(), sandbox.Limits(), {"x"})
+
+
+def test_an_unzipped_upload_is_graded_from_its_sub_folder(tmp_path):
+    (tmp_path / "__MACOSX" / "01_rnn").mkdir(parents=True)
+    _touch(tmp_path / "__MACOSX" / "01_rnn", "01_rnn.ipynb")  # zip tools' resource forks: never graded
+    (tmp_path / "hw1" / "01_rnn").mkdir(parents=True)
+    _touch(tmp_path / "hw1" / "01_rnn", "01_rnn.ipynb", "notes.md")
+    path, note = notebooks.locate(tmp_path, "01_rnn")
+    assert path == tmp_path / "hw1" / "01_rnn" / "01_rnn.ipynb" and "hw1/01_rnn/01_rnn.ipynb" in note
+    (tmp_path / "copy").mkdir()
+    _touch(tmp_path / "copy", "01_rnn.ipynb")  # two of them: no guess
+    assert notebooks.locate(tmp_path, "01_rnn") == (None, None)
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"", "is empty (0 bytes)"),
+    (b"\n", "is empty (0 bytes)"),
+    (b"x" * (notebooks.MAX_NOTEBOOK_BYTES + 1), "clear them"),
+])
+def test_unreadable_notebooks_say_what_to_do(tmp_path, raw, words):
+    (tmp_path / "n.ipynb").write_bytes(raw)
+    cells, why = notebooks.read_submission(str(tmp_path / "n.ipynb"))
+    assert cells is None and words in why
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    (tmp_path / "n.ipynb").write_bytes(b"\xef\xbb\xbf" + nbformat.writes(gc.correct_notebook("01_rnn")).encode())
+    cells, why = notebooks.read_submission(str(tmp_path / "n.ipynb"))
+    assert why is None and len(cells) == len(gc.correct_notebook("01_rnn").cells)

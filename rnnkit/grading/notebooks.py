@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,11 +106,17 @@ def read_submission(path: str) -> tuple[list[dict] | None, str | None]:
     except OSError:
         return None, "the submitted notebook could not be opened (not a regular file)"
     with os.fdopen(fd, "rb") as fh:
-        if not os.path.isfile(path) or os.fstat(fh.fileno()).st_size > MAX_NOTEBOOK_BYTES:
-            return None, f"the submitted notebook is not a regular file under {MAX_NOTEBOOK_BYTES >> 20} MB"
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None, "the submitted notebook is not a regular file"
+        if st.st_size > MAX_NOTEBOOK_BYTES:
+            return None, f"the submitted notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB, most likely its " \
+                         "outputs: clear them (Kernel > Restart Kernel and Clear Outputs), save, and submit again"
         raw = fh.read(MAX_NOTEBOOK_BYTES + 1)
+    if not raw.strip():
+        return None, "the submitted notebook is empty (0 bytes): was it saved before it was submitted?"
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # -sig: a byte-order mark (some Windows editors) is not an error
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None, "the submitted notebook is not valid JSON (was it edited outside Jupyter?)"
     cells = data.get("cells") if isinstance(data, dict) else None
@@ -120,7 +127,28 @@ def read_submission(path: str) -> tuple[list[dict] | None, str | None]:
 
 def _shown(file_name: str) -> str:
     """A student's file name made safe to show inside markdown code (it is theirs: it could hold HTML or `)."""
-    return re.sub(r"[^\w .()+-]", "?", file_name)[:80]
+    return re.sub(r"[^\w .()/+-]", "?", file_name)[:80]
+
+
+def _nested(folder: Path, lower_name: str, depth: int) -> list[Path]:
+    """Regular files called ``lower_name`` (any case) in the sub-folders of ``folder``, ``depth`` levels down at
+    most; hidden folders and zip tools' ``__MACOSX`` are not looked into, links are not followed."""
+    hits: list[Path] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:1000]
+    except OSError:
+        return hits
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == "__MACOSX" or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            inside = sorted(os.scandir(entry.path), key=lambda e: e.name)[:1000]
+        except OSError:
+            continue
+        hits += [Path(e.path) for e in inside if e.name.lower() == lower_name and e.is_file(follow_symlinks=False)]
+        if depth > 1:
+            hits += _nested(Path(entry.path), lower_name, depth - 1)
+    return hits
 
 
 def locate(folder: Path, name: str, siblings: tuple[str, ...] = ()) -> tuple[Path | None, str | None]:
@@ -137,6 +165,11 @@ def locate(folder: Path, name: str, siblings: tuple[str, ...] = ()) -> tuple[Pat
         return None, None
     found = [e for e in entries if e.lower().endswith(".ipynb") and not e.startswith(".") and e[:-6] not in siblings
              and not (folder / e).is_symlink() and (folder / e).is_file()]
+    if not found:  # an unzipped upload ("01_rnn/01_rnn.ipynb", "hw1/01_rnn/01_rnn.ipynb"): the notebook by name
+        nested = _nested(folder, f"{name}.ipynb".lower(), depth=2)
+        if len(nested) == 1:
+            shown = _shown(str(nested[0].relative_to(folder)))
+            return nested[0], f"`{name}.ipynb` was not at the top of your submission, so `{shown}` was graded"
     close = [e for e in found if name.lower() in e.lower()]
     chosen = found if len(found) == 1 else close if len(close) == 1 else []
     if chosen:
