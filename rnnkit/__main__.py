@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import json
+import math
+import os
 import shlex
 import sys
 
@@ -27,6 +30,9 @@ def _csv(choices):
         bad = [t for t in items if t not in choices]
         if bad or not items:
             raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(choices)}, got {text!r}")
+        twice = sorted({t for t in items if items.count(t) > 1})
+        if twice:  # each would be trained twice, and the second run would overwrite the first in the results
+            raise argparse.ArgumentTypeError(f"expected each name once, got {','.join(twice)} more than once in {text!r}")
         return items
     return parse
 
@@ -39,6 +45,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return values
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got {text!r}")
+    return value
 
 
 def _command(argv) -> str:
@@ -54,7 +70,7 @@ def _reproduce(args, argv) -> int:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    if overrides.get("time_limit") is not None and overrides["time_limit"] <= 0:
+    if overrides.get("time_limit") == 0:
         overrides["time_limit"] = None  # --time-limit 0: no limit
     config = chung2014.Chung2014Config(**overrides, progress=not args.no_progress, command=_command(argv))
     chung2014.run(config, args.out)
@@ -82,12 +98,28 @@ def _train(args, argv) -> int:
     from .models import CharLM, PianoRollModel
     from .train import TrainConfig, Trainer
 
+    only = {"charlm": ("max_chars", "max_len"), "pianoroll": ("data_file",)}  # flags that mean nothing to the other
+    for name in only["pianoroll" if args.model == "charlm" else "charlm"]:
+        if getattr(args, name) is not None:
+            raise ValueError(f"--{name.replace('_', '-')} applies to `rnnkit train "
+                             f"{'pianoroll' if args.model == 'charlm' else 'charlm'}`, not {args.model}")
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint (the file to continue from)")
+    if args.checkpoint and os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+        raise ValueError("--checkpoint and --out must be different files (the model would overwrite the checkpoint)")
+    # Before any data or training: a bad option fails in a second, not after the epochs. --clip-norm 0: no clipping.
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                         clip_norm=args.clip_norm or None, weight_noise_std=args.weight_noise, patience=args.patience,
+                         seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
+                         progress=not args.no_progress)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     torch.manual_seed(args.seed)
     extra = {}
     if args.model == "charlm":
-        corpus = data.load_char_corpus(max_chars=args.max_chars)
+        corpus = data.load_char_corpus(max_chars=200_000 if args.max_chars is None else args.max_chars)
         train_c, valid_c = corpus.split(0.1, seed=args.seed)
-        train, valid = train_c.sequences(args.max_len), valid_c.sequences(args.max_len)
+        max_len = 128 if args.max_len is None else args.max_len
+        train, valid = train_c.sequences(max_len), valid_c.sequences(max_len)
         kwargs = {"vocab_size": len(corpus.vocab), "hidden_size": args.hidden, "cell": args.cell}
         model = CharLM(**kwargs)
         extra["vocab"] = corpus.vocab.to_dict()
@@ -96,10 +128,6 @@ def _train(args, argv) -> int:
         train, valid = splits["train"], splits["valid"]
         kwargs = {"cell": args.cell, "hidden_size": args.hidden, "n_keys": train[0].shape[1]}
         model = PianoRollModel(**kwargs)
-    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                         clip_norm=args.clip_norm, weight_noise_std=args.weight_noise, patience=args.patience,
-                         seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
-                         progress=not args.no_progress)
     trainer = Trainer(model, config)
     history = trainer.fit(train, valid)
     torch.save({"kind": args.model, "kwargs": kwargs, "state_dict": model.state_dict(), **extra,
@@ -115,7 +143,16 @@ def _sample(args, argv) -> int:
     from .models import CharLM, PianoRollModel
     from .sampling import sample_piano_roll, sample_sequence
 
-    saved = torch.load(args.model_file, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(args.model_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:  # not a torch file, truncated, foreign objects
+        raise ValueError(f"{args.model_file} is not a model saved by `rnnkit train` ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    if not isinstance(saved, dict):
+        saved = {}
+    if saved.get("kind") == "pianoroll" and (args.top_k is not None or args.prompt):
+        raise ValueError("--top-k and --prompt apply to charlm models; a pianoroll model samples each key "
+                         "independently (use --temperature)")
     if saved.get("kind") == "charlm":
         model = CharLM(**saved["kwargs"])
         model.load_state_dict(saved["state_dict"])
@@ -166,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--budget", type=int, help="equal parameter budget instead of the paper's 100/46/36 units")
     rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     rep.add_argument("--batch-size", type=int, help="sequences per update")
-    rep.add_argument("--time-limit", type=float, help="wall-clock seconds per model, search included (0: no limit)")
+    rep.add_argument("--time-limit", type=_non_negative_seconds, help="wall-clock seconds per model, search included (0: no limit)")
     _add_run_options(rep, "results/chung2014", seed_help="seed for weights, data order, noise and the lr draw")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
@@ -193,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--optimizer", choices=["rmsprop", "adam"], default="adam")
     tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--clip-norm", type=float, default=1.0)
+    tr.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clipping threshold (0: off)")
     tr.add_argument("--weight-noise", type=float, default=0.0, help="weight noise std")
     tr.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     tr.add_argument("--seed", type=int, default=0)
@@ -201,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint", help="checkpoint path, written every epoch")
     tr.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     tr.add_argument("--data-file", help="pianoroll: Boulanger-Lewandowski file (default: chorales)")
-    tr.add_argument("--max-chars", type=int, default=200_000, help="charlm: corpus size in characters")
-    tr.add_argument("--max-len", type=int, default=128, help="charlm: characters per training sequence")
+    tr.add_argument("--max-chars", type=int, help="charlm: corpus size in characters (default 200000)")
+    tr.add_argument("--max-len", type=int, help="charlm: characters per training sequence (default 128)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
 
@@ -224,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, argv)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one line, not a traceback
+    except (ValueError, OSError) as error:  # bad input (incl. missing/unreadable files): one line, not a traceback
         print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,9 @@ def test_module_entry_point_runs():
     (["tasks", "--tasks", "sorting"], "comma-separated subset of adding,copy,parity"),
     (["tasks", "--adding-lengths", "10,x"], "comma-separated positive integers"),
     (["frobnicate"], "invalid choice"),
+    (["reproduce", "chung2014", "--models", "tanh,gru,tanh"], "expected each name once, got tanh"),
+    (["tasks", "--cells", "gru,gru"], "expected each name once, got gru"),
+    (["reproduce", "chung2014", "--time-limit", "-5"], "expected seconds >= 0 (0: no limit)"),  # was: no limit
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -77,3 +80,55 @@ def test_train_then_sample_pianoroll(tmp_path, capsys):
     assert main(["sample", str(model), "--max-len", "6", "--seed", "2"]) == 0
     (frames,) = json.loads(capsys.readouterr().out)
     assert len(frames) == 6 and all(21 <= p <= 108 for frame in frames for p in frame)
+
+
+def _tiny_bl(tmp_path):
+    import json
+
+    data = tmp_path / "tiny.json"
+    seq = [[60, 64], [62], [], [65, 69, 72]] * 2
+    data.write_text(json.dumps({"train": [seq] * 4, "valid": [seq], "test": [seq]}))
+    return str(data)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume"], "--resume needs --checkpoint"),  # was silently a fresh start
+    (["--max-len", "5"], "--max-len applies to `rnnkit train charlm`, not pianoroll"),  # was ignored
+    (["--checkpoint", "SAME"], "--checkpoint and --out must be different files"),
+    (["--device", "gpu"], "expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"),  # was a traceback
+])
+def test_train_rejects_ignored_or_conflicting_flags(tmp_path, capsys, extra, message):
+    out = str(tmp_path / "m.pt")
+    extra = [out if a == "SAME" else a for a in extra]
+    assert main(["train", "pianoroll", "--data-file", _tiny_bl(tmp_path), "--out", out, "--hidden", "4",
+                 "--epochs", "1", "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_charlm_rejects_data_file(tmp_path, capsys):
+    assert main(["train", "charlm", "--data-file", "x.pickle", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--data-file applies to `rnnkit train pianoroll`, not charlm" in capsys.readouterr().err
+
+
+def test_train_creates_the_output_folder_and_clip_norm_0_is_off(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "new" / "dir" / "m.pt"  # was a RuntimeError from torch.save after all the training
+    assert main(["train", "pianoroll", "--data-file", _tiny_bl(tmp_path), "--out", str(out), "--hidden", "4",
+                 "--epochs", "1", "--no-progress", "--clip-norm", "0"]) == 0
+    assert torch.load(out, weights_only=True)["config"]["clip_norm"] is None
+
+
+def test_sample_rejects_charlm_flags_for_a_pianoroll_model_and_unreadable_files(tmp_path, capsys):
+    model = tmp_path / "roll.pt"
+    assert main(["train", "pianoroll", "--data-file", _tiny_bl(tmp_path), "--out", str(model), "--hidden", "4",
+                 "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    for flag in (["--top-k", "3"], ["--prompt", "ab"]):  # were silently ignored
+        assert main(["sample", str(model), *flag]) == 2
+        assert "apply to charlm models" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    for path in (junk, tmp_path):  # were RuntimeError / IsADirectoryError tracebacks
+        assert main(["sample", str(path)]) == 2
+        assert "rnnkit sample: error:" in capsys.readouterr().err

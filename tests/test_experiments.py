@@ -154,3 +154,37 @@ def test_torch_backend_with_the_papers_gru_fails_before_training(bl_file, tmp_pa
     assert code == 2
     err = capsys.readouterr().err
     assert "backend 'torch'" in err and "reset_after=False" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--lr-search", "0", "lr_search to be an int >= 1, got 0"),  # was 'min() arg is an empty sequence'
+    ("--epochs", "0", "epochs to be an int >= 1, got 0"),
+    ("--search-epochs", "-1", "search_epochs to be an int >= 1, got -1"),
+])
+def test_bad_counts_fail_before_loading_or_training(bl_file, tmp_path, capsys, monkeypatch, flag, value, message):
+    monkeypatch.setattr(chung2014, "_load", lambda config: pytest.fail("loaded the data before the config check"))
+    code = main(["reproduce", "chung2014", "--quick", "--data-file", bl_file, flag, value, "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_repeated_model_in_the_config_is_an_error(bl_file):
+    with pytest.raises(ValueError, match="expected each model once"):
+        chung2014.run(chung2014.Chung2014Config(models=("tanh", "tanh"), data_file=bl_file, **chung2014.QUICK))
+
+
+def test_tasks_budget_below_one_unit_is_an_error(tmp_path, capsys):
+    # hidden=1 was used silently, with more parameters than the budget the results claim
+    code = main(["tasks", "--quick", "--tasks", "parity", "--cells", "lstm", "--budget", "10", "--out", str(tmp_path)])
+    assert code == 2 and "more than the budget 10" in capsys.readouterr().err
+
+
+def test_gzip_data_file_reproduces_the_plain_one(bl_file, tmp_path):
+    import gzip
+
+    packed = tmp_path / "jsb_tiny.json.gz"
+    packed.write_bytes(gzip.compress(open(bl_file, "rb").read()))
+    runs = [chung2014.run(chung2014.Chung2014Config(models=("tanh",), data_file=str(f), progress=False,
+                                                    **chung2014.QUICK), verbose=False) for f in (bl_file, packed)]
+    assert [r["models"]["tanh"]["history"]["valid_loss"] for r in runs][0] == runs[1]["models"]["tanh"]["history"][
+        "valid_loss"]

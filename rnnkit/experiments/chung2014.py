@@ -170,6 +170,12 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
     for cell in config.models:
         if cell not in PAPER_UNITS:
             raise ValueError(f"chung2014: expected models among {sorted(PAPER_UNITS)}, got {cell!r}")
+    if len(set(config.models)) != len(config.models):  # a repeat would train twice and overwrite the first result
+        raise ValueError(f"chung2014: expected each model once, got {list(config.models)}")
+    for name in ("epochs", "lr_search", "search_epochs", "batch_size", "patience"):  # checked before the data loads
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"chung2014: expected {name} to be an int >= 1, got {value!r}")
     if "gru" in config.models and not config.gru_reset_after and config.backend == "torch":
         raise ValueError("chung2014: backend 'torch' has no GRU with reset_after=False (the paper's form); "
                          "use backend 'fused' or 'reference', or set gru_reset_after=True")

@@ -63,6 +63,9 @@ QUICK = dict(adding_lengths=(5, 10), copy_delays=(2,), parity_lengths=(4,), trai
 
 
 def _hidden_for_budget(cell: str, n_in: int, budget: int) -> int:
+    if recurrent_parameter_count(cell, n_in, 1) > budget:  # hidden=1 would silently exceed the promised budget
+        raise ValueError(f"tasks: a {cell} layer with one unit on {n_in} inputs already has "
+                         f"{recurrent_parameter_count(cell, n_in, 1)} parameters, more than the budget {budget}")
     hidden = 1
     while recurrent_parameter_count(cell, n_in, hidden + 1) <= budget:
         hidden += 1
