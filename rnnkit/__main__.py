@@ -32,7 +32,8 @@ def _csv(choices):
             raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(choices)}, got {text!r}")
         twice = sorted({t for t in items if items.count(t) > 1})
         if twice:  # each would be trained twice, and the second run would overwrite the first in the results
-            raise argparse.ArgumentTypeError(f"expected each name once, got {','.join(twice)} more than once in {text!r}")
+            raise argparse.ArgumentTypeError(f"expected each name once, got {','.join(twice)} more than once "
+                                             f"in {text!r}")
         return items
     return parse
 
@@ -203,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--budget", type=int, help="equal parameter budget instead of the paper's 100/46/36 units")
     rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     rep.add_argument("--batch-size", type=int, help="sequences per update")
-    rep.add_argument("--time-limit", type=_non_negative_seconds, help="wall-clock seconds per model, search included (0: no limit)")
+    rep.add_argument("--time-limit", type=_non_negative_seconds,
+                     help="wall-clock seconds per model, search included (0: no limit)")
     _add_run_options(rep, "results/chung2014", seed_help="seed for weights, data order, noise and the lr draw")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
