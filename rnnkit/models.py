@@ -182,6 +182,10 @@ class CharLM(nn.Module):
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(f"CharLM: expected tokens of shape (T, B) and dtype torch.int64, "
                              f"got {tuple(tokens.shape)} {tokens.dtype}")
+        if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < self.vocab_size:
+            # the embedding's own error is a bare "index out of range in self"
+            raise ValueError(f"CharLM: expected token ids in 0..{self.vocab_size - 1} (vocab_size {self.vocab_size}), "
+                             f"got ids from {int(tokens.min())} to {int(tokens.max())}")
         h, state = self.rnn(self.embed(tokens), state, lengths=lengths)  # (T, B, H)
         return self.out(h), state  # (T, B, V)
 
@@ -193,6 +197,10 @@ class CharLM(nn.Module):
     @staticmethod
     def collate(seqs: list[Tensor]) -> SeqBatch:
         """Token sequences ``(T_i + 1,)`` -> inputs ``x[:-1]`` and next-token targets ``x[1:]``, padded ``(T, B)``."""
+        short = [i for i, s in enumerate(seqs) if s.shape[0] < 2]
+        if short:  # one token has no next token to predict; pad_batch would blame an empty "sequence 0"
+            raise ValueError(f"CharLM.collate: expected sequences of at least 2 tokens (input + next-token target), "
+                             f"got {seqs[short[0]].shape[0]} for sequence {short[0]}")
         inputs, lengths = pad_batch([s[:-1] for s in seqs])
         targets, _ = pad_batch([s[1:] for s in seqs])
         return SeqBatch(inputs, targets, lengths)
@@ -271,6 +279,8 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def greedy_decode(self, src: Tensor, max_len: int, src_lengths: Tensor | None = None) -> Tensor:
         """``(T', B)`` argmax tokens, ``T' <= max_len``; stops early once every row has emitted ``eos``."""
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"Seq2Seq.greedy_decode: expected max_len to be an int >= 1, got {max_len!r}")
         h = self.encode(src, src_lengths)
         token = torch.full((src.shape[1],), self.bos, dtype=torch.long, device=src.device)  # (B,)
         done = torch.zeros_like(token, dtype=torch.bool)

@@ -160,9 +160,15 @@ def sample_sequence(
         if eos is None:
             raise ValueError(f"{fn}: expected a prompt or an eos id (the default start symbol), got neither")
         prompt = [eos]
-    prompt = torch.as_tensor(prompt, dtype=torch.long).flatten()  # (P,)
-    if prompt.numel() == 0:
+    raw = torch.as_tensor(prompt).flatten()  # (P,) as given: a cast to long first would turn 1.5 into 1 silently
+    if raw.numel() == 0:
         raise ValueError(f"{fn}: expected a non-empty prompt")
+    fractional = raw.is_floating_point() and not bool((raw == raw.round()).all())
+    if raw.is_complex() or raw.dtype == torch.bool or fractional:
+        raise TypeError(f"{fn}: expected the prompt to hold integer token ids, got {raw.tolist()[:8]} ({raw.dtype})")
+    prompt = raw.long()
+    if bool((prompt < 0).any()):
+        raise ValueError(f"{fn}: expected token ids >= 0 in the prompt, got {prompt.tolist()[:8]}")
     g = _checks.generator(fn, seed, generator)
     step, state, module = _resolve_step(model, initial_state, num_samples, fn)
     if device is None:
@@ -178,6 +184,8 @@ def sample_sequence(
         stop_at = torch.full((num_samples,), max_len, dtype=torch.long)  # (B,) length of each sample
         for t in range(max_len):
             logits = _check_logits(logits, num_samples, fn)
+            if eos is not None and eos >= logits.shape[1]:  # it could never be drawn: sampling would never stop early
+                raise ValueError(f"{fn}: expected eos < the vocabulary size {logits.shape[1]}, got {eos}")
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
             probs = next_symbol_distribution(logits, temperature, top_k)  # (B, V)
             token = torch.multinomial(probs.to(g.device), 1, generator=g).flatten().cpu()  # (B,)

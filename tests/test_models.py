@@ -201,3 +201,19 @@ def test_piano_roll_model_samples_with_rnnkit_sampling():
     assert [tuple(r.shape) for r in a] == [(6, 5), (6, 5)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert all(set(r.unique().tolist()) <= {0.0, 1.0} for r in a)
+
+
+def test_charlm_names_out_of_range_tokens():
+    # nn.Embedding says only "index out of range in self" (a device-side assert on CUDA)
+    with pytest.raises(ValueError, match=r"expected token ids in 0..4 \(vocab_size 5\), got ids from 0 to 7"):
+        CharLM(5, 3)(torch.tensor([[0], [7]]))
+
+
+def test_charlm_collate_needs_two_tokens():
+    with pytest.raises(ValueError, match="at least 2 tokens .* got 1 for sequence 1"):
+        CharLM.collate([torch.tensor([1, 2, 3]), torch.tensor([4])])
+
+
+def test_greedy_decode_max_len_must_be_positive():
+    with pytest.raises(ValueError, match="max_len to be an int >= 1, got 0"):  # was 'stack expects a non-empty'
+        Seq2Seq(5, 5, 4).greedy_decode(torch.zeros(3, 2, dtype=torch.long), 0)

@@ -202,6 +202,9 @@ def test_charlm_from_models():
     (dict(eos=None), ValueError, "prompt or an eos"),
     (dict(seed=1, generator=torch.Generator()), ValueError, "seed or generator"),
     (dict(prompt=[]), ValueError, "non-empty prompt"),
+    (dict(prompt=[1, 2.5]), TypeError, "prompt to hold integer token ids"),  # was cast to [1, 2] silently
+    (dict(prompt=[-1]), ValueError, "token ids >= 0 in the prompt"),
+    (dict(eos=V, prompt=[0]), ValueError, f"eos < the vocabulary size {V}, got {V}"),  # could never be drawn
 ])
 def test_sample_sequence_errors(kwargs, exc, match):
     args = dict(eos=EOS, max_len=5, seed=0)
@@ -321,3 +324,9 @@ def test_piano_roll_nan_logits_are_named():
     logits[0, 4] = float("nan")
     with pytest.raises(ValueError, match=r"without NaN.*\(0, 4\) of frame 0"):
         sample_piano_roll(FixedRollModel(logits), 3, num_keys=6, seed=0)
+
+
+def test_integral_float_prompt_is_accepted():
+    a = sample_sequence(MarkovModel(_table()), prompt=[1.0, 2.0], max_len=5, seed=0, eos=EOS)
+    b = sample_sequence(MarkovModel(_table()), prompt=[1, 2], max_len=5, seed=0, eos=EOS)
+    assert torch.equal(a[0], b[0])
