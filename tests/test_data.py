@@ -640,3 +640,18 @@ def test_padded_and_packed_batches_give_the_same_layer_output():
     for b, s in enumerate(seqs):  # each sequence alone gives its own column
         alone, _ = gru(s[:, None])
         torch.testing.assert_close(out_pad[: len(s), b], alone[:, 0])
+
+
+def test_pad_batch_refuses_a_padding_value_the_dtype_cannot_hold():
+    tokens = [torch.arange(3), torch.arange(1)]
+    with pytest.raises(ValueError, match=r"integer padding_value for torch.int64 sequences, got 0.5"):
+        pad_batch(tokens, padding_value=0.5)  # torch.full wrote 0 silently
+    with pytest.raises(ValueError, match="padding_value 0/1"):
+        pad_batch([torch.ones(2, dtype=torch.bool)], padding_value=2)
+    assert pad_batch(tokens, padding_value=-1.0)[0][:, 1].tolist() == [0, -1, -1]  # an integral float is fine
+
+
+def test_iterate_batches_accepts_numpy_batch_size_and_a_list_of_labels():
+    seqs = [torch.randn(n, 2) for n in (3, 5, 1)]
+    batches = list(iterate_batches(seqs, np.int64(2), targets=[7, 8, 9], shuffle=False))
+    assert [b[2].tolist() for b in batches] == [[7, 8], [9]]  # the list was read as sequences ('got int')

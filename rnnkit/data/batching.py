@@ -9,6 +9,8 @@ Chapter 5 batches chorales with :func:`iterate_batches`; chapter 6 batches chara
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -54,6 +56,13 @@ def pad_batch(
     tensor ``(B,)`` — CPU because ``pack_padded_sequence`` and rnnkit's loops index with it on the host.
     """
     seqs = _check_sequences(seqs, "pad_batch")
+    dtype = seqs[0].dtype
+    # torch.full would cast silently: 0.5 -> 0 in an int64 batch, 2 -> True in a bool one
+    if dtype == torch.bool and padding_value not in (0, 1):
+        raise ValueError(f"pad_batch: expected padding_value 0/1 (False/True) for bool sequences, got {padding_value!r}")
+    if not (dtype.is_floating_point or dtype.is_complex) and dtype != torch.bool and (
+            not math.isfinite(padding_value) or padding_value != int(padding_value)):
+        raise ValueError(f"pad_batch: expected an integer padding_value for {dtype} sequences, got {padding_value!r}")
     device = torch.device(device) if device is not None else seqs[0].device
     lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)  # (B,) on CPU
     t_max = int(lengths.max())
@@ -95,10 +104,14 @@ def iterate_batches(
     """
     fn = "iterate_batches"
     seqs = _check_sequences(seqs, fn)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
         raise TypeError(f"{fn}: expected batch_size to be an int, got {type(batch_size).__name__}")
+    batch_size = int(batch_size)  # numpy.int64 too
     if batch_size < 1:
         raise ValueError(f"{fn}: expected batch_size >= 1, got {batch_size}")
+    if targets is not None and not isinstance(targets, torch.Tensor) and all(
+            isinstance(t, numbers.Number) for t in targets):
+        targets = torch.as_tensor(targets)  # a plain list of labels [0, 1, ...]: one per sequence, like a tensor
     if targets is not None and len(targets) != len(seqs):
         raise ValueError(f"{fn}: expected {len(seqs)} targets (one per sequence), got {len(targets)}")
     if seed is not None and generator is not None:
