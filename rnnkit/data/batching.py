@@ -59,7 +59,8 @@ def pad_batch(
     dtype = seqs[0].dtype
     # torch.full would cast silently: 0.5 -> 0 in an int64 batch, 2 -> True in a bool one
     if dtype == torch.bool and padding_value not in (0, 1):
-        raise ValueError(f"pad_batch: expected padding_value 0/1 (False/True) for bool sequences, got {padding_value!r}")
+        raise ValueError(f"pad_batch: expected padding_value 0/1 (False/True) for bool sequences, "
+                         f"got {padding_value!r}")
     if not (dtype.is_floating_point or dtype.is_complex) and dtype != torch.bool and (
             not math.isfinite(padding_value) or padding_value != int(padding_value)):
         raise ValueError(f"pad_batch: expected an integer padding_value for {dtype} sequences, got {padding_value!r}")
