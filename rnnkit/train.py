@@ -107,6 +107,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"TrainConfig: expected {name} > 0 or None, got {value!r}")
+        if not 0 <= self.rmsprop_alpha < 1:  # torch accepts 1.5, then the squared-gradient average turns negative
+            raise ValueError(f"TrainConfig: expected 0 <= rmsprop_alpha < 1, got {self.rmsprop_alpha!r}")
         if self.weight_noise_std < 0:
             raise ValueError(f"TrainConfig: expected weight_noise_std >= 0, got {self.weight_noise_std!r}")
         if self.patience is not None and self.patience < 1:

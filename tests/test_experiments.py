@@ -173,6 +173,13 @@ def test_repeated_model_in_the_config_is_an_error(bl_file):
         chung2014.run(chung2014.Chung2014Config(models=("tanh", "tanh"), data_file=bl_file, **chung2014.QUICK))
 
 
+@pytest.mark.parametrize("field, value", [("max_sequences", 0), ("threads", 0)])  # IndexError / torch RuntimeError
+def test_bad_optional_counts_in_the_config(bl_file, field, value):
+    config = chung2014.Chung2014Config(data_file=bl_file, **{**chung2014.QUICK, field: value})
+    with pytest.raises(ValueError, match=f"expected {field} to be None or an int >= 1, got 0"):
+        chung2014.run(config)
+
+
 def test_tasks_budget_below_one_unit_is_an_error(tmp_path, capsys):
     # hidden=1 was used silently, with more parameters than the budget the results claim
     code = main(["tasks", "--quick", "--tasks", "parity", "--cells", "lstm", "--budget", "10", "--out", str(tmp_path)])

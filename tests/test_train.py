@@ -208,6 +208,7 @@ def test_history_and_evaluation():
     ({"weight_noise_std": math.nan}, "a finite weight_noise_std"),  # NaN > 0 is False: noise silently off
     ({"seed": 2**64}, r"seed in -2\*\*63"),  # was 'Overflow when unpacking long long'
     ({"resume": True}, "resume=True needs checkpoint="),  # was silently a fresh start
+    ({"rmsprop_alpha": 1.5}, r"0 <= rmsprop_alpha < 1"),  # torch accepts it; the sqrt then goes NaN
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

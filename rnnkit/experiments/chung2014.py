@@ -176,6 +176,10 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"chung2014: expected {name} to be an int >= 1, got {value!r}")
+    for name in ("max_sequences", "threads"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"chung2014: expected {name} to be None or an int >= 1, got {value!r}")
     if "gru" in config.models and not config.gru_reset_after and config.backend == "torch":
         raise ValueError("chung2014: backend 'torch' has no GRU with reset_after=False (the paper's form); "
                          "use backend 'fused' or 'reference', or set gru_reset_after=True")
