@@ -44,6 +44,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data.batching import _as_dataset, default_collate, move_to
+
 __all__ = ["TrainConfig", "Trainer", "move_to", "default_collate"]
 
 # What Trainer.state_dict() holds; a checkpoint without them is something else (e.g. a model file).
@@ -113,59 +115,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: expected weight_noise_std >= 0, got {self.weight_noise_std!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"TrainConfig: expected patience >= 1 or None, got {self.patience!r}")
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in ``batch`` (nested tuples / lists / dicts) to ``device``. Objects with their own
-    ``.to(device)`` (e.g. :class:`rnnkit.models.SeqBatch`, which keeps ``lengths`` on the CPU) decide for themselves."""
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        moved = [move_to(v, device) for v in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    return batch
-
-
-def default_collate(items: list) -> Any:
-    """Stack equally shaped examples: tensors -> one tensor, tuples of tensors -> a tuple of stacked tensors."""
-    try:
-        return torch.utils.data.default_collate(items)
-    except RuntimeError as err:  # most often: sequences of different lengths
-        raise ValueError(
-            f"Trainer: could not stack a batch of {len(items)} examples ({err}); for variable-length sequences pass "
-            "collate_fn= (e.g. one built on rnnkit.data.pad_batch) or use a model with a collate() method"
-        ) from err
-
-
-class _TensorTuple:
-    """Index a tuple of tensors that share their first dimension, like ``TensorDataset`` (example i = tuple of rows)."""
-
-    def __init__(self, tensors: tuple[torch.Tensor, ...]):
-        n = tensors[0].shape[0]
-        for k, t in enumerate(tensors):
-            if t.shape[0] != n:
-                raise ValueError(f"Trainer: expected every tensor of the dataset tuple to have {n} rows, "
-                                 f"got {t.shape[0]} for tensor {k}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, i: int):
-        return tuple(t[i] for t in self.tensors)
-
-
-def _as_dataset(data, name: str):
-    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
-        return _TensorTuple(data)
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise TypeError(f"Trainer: expected {name} to be a list of examples or a tuple of tensors, "
-                        f"got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError(f"Trainer: expected a non-empty {name} set, got 0 examples")
-    return data
 
 
 def _split_loss(out) -> tuple[torch.Tensor, int]:

@@ -391,3 +391,18 @@ def test_resume_with_a_new_learning_rate_uses_it(tmp_path):
     with pytest.warns(UserWarning, match=r"lr 0.01 -> 0.5"):
         t.fit(rolls(4), rolls(2))
     assert [g["lr"] for g in t.optimizer.param_groups] == [0.5]
+
+
+def test_a_tuple_of_two_lists_is_not_read_as_two_examples():
+    xs, ys = [torch.randn(2) for _ in range(5)], [torch.randn(1) for _ in range(5)]
+    t = Trainer(nn.Linear(2, 1), TrainConfig(epochs=1, progress=False),
+                loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean())
+    with pytest.raises(TypeError, match=r"tuple of 2 lists of 5 items.*list\(zip\(inputs, targets\)\)"):
+        t.fit((xs, ys))  # was: 2 'examples', each a whole list, trained on silently
+    assert len(t.fit(list(zip(xs, ys)))["train_loss"]) == 1
+
+
+def test_a_tuple_with_a_0d_tensor_is_named():
+    t = Trainer(nn.Linear(2, 1), TrainConfig(epochs=1, progress=False), loss_fn=lambda m, b: m(b[0]).mean())
+    with pytest.raises(ValueError, match=r"first \(example\) dimension, got shapes \[\(4, 2\), \(\)\]"):
+        t.fit((torch.zeros(4, 2), torch.tensor(1.0)))  # was IndexError: tuple index out of range

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-__all__ = ["pad_batch", "pack_batch", "iterate_batches"]
+__all__ = ["pad_batch", "pack_batch", "iterate_batches"]  # move_to, default_collate: documented in rnnkit.train
 
 
 def _check_sequences(seqs, fn: str) -> list[torch.Tensor]:
@@ -144,3 +145,65 @@ def iterate_batches(
             yield padded, lengths, targets[torch.tensor(idx)].to(padded.device)
         else:
             yield padded, lengths, pad_batch([targets[i] for i in idx], padded.device)[0]
+
+
+# ------------------------------------------------------------------ datasets and batches for rnnkit.train.Trainer
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in ``batch`` (nested tuples / lists / dicts) to ``device``. Objects with their own
+    ``.to(device)`` (e.g. :class:`rnnkit.models.SeqBatch`, which keeps ``lengths`` on the CPU) decide for themselves."""
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to"):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        moved = [move_to(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def default_collate(items: list) -> Any:
+    """Stack equally shaped examples: tensors -> one tensor, tuples of tensors -> a tuple of stacked tensors."""
+    try:
+        return torch.utils.data.default_collate(items)
+    except RuntimeError as err:  # most often: sequences of different lengths
+        raise ValueError(
+            f"Trainer: could not stack a batch of {len(items)} examples ({err}); for variable-length sequences pass "
+            "collate_fn= (e.g. one built on rnnkit.data.pad_batch) or use a model with a collate() method"
+        ) from err
+
+
+class _TensorTuple:
+    """Index a tuple of tensors that share their first dimension, like ``TensorDataset`` (example i = tuple of rows)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        n = tensors[0].shape[0]
+        for k, t in enumerate(tensors):
+            if t.shape[0] != n:
+                raise ValueError(f"Trainer: expected every tensor of the dataset tuple to have {n} rows, "
+                                 f"got {t.shape[0]} for tensor {k}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, i: int):
+        return tuple(t[i] for t in self.tensors)
+
+
+def _as_dataset(data, name: str):
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        if any(t.dim() == 0 for t in data):
+            raise ValueError(f"Trainer: expected the {name} tuple to hold tensors with a first (example) dimension, "
+                             f"got shapes {[tuple(t.shape) for t in data]}")
+        return _TensorTuple(data)
+    if isinstance(data, tuple) and len(data) > 1 and all(isinstance(t, list) for t in data) and len(
+            {len(t) for t in data}) == 1 and len(data[0]) > len(data):
+        # (inputs, targets) as two lists would be read as 2 examples, each a whole list: say how to pair them
+        raise TypeError(f"Trainer: got the {name} set as a tuple of {len(data)} lists of {len(data[0])} items; "
+                        "pass a list of examples instead, e.g. list(zip(inputs, targets))")
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"Trainer: expected {name} to be a list of examples or a tuple of tensors, "
+                        f"got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"Trainer: expected a non-empty {name} set, got 0 examples")
+    return data
