@@ -241,3 +241,22 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path):
     (tmp_path / "n.ipynb").write_bytes(b"\xef\xbb\xbf" + nbformat.writes(gc.correct_notebook("01_rnn")).encode())
     cells, why = notebooks.read_submission(str(tmp_path / "n.ipynb"))
     assert why is None and len(cells) == len(gc.correct_notebook("01_rnn").cells)
+
+
+def test_a_garbage_timestamp_in_one_submission_does_not_stop_the_batch(tmp_path, monkeypatch, capsys):
+    """timestamp.txt comes with the submission folder; a hand-copied one may hold anything. nbgrader's reader raised
+    on it and the whole `make autograde` stopped: no grades.csv, every later student ungraded."""
+    from rnnkit.grading import autograde, sandbox
+
+    course = gc.make_course(tmp_path / "course", ["01_rnn"])
+    folder = gc.submit(course, "aa", "01_rnn", gc.correct_notebook("01_rnn"))
+    (folder / "timestamp.txt").write_text("last Tuesday, around noon")
+    gc.submit(course, "zz", "01_rnn", gc.correct_notebook("01_rnn"))
+    monkeypatch.setattr(autograde.sandbox, "check_available", lambda: None)  # judged here, not executed
+    monkeypatch.setattr(autograde.sandbox, "run", lambda *a, **k: sandbox.Result(records={"done.json": b"{}"}))
+    autograde.autograde(course, db_url=f"sqlite:///{course}/grading/gradebook.db", export_to="grades.csv",
+                        feedback=False, progress=False)
+    assert set(gc.read_export(course / "grades.csv")) == {("aa", "01_rnn"), ("zz", "01_rnn")}
+    for student in ("aa", "zz"):
+        assert (course / "grading" / "autograded" / student / "01_rnn" / "01_rnn.ipynb").exists()
+    assert "aa/01_rnn: timestamp.txt is not a date, ignored" in capsys.readouterr().err

@@ -217,7 +217,11 @@ def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path
 
 
 def _write_gradebook(gb, api, job: Job, graded: Graded) -> None:
-    timestamp = api.coursedir.get_existing_timestamp(str(job.folder))
+    try:
+        timestamp = api.coursedir.get_existing_timestamp(str(job.folder))
+    except Exception:  # noqa: BLE001 - timestamp.txt comes with the submission: a hand-copied one may hold anything
+        timestamp = None  # (nbgrader's reader raises, then fails on its own error path: it stopped the whole batch)
+        print(f"autograde: {job.student}/{job.assignment}: timestamp.txt is not a date, ignored", file=sys.stderr)
     gb.update_or_create_student(job.student)
     kwargs = {"timestamp": timestamp} if timestamp else {}
     gb.update_or_create_submission(job.assignment, job.student, **kwargs)
@@ -309,7 +313,12 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                         print(f"autograde: {job.student}/{job.assignment}: {why}", file=sys.stderr)
                     if graded.log:
                         print(f"autograde: {job.student}/{job.assignment}: {graded.log}", file=sys.stderr)
-                    _write_gradebook(gb, api, job, graded)
+                    try:
+                        _write_gradebook(gb, api, job, graded)
+                    except Exception as exc:  # noqa: BLE001 - the other students' grades must still be written
+                        gb.db.rollback()
+                        print(f"autograde: {job.student}/{job.assignment}: NOT WRITTEN to the gradebook "
+                              f"({type(exc).__name__}: {exc})", file=sys.stderr)
                     seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
             if export_to:
