@@ -195,3 +195,16 @@ def test_gzip_data_file_reproduces_the_plain_one(bl_file, tmp_path):
                                                     **chung2014.QUICK), verbose=False) for f in (bl_file, packed)]
     assert [r["models"]["tanh"]["history"]["valid_loss"] for r in runs][0] == runs[1]["models"]["tanh"]["history"][
         "valid_loss"]
+
+
+@pytest.mark.parametrize("argv", [["reproduce", "chung2014", "--quick", "--models", "tanh", "--no-progress"],
+                                  ["tasks", "--quick", "--tasks", "parity", "--cells", "tanh"]])
+def test_output_path_that_is_a_file_fails_before_training(bl_file, tmp_path, capsys, monkeypatch, argv):
+    # was: all models trained, then os.makedirs raised FileExistsError and the results were lost
+    monkeypatch.setattr(chung2014, "_run", lambda *a: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(tasks, "_run", lambda *a: pytest.fail("trained before checking --out"))
+    blocker = tmp_path / "results"
+    blocker.write_text("")
+    data = ["--data-file", bl_file] if argv[0] == "reproduce" else []
+    assert main([*argv, *data, "--out", str(blocker)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err

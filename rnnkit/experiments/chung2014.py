@@ -185,6 +185,10 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
                          "use backend 'fused' or 'reference', or set gru_reset_after=True")
     if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
         raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
+    if out is not None:  # now, not after minutes of training: a file in the way or a read-only place fails here
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"chung2014: the output folder {out} exists and is not a folder")
+        os.makedirs(out, exist_ok=True)
     with torch_threads(config.threads):
         return _run(config, out, verbose)
 

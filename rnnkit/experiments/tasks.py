@@ -139,6 +139,10 @@ def _lengths(config: TasksConfig, name: str) -> tuple[int, ...]:
 
 def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) -> dict:
     """Train every (task, length, cell) combination; write ``tasks.json`` into ``out`` (if given)."""
+    if out is not None:  # now, not after minutes of training: a file in the way or a read-only place fails here
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"tasks: the output folder {out} exists and is not a folder")
+        os.makedirs(out, exist_ok=True)
     with torch_threads(config.threads):
         return _run(config, out, verbose)
 
