@@ -260,3 +260,23 @@ def test_a_garbage_timestamp_in_one_submission_does_not_stop_the_batch(tmp_path,
     for student in ("aa", "zz"):
         assert (course / "grading" / "autograded" / student / "01_rnn" / "01_rnn.ipynb").exists()
     assert "aa/01_rnn: timestamp.txt is not a date, ignored" in capsys.readouterr().err
+
+
+def test_a_float32_output_for_float64_inputs_is_named_once():
+    """A layer that fills torch.zeros(T, B, H) (float32 by default) passes float32 cases and fails float64 ones;
+    the message names the leaf plainly (it read 'output output has dtype ...')."""
+    import torch
+
+    from rnnkit.grading import export, judge, specs
+
+    def rnn_forward(x, h0, lengths, w_ih, w_hh, b_ih, b_hh):
+        out, h = torch.zeros(x.shape[0], x.shape[1], h0.shape[1]), h0
+        for t in range(x.shape[0]):
+            new, alive = torch.tanh(x[t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh), (t < lengths).unsqueeze(1)
+            h, out[t] = torch.where(alive, new, h), torch.where(alive, new, torch.zeros_like(new))
+        return out, h
+
+    verdict = judge.compare("rnn_forward", export.collect(specs.get("rnn_forward"), rnn_forward))
+    assert not verdict.passed and "float64" in verdict.message
+    assert "the output has dtype torch.float32, expected torch.float64" in verdict.message
+    assert "output output" not in verdict.message

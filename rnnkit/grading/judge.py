@@ -80,8 +80,8 @@ def _split(inner: str) -> list[str]:
 
 
 def _leaf_name(spec: specs.Spec, j: int, n_leaves: int) -> str:
-    if j < len(spec.leaf_names):
-        return f"output {spec.leaf_names[j]}"
+    if j < len(spec.leaf_names):  # "output h_n"; a leaf itself called "output" is not "output output"
+        return "the output" if spec.leaf_names[j] == "output" else f"output {spec.leaf_names[j]}"
     return "the output" if n_leaves == 1 else f"output item {j}"
 
 
