@@ -150,6 +150,12 @@ def _resolve_device(device: str) -> torch.device:
         raise ValueError(f"Trainer: expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Trainer: device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        # would fail later inside model.to() with "invalid device ordinal"
+        raise ValueError(f"Trainer: device {device!r} requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"Trainer: expected device 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {device!r}")
     return dev
 
 

@@ -406,3 +406,15 @@ def test_a_tuple_with_a_0d_tensor_is_named():
     t = Trainer(nn.Linear(2, 1), TrainConfig(epochs=1, progress=False), loss_fn=lambda m, b: m(b[0]).mean())
     with pytest.raises(ValueError, match=r"first \(example\) dimension, got shapes \[\(4, 2\), \(\)\]"):
         t.fit((torch.zeros(4, 2), torch.tensor(1.0)))  # was IndexError: tuple index out of range
+
+
+def test_device_checks(monkeypatch):
+    from rnnkit import train
+
+    with pytest.raises(ValueError, match="got 'meta'"):  # parses as a torch device, but no model trains there
+        train._resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"'cuda:3' requested but this machine has 1 CUDA device\(s\)"):
+        train._resolve_device("cuda:3")  # was 'invalid device ordinal' from inside model.to()
+    assert train._resolve_device("cuda:0") == torch.device("cuda:0")
