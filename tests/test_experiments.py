@@ -92,6 +92,13 @@ def test_paper_row_follows_the_data_file_or_the_flag(tmp_path, bl_file):
     results = chung2014.run(chung2014.Chung2014Config(data_file=str(notts), paper_dataset="MuseData", **cfg), None,
                             verbose=False)
     assert results["paper"]["dataset"] == "MuseData"
+    assert results["dataset"]["paper_dataset_from"] == "paper_dataset (--paper-dataset)"
+    anonymous = tmp_path / "data.json"  # no dataset name: the JSB row is a default, and the results say so
+    shutil.copy(bl_file, anonymous)
+    with pytest.warns(UserWarning, match="names none of Nottingham, JSB, MuseData, Piano-midi"):
+        results = chung2014.run(chung2014.Chung2014Config(data_file=str(anonymous), **cfg), None, verbose=False)
+    assert results["paper"]["dataset"] == "JSB Chorales"
+    assert results["dataset"]["paper_dataset_from"].startswith("default")
     with pytest.raises(ValueError, match="paper_dataset"):
         chung2014.run(chung2014.Chung2014Config(data_file=str(notts), paper_dataset="TIMIT", **cfg), None)
 

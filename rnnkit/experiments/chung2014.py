@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -98,18 +99,27 @@ def _load(config: Chung2014Config) -> tuple[dict, dict]:
         splits = data.load_bl_file(config.data_file)
         base = os.path.basename(config.data_file).lower()
         guess = next((name for key, name in (("nott", "Nottingham"), ("jsb", "JSB Chorales"), ("muse", "MuseData"),
-                                             ("piano", "Piano-midi")) if key in base), "JSB Chorales")
-        info = {"name": os.path.basename(config.data_file), "source": "Boulanger-Lewandowski file"}
+                                             ("piano", "Piano-midi")) if key in base), None)
+        info = {"name": os.path.basename(config.data_file), "source": "Boulanger-Lewandowski file",
+                "paper_dataset_from": "file name"}
+        if guess is None and config.paper_dataset is None:
+            # say so: results.json would otherwise present the JSB row as if the data were JSB Chorales
+            guess, info["paper_dataset_from"] = "JSB Chorales", "default (no dataset name in the file name)"
+            warnings.warn(f"chung2014: {info['name']!r} names none of Nottingham, JSB, MuseData, Piano-midi; "
+                          "comparing with the paper's JSB Chorales row (set paper_dataset / --paper-dataset)",
+                          stacklevel=4)
     else:
         splits = data.load_chorales(split_seed=config.split_seed, frames=config.frames)
         guess = "JSB Chorales"
-        info = {"name": f"music21 Bach chorales ({config.frames}-note frames, split_seed={config.split_seed})",
+        info = {"paper_dataset_from": "music21 Bach chorales", "name": f"music21 Bach chorales ({config.frames}-note frames, split_seed={config.split_seed})",
                 "source": "music21 corpus"}
     if config.max_sequences is not None:
         splits = {k: v[: config.max_sequences] for k, v in splits.items()}
     info["sequences"] = {k: len(v) for k, v in splits.items()}
     info["frames"] = {k: int(sum(s.shape[0] for s in v)) for k, v in splits.items()}
     info["paper_dataset"] = config.paper_dataset or guess
+    if config.paper_dataset is not None:
+        info["paper_dataset_from"] = "paper_dataset (--paper-dataset)"
     return splits, info
 
 
