@@ -125,7 +125,10 @@ def _train(args, argv) -> int:
         model = CharLM(**kwargs)
         extra["vocab"] = corpus.vocab.to_dict()
     else:
-        splits = data.load_bl_file(args.data_file) if args.data_file else data.load_chorales()
+        if args.data_file:
+            splits = data.load_bl_file(args.data_file)
+        else:
+            splits = data.load_chorales(progress=not args.no_progress)
         train, valid = splits["train"], splits["valid"]
         kwargs = {"cell": args.cell, "hidden_size": args.hidden, "n_keys": train[0].shape[1]}
         model = PianoRollModel(**kwargs)

@@ -215,3 +215,19 @@ def test_output_path_that_is_a_file_fails_before_training(bl_file, tmp_path, cap
     data = ["--data-file", bl_file] if argv[0] == "reproduce" else []
     assert main([*argv, *data, "--out", str(blocker)]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_no_progress_reaches_the_chorale_parser(tmp_path, monkeypatch):
+    # --no-progress was not passed on: a first run printed music21's parsing bar anyway
+    from rnnkit import data
+
+    seen = []
+
+    def fake_chorales(**kwargs):
+        seen.append(kwargs.get("progress", True))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(data, "load_chorales", fake_chorales)
+    assert main(["reproduce", "chung2014", "--quick", "--no-progress", "--out", str(tmp_path)]) == 2
+    assert main(["train", "pianoroll", "--no-progress", "--out", str(tmp_path / "m.pt")]) == 2
+    assert seen == [False, False]

@@ -109,10 +109,10 @@ def _load(config: Chung2014Config) -> tuple[dict, dict]:
                           "comparing with the paper's JSB Chorales row (set paper_dataset / --paper-dataset)",
                           stacklevel=4)
     else:
-        splits = data.load_chorales(split_seed=config.split_seed, frames=config.frames)
+        splits = data.load_chorales(split_seed=config.split_seed, frames=config.frames, progress=config.progress)
         guess = "JSB Chorales"
-        info = {"paper_dataset_from": "music21 Bach chorales", "name": f"music21 Bach chorales ({config.frames}-note frames, split_seed={config.split_seed})",
-                "source": "music21 corpus"}
+        info = {"name": f"music21 Bach chorales ({config.frames}-note frames, split_seed={config.split_seed})",
+                "source": "music21 corpus", "paper_dataset_from": "music21 Bach chorales"}
     if config.max_sequences is not None:
         splits = {k: v[: config.max_sequences] for k, v in splits.items()}
     info["sequences"] = {k: len(v) for k, v in splits.items()}
