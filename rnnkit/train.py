@@ -287,6 +287,9 @@ class Trainer:
         c = self.config
         train = _as_dataset(train, "training")
         valid = _as_dataset(valid, "validation") if valid is not None else None
+        if c.checkpoint and os.path.isdir(c.checkpoint):  # else the first save fails, after an epoch of training
+            raise ValueError(f"Trainer: checkpoint {c.checkpoint!r} is a folder; expected a file path such as "
+                             f"{os.path.join(c.checkpoint, 'checkpoint.pt')!r}")
         if valid is None and c.patience is not None:  # early stopping watches the validation loss: never stop silently
             raise ValueError(f"Trainer: patience={c.patience} needs a validation set: call fit(train, valid)")
         if c.resume and c.checkpoint and os.path.exists(c.checkpoint):

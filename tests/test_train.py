@@ -418,3 +418,10 @@ def test_device_checks(monkeypatch):
     with pytest.raises(ValueError, match=r"'cuda:3' requested but this machine has 1 CUDA device\(s\)"):
         train._resolve_device("cuda:3")  # was 'invalid device ordinal' from inside model.to()
     assert train._resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_checkpoint_path_that_is_a_folder_fails_before_training(tmp_path):
+    t = piano_trainer(checkpoint=str(tmp_path))
+    with pytest.raises(ValueError, match="is a folder; expected a file path"):  # was IsADirectoryError after epoch 1
+        t.fit(rolls(4), rolls(2))
+    assert t.step == 0
