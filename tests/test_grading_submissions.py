@@ -280,3 +280,28 @@ def test_a_float32_output_for_float64_inputs_is_named_once():
     assert not verdict.passed and "float64" in verdict.message
     assert "the output has dtype torch.float32, expected torch.float64" in verdict.message
     assert "output output" not in verdict.message
+
+
+@pytest.mark.parametrize("name", ["next_symbol_log_probs", "adding_gated_beats_baseline"])
+def test_cases_do_not_follow_the_kernels_default_dtype(name):
+    """torch.set_default_dtype(torch.float64) earlier in a notebook (common for gradient checks) changed the inputs
+    of specs that build a tensor without a dtype: a correct answer then failed ('has dtype torch.float64, expected
+    torch.float32'; a trained model scored on different test inputs than its targets)."""
+    import torch
+
+    from rnnkit.grading import export, judge, specs
+
+    def exact_model(x):  # knows the adding task: follows its input like a trained float64 model would
+        return (x[..., 0] * x[..., 1]).sum(1)
+
+    spec = specs.get(name)
+    answer = exact_model if name == "adding_gated_beats_baseline" else spec.reference
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exported = export.collect(spec, answer)
+        assert torch.get_default_dtype() == torch.float64  # the kernel's setting is left as it was
+    finally:
+        torch.set_default_dtype(default)
+    verdict = judge.compare(name, exported)
+    assert verdict.passed, verdict.message

@@ -168,7 +168,12 @@ def collect(spec, obj: Any) -> dict[str, np.ndarray]:
     grader's per-cell timeout, still stops it)."""
     if spec.kind == "value":
         return {**header(spec.name, 1), **export_value(0, obj)}
-    cases = spec.make_cases()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # the cases must not follow the kernel's torch.set_default_dtype(...): a
+    try:  # student who set float64 (for gradient checks) got float64 inputs where the judge expects float32 ones
+        cases = spec.make_cases()
+    finally:
+        torch.set_default_dtype(default)
     out = header(spec.name, len(cases))
     for i, case in enumerate(cases):
         try:
