@@ -132,3 +132,11 @@ def test_sample_rejects_charlm_flags_for_a_pianoroll_model_and_unreadable_files(
     for path in (junk, tmp_path):  # were RuntimeError / IsADirectoryError tracebacks
         assert main(["sample", str(path)]) == 2
         assert "rnnkit sample: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["reproduce", "tasks", "train", "sample"])
+def test_every_option_has_help_text(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    missing = [a.option_strings or a.dest for a in sub._actions if not a.help]
+    assert not missing, f"`rnnkit {command} --help` says nothing about {missing}"
