@@ -118,6 +118,9 @@ def _train(args, argv) -> int:
     extra = {}
     if args.model == "charlm":
         corpus = data.load_char_corpus(max_chars=200_000 if args.max_chars is None else args.max_chars)
+        if len(corpus) < 2:  # the split below would blame "documents", which the user never chose
+            raise ValueError(f"--max-chars {args.max_chars} leaves {len(corpus)} document; the train/valid split "
+                             "needs at least 2 (try --max-chars 3000 or more)")
         train_c, valid_c = corpus.split(0.1, seed=args.seed)
         max_len = 128 if args.max_len is None else args.max_len
         train, valid = train_c.sequences(max_len), valid_c.sequences(max_len)

@@ -140,3 +140,8 @@ def test_every_option_has_help_text(command):
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     missing = [a.option_strings or a.dest for a in sub._actions if not a.help]
     assert not missing, f"`rnnkit {command} --help` says nothing about {missing}"
+
+
+def test_train_charlm_with_too_few_characters_names_the_flag(tmp_path, capsys):
+    assert main(["train", "charlm", "--max-chars", "10", "--out", str(tmp_path / "m.pt"), "--no-progress"]) == 2
+    assert "--max-chars 10 leaves 1 document" in capsys.readouterr().err
