@@ -305,3 +305,30 @@ def test_cases_do_not_follow_the_kernels_default_dtype(name):
         torch.set_default_dtype(default)
     verdict = judge.compare(name, exported)
     assert verdict.passed, verdict.message
+
+
+@pytest.mark.slow
+def test_untidy_but_complete_submissions_get_full_marks_through_make_autograde(tmp_path):
+    """The real path (sandbox, gradebook, feedback) for the three untidy submissions above: each is complete."""
+    from rnnkit.grading import sandbox
+
+    try:
+        sandbox.check_available()
+    except sandbox.SandboxUnavailable as exc:
+        pytest.skip(str(exc))
+    course = gc.make_course(tmp_path / "course", ["01_rnn"])
+    gc.submit(course, "no_metadata", "01_rnn", _strip_metadata(gc.correct_notebook("01_rnn")))
+    gc.submit(course, "renamed", "01_rnn", gc.correct_notebook("01_rnn"), name="01_rnn (1)")
+    unzipped = course / "grading" / "submitted" / "unzipped" / "01_rnn" / "hw1"
+    unzipped.mkdir(parents=True)
+    nbformat.write(gc.correct_notebook("01_rnn"), str(unzipped / "01_rnn.ipynb"))
+    done = gc.make_autograde(course, jobs=2, db_url=f"sqlite:///{course}/grading/gradebook.db", cell_timeout=30)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = gc.read_export(course / "grades.csv")
+    full = sum(gc.points("01_rnn").values())
+    assert {s: float(r["score"]) for (s, _), r in rows.items()} == {"no_metadata": full, "renamed": full,
+                                                                    "unzipped": full}
+    for student, words in (("renamed", "so `01_rnn (1).ipynb` was graded"), ("unzipped", "`hw1/01_rnn.ipynb`")):
+        page = (course / "grading" / "feedback" / student / "01_rnn" / "01_rnn.html").read_text()
+        assert words in page.replace("<code>", "`").replace("</code>", "`")
+        assert f"{student}/01_rnn: " in done.stderr  # the instructor hears of it too
