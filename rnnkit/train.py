@@ -147,7 +147,7 @@ def _resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"Trainer: expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from None
+        raise ValueError(f"Trainer: expected device 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Trainer: device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -95,7 +95,7 @@ def _tiny_bl(tmp_path):
     (["--resume"], "--resume needs --checkpoint"),  # was silently a fresh start
     (["--max-len", "5"], "--max-len applies to `rnnkit train charlm`, not pianoroll"),  # was ignored
     (["--checkpoint", "SAME"], "--checkpoint and --out must be different files"),
-    (["--device", "gpu"], "expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"),  # was a traceback
+    (["--device", "gpu"], "expected device 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got 'gpu'"),  # was a traceback
 ])
 def test_train_rejects_ignored_or_conflicting_flags(tmp_path, capsys, extra, message):
     out = str(tmp_path / "m.pt")

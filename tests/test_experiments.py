@@ -38,6 +38,7 @@ def quick_run(bl_file, tmp_path_factory):
 def test_quick_reproduction_writes_valid_results(quick_run, capsys):
     results = json.loads((quick_run / "results.json").read_text())
     chung2014.validate_results(results)
+    assert results["environment"]["device"] == "cpu"  # the device actually used ("auto" resolved)
     assert list(results["models"]) == ["tanh", "gru"]
     assert results["config"]["seed"] == 3 and results["config"]["weight_noise_std"] == 0.075
     assert "--quick" in results["command"] and "--seed 3" in results["command"]
@@ -167,6 +168,7 @@ def test_torch_backend_with_the_papers_gru_fails_before_training(bl_file, tmp_pa
     ("--lr-search", "0", "lr_search to be an int >= 1, got 0"),  # was 'min() arg is an empty sequence'
     ("--epochs", "0", "epochs to be an int >= 1, got 0"),
     ("--search-epochs", "-1", "search_epochs to be an int >= 1, got -1"),
+    ("--device", "gpu", "expected device 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got 'gpu'"),  # was after loading
 ])
 def test_bad_counts_fail_before_loading_or_training(bl_file, tmp_path, capsys, monkeypatch, flag, value, message):
     monkeypatch.setattr(chung2014, "_load", lambda config: pytest.fail("loaded the data before the config check"))

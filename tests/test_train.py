@@ -345,7 +345,7 @@ def test_model_without_trainable_parameters():
 
 
 def test_bad_device_string_is_a_value_error():
-    with pytest.raises(ValueError, match=r"expected device 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"):
+    with pytest.raises(ValueError, match=r"expected device 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got 'gpu'"):
         piano_trainer(device="gpu")
 
 
