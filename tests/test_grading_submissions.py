@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 import grading_cases as gc
-from rnnkit.grading import notebooks
+from rnnkit.grading import notebooks, submissions
 
 
 def _source(assignment: str) -> notebooks.SourceNotebook:
@@ -87,7 +87,7 @@ def _touch(folder, *names):
 ])
 def test_a_renamed_notebook_is_graded_with_a_note(tmp_path, files, graded):
     _touch(tmp_path, *files)
-    path, note = notebooks.locate(tmp_path, "01_rnn")
+    path, note = submissions.locate(tmp_path, "01_rnn")
     assert path == tmp_path / graded
     assert (note is None) == (graded == "01_rnn.ipynb")
     if note:
@@ -98,12 +98,12 @@ def test_no_clear_notebook_to_grade_lists_what_was_there(tmp_path):
     _touch(tmp_path, "a.ipynb", "b<img src=x onerror=alert(1)>.ipynb", "c.ipynb")
     (tmp_path / ".ipynb_checkpoints").mkdir()
     _touch(tmp_path / ".ipynb_checkpoints", "01_rnn-checkpoint.ipynb")
-    path, why = notebooks.locate(tmp_path, "01_rnn")
+    path, why = submissions.locate(tmp_path, "01_rnn")
     assert path is None and "not submitted" in why and "a.ipynb" in why and "c.ipynb" in why
     assert "<" not in why and ">" not in why  # the student's file names are shown, never as markup
-    assert notebooks.locate(tmp_path / "empty", "01_rnn") == (None, None)
+    assert submissions.locate(tmp_path / "empty", "01_rnn") == (None, None)
     (tmp_path / "02_gradients.ipynb").symlink_to(tmp_path / "a.ipynb")
-    assert notebooks.locate(tmp_path, "01_rnn", siblings=("a", "c"))[0] is not None  # a sibling is never taken
+    assert submissions.locate(tmp_path, "01_rnn", siblings=("a", "c"))[0] is not None  # a sibling is never taken
 
 
 # ------------------------------------------------------------------ judged in the trusted parent
@@ -219,11 +219,11 @@ def test_an_unzipped_upload_is_graded_from_its_sub_folder(tmp_path):
     _touch(tmp_path / "__MACOSX" / "01_rnn", "01_rnn.ipynb")  # zip tools' resource forks: never graded
     (tmp_path / "hw1" / "01_rnn").mkdir(parents=True)
     _touch(tmp_path / "hw1" / "01_rnn", "01_rnn.ipynb", "notes.md")
-    path, note = notebooks.locate(tmp_path, "01_rnn")
+    path, note = submissions.locate(tmp_path, "01_rnn")
     assert path == tmp_path / "hw1" / "01_rnn" / "01_rnn.ipynb" and "hw1/01_rnn/01_rnn.ipynb" in note
     (tmp_path / "copy").mkdir()
     _touch(tmp_path / "copy", "01_rnn.ipynb")  # two of them: no guess
-    assert notebooks.locate(tmp_path, "01_rnn") == (None, None)
+    assert submissions.locate(tmp_path, "01_rnn") == (None, None)
 
 
 @pytest.mark.parametrize("raw, words", [
@@ -252,13 +252,18 @@ def test_a_garbage_timestamp_in_one_submission_does_not_stop_the_batch(tmp_path,
     folder = gc.submit(course, "aa", "01_rnn", gc.correct_notebook("01_rnn"))
     (folder / "timestamp.txt").write_text("last Tuesday, around noon")
     gc.submit(course, "zz", "01_rnn", gc.correct_notebook("01_rnn"))
+    loose = course / "grading" / "submitted" / "mm" / "01_RNN"  # and a loosely named assignment folder
+    loose.mkdir(parents=True)
+    nbformat.write(gc.correct_notebook("01_rnn"), str(loose / "01_rnn.ipynb"))
     monkeypatch.setattr(autograde.sandbox, "check_available", lambda: None)  # judged here, not executed
     monkeypatch.setattr(autograde.sandbox, "run", lambda *a, **k: sandbox.Result(records={"done.json": b"{}"}))
     autograde.autograde(course, db_url=f"sqlite:///{course}/grading/gradebook.db", export_to="grades.csv",
                         feedback=False, progress=False)
-    assert set(gc.read_export(course / "grades.csv")) == {("aa", "01_rnn"), ("zz", "01_rnn")}
-    for student in ("aa", "zz"):
+    assert set(gc.read_export(course / "grades.csv")) == {("aa", "01_rnn"), ("mm", "01_rnn"), ("zz", "01_rnn")}
+    for student in ("aa", "mm", "zz"):
         assert (course / "grading" / "autograded" / student / "01_rnn" / "01_rnn.ipynb").exists()
+    loose_nb = nbformat.read(str(course / "grading" / "autograded" / "mm" / "01_rnn" / "01_rnn.ipynb"), as_version=4)
+    assert "your folder `01_RNN` was graded as assignment 01_rnn" in loose_nb.cells[0].source
     assert "aa/01_rnn: timestamp.txt is not a date, ignored" in capsys.readouterr().err
 
 
@@ -332,3 +337,18 @@ def test_untidy_but_complete_submissions_get_full_marks_through_make_autograde(t
         page = (course / "grading" / "feedback" / student / "01_rnn" / "01_rnn.html").read_text()
         assert words in page.replace("<code>", "`").replace("</code>", "`")
         assert f"{student}/01_rnn: " in done.stderr  # the instructor hears of it too
+
+
+def test_assignment_folders_named_loosely_are_found_and_strays_reported(tmp_path, capsys):
+    """A hand-copied submission with 'ann/01_RNN/' was never graded (no job: 0, no feedback, no word to anyone)."""
+    every = ["01_rnn", "02_gradients", "03_lstm"]
+    for folder in ("01_RNN", "02_gradients", "02-Gradients", "lab3"):
+        (tmp_path / "ann" / folder).mkdir(parents=True)
+    _touch(tmp_path / "ann", "03_lstm.ipynb", "notes.txt")
+    found = submissions.assignment_folders(tmp_path / "ann", every)
+    assert found == {"01_rnn": (tmp_path / "ann" / "01_RNN", "your folder `01_RNN` was graded as assignment 01_rnn"),
+                     "02_gradients": (tmp_path / "ann" / "02_gradients", None)}
+    err = capsys.readouterr().err
+    for stray in ("'02-Gradients'", "'lab3'", "'03_lstm.ipynb'"):
+        assert f"ann: {stray} is not an assignment folder" in err
+    assert "notes.txt" not in err

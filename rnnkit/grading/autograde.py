@@ -37,7 +37,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import notebooks, reasons, sandbox
+from . import notebooks, reasons, sandbox, submissions
 
 MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
 MAX_EXPORT_UNPACKED = 64 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
@@ -86,6 +86,7 @@ class Job:
     folder: Path  # <submitted>/<student>/<assignment>
     release: Path | None = None  # the assignment's release folder: its data files overwrite the student's copies
     siblings: tuple[str, ...] = ()  # the assignment's other notebooks: never graded in this one's place
+    note: str | None = None  # shown to the student and printed (e.g. the folder was named differently)
 
 
 @dataclass
@@ -178,12 +179,13 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
 
 def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path) -> Graded:
     """Prepare (trusted), execute (sandbox), judge (trusted) one submitted notebook."""
-    path, note = notebooks.locate(job.folder, job.notebook, job.siblings)
+    path, note = submissions.locate(job.folder, job.notebook, job.siblings)
     if path is None:
         cells, why = None, note or "the notebook was not submitted"
         note = None
     else:
         cells, why = notebooks.read_submission(str(path))
+    note = "; ".join(filter(None, [job.note, note])) or None
     prepared = notebooks.prepare(job.source, cells) if cells is not None else None
     if cells is not None and not any(gid in job.source.answer_ids for gid in notebooks.match_cells(job.source, cells)):
         note = "; ".join(filter(None, [note, "none of this assignment's answer cells were found in the graded "
@@ -244,8 +246,8 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
     records its cells in the gradebook) and lists one job per submitted student folder and notebook."""
     cd = api.coursedir
     source_root = Path(cd.root) / cd.source_directory
-    names = sorted(p.name for p in source_root.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
-    names = [n for n in names if not assignments or n in assignments]
+    every = sorted(p.name for p in source_root.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+    names = [n for n in every if not assignments or n in assignments]
     sources: dict[str, list[notebooks.SourceNotebook]] = {}
     for name in names:
         result = api.generate_assignment(name, force=True, create=True)
@@ -263,11 +265,12 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
             if students and student_dir.name not in students:
                 continue
             all_students.append(student_dir.name)
+            folders = submissions.assignment_folders(student_dir, every)
             for name in names:
-                folder = student_dir / name
-                if folder.is_dir():
+                if name in folders:
+                    folder, note = folders[name]
                     jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name,
-                                 tuple(s.name for s in sources[name] if s is not src)) for src in sources[name]]
+                                 tuple(s.name for s in sources[name] if s is not src), note) for src in sources[name]]
     return sources, jobs, all_students
 
 

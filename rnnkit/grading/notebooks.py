@@ -13,7 +13,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nbformat
 from nbformat import v4
@@ -123,63 +122,6 @@ def read_submission(path: str) -> tuple[list[dict] | None, str | None]:
     if not isinstance(cells, list):
         return None, "the submitted file is not a Jupyter notebook (no list of cells)"
     return [c for c in cells if isinstance(c, dict)], None
-
-
-def _shown(file_name: str) -> str:
-    """A student's file name made safe to show inside markdown code (it is theirs: it could hold HTML or `)."""
-    return re.sub(r"[^\w .()/+-]", "?", file_name)[:80]
-
-
-def _nested(folder: Path, lower_name: str, depth: int) -> list[Path]:
-    """Regular files called ``lower_name`` (any case) in the sub-folders of ``folder``, ``depth`` levels down at
-    most; hidden folders and zip tools' ``__MACOSX`` are not looked into, links are not followed."""
-    hits: list[Path] = []
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)[:1000]
-    except OSError:
-        return hits
-    for entry in entries:
-        if entry.name.startswith(".") or entry.name == "__MACOSX" or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            inside = sorted(os.scandir(entry.path), key=lambda e: e.name)[:1000]
-        except OSError:
-            continue
-        hits += [Path(e.path) for e in inside if e.name.lower() == lower_name and e.is_file(follow_symlinks=False)]
-        if depth > 1:
-            hits += _nested(Path(entry.path), lower_name, depth - 1)
-    return hits
-
-
-def locate(folder: Path, name: str, siblings: tuple[str, ...] = ()) -> tuple[Path | None, str | None]:
-    """The file to grade as ``<name>.ipynb`` and a note, or (None, why). Students rename notebooks ("01_rnn (1)
-    .ipynb" from a browser download, "01_rnn-Copy1.ipynb", "Untitled.ipynb"): a human grader would grade the one
-    notebook they handed in, so when ``<name>.ipynb`` is missing the only other notebook is graded (or the only one
-    whose name contains ``name``); with several and no clear choice, the reason lists them."""
-    expected = folder / f"{name}.ipynb"
-    if os.path.lexists(expected):
-        return expected, None
-    try:
-        entries = sorted(os.listdir(folder))
-    except OSError:
-        return None, None
-    found = [e for e in entries if e.lower().endswith(".ipynb") and not e.startswith(".") and e[:-6] not in siblings
-             and not (folder / e).is_symlink() and (folder / e).is_file()]
-    if not found:  # an unzipped upload ("01_rnn/01_rnn.ipynb", "hw1/01_rnn/01_rnn.ipynb"): the notebook by name
-        nested = _nested(folder, f"{name}.ipynb".lower(), depth=2)
-        if len(nested) == 1:
-            shown = _shown(str(nested[0].relative_to(folder)))
-            return nested[0], f"`{name}.ipynb` was not at the top of your submission, so `{shown}` was graded"
-    close = [e for e in found if name.lower() in e.lower()]
-    chosen = found if len(found) == 1 else close if len(close) == 1 else []
-    if chosen:
-        return folder / chosen[0], f"`{name}.ipynb` was not in your submission, so `{_shown(chosen[0])}` was " \
-                                   "graded in its place"
-    if found:
-        shown = ", ".join(_shown(e) for e in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        return None, f"the notebook {name}.ipynb was not submitted (the folder holds {shown}: name the one to " \
-                     f"grade {name}.ipynb)"
-    return None, None
 
 
 def _text(source) -> str:
