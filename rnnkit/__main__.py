@@ -48,6 +48,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not -(2**63) <= value <= 2**63 - 2:  # torch seeds are 64-bit (and the weight-noise stream uses seed + 1)
+        raise argparse.ArgumentTypeError(f"expected a seed in -2**63 .. 2**63 - 2, got {text}")
+    return value
+
+
 def _non_negative_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -186,7 +196,7 @@ def _sample(args, argv) -> int:
 def _add_run_options(parser: argparse.ArgumentParser, out: str, *, seed_help: str) -> None:
     """The options every experiment subcommand shares."""
     parser.add_argument("--backend", choices=["reference", "fused", "torch"], help="rnnkit layer backend")
-    parser.add_argument("--seed", type=int, help=seed_help)
+    parser.add_argument("--seed", type=_seed, help=seed_help)
     parser.add_argument("--out", default=out, help=f"output folder (default {out})")
     parser.add_argument("--device", help="cpu, cuda or auto")
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (numbers mean nothing)")
@@ -241,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clipping threshold (default 1; 0: off)")
     tr.add_argument("--weight-noise", type=float, default=0.0, help="weight noise std (default 0: off)")
     tr.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
-    tr.add_argument("--seed", type=int, default=0, help="seed for weights, data order and noise (default 0)")
+    tr.add_argument("--seed", type=_seed, default=0, help="seed for weights, data order and noise (default 0)")
     tr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     tr.add_argument("--checkpoint", help="checkpoint path, written every epoch")
     tr.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
@@ -260,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--max-len", type=int, default=200, help="characters or frames (default 200)")
     sa.add_argument("--num", type=int, default=1, help="number of samples")
     sa.add_argument("--prompt", default="", help="charlm: text to start from")
-    sa.add_argument("--seed", type=int, default=0, help="the same seed gives the same sample (default 0)")
+    sa.add_argument("--seed", type=_seed, default=0, help="the same seed gives the same sample (default 0)")
     sa.set_defaults(func=_sample)
     return parser
 

@@ -38,6 +38,8 @@ def test_module_entry_point_runs():
     (["reproduce", "chung2014", "--models", "tanh,gru,tanh"], "expected each name once, got tanh"),
     (["tasks", "--cells", "gru,gru"], "expected each name once, got gru"),
     (["reproduce", "chung2014", "--time-limit", "-5"], "expected seconds >= 0 (0: no limit)"),  # was: no limit
+    (["tasks", "--seed", str(10**23)], "expected a seed in -2**63 .. 2**63 - 2"),  # was 'Overflow when unpacking'
+    (["sample", "m.pt", "--seed", "1.5"], "expected an integer seed, got '1.5'"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -182,6 +182,11 @@ def test_repeated_model_in_the_config_is_an_error(bl_file):
         chung2014.run(chung2014.Chung2014Config(models=("tanh", "tanh"), data_file=bl_file, **chung2014.QUICK))
 
 
+def test_seed_beyond_64_bits_is_named(bl_file):
+    with pytest.raises(ValueError, match="expected seed to be a 64-bit int"):  # was 'Overflow when unpacking long long'
+        chung2014.run(chung2014.Chung2014Config(data_file=bl_file, seed=2**64, **chung2014.QUICK))
+
+
 @pytest.mark.parametrize("field, value", [("max_sequences", 0), ("threads", 0)])  # IndexError / torch RuntimeError
 def test_bad_optional_counts_in_the_config(bl_file, field, value):
     config = chung2014.Chung2014Config(data_file=bl_file, **{**chung2014.QUICK, field: value})

@@ -187,6 +187,8 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"chung2014: expected {name} to be an int >= 1, got {value!r}")
     _resolve_device(config.device)  # a bad or absent device fails now, not after the data has loaded
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not -(2**63) <= config.seed <= 2**63 - 2:
+        raise ValueError(f"chung2014: expected seed to be a 64-bit int (-2**63 .. 2**63 - 2), got {config.seed!r}")
     for name in ("max_sequences", "threads"):
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
