@@ -238,3 +238,20 @@ def test_no_progress_reaches_the_chorale_parser(tmp_path, monkeypatch):
     assert main(["reproduce", "chung2014", "--quick", "--no-progress", "--out", str(tmp_path)]) == 2
     assert main(["train", "pianoroll", "--no-progress", "--out", str(tmp_path / "m.pt")]) == 2
     assert seen == [False, False]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "parity,adding", "--adding-lengths", "1"], "adding_lengths >= 2"),  # was after parity had trained
+    (["--device", "gpu"], "expected device"),
+])
+def test_tasks_config_errors_come_before_any_training(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(tasks, "_run", lambda *a: pytest.fail("trained before the config check"))
+    assert main(["tasks", "--quick", "--cells", "tanh", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tasks_config_repeats_and_unknown_tasks():
+    with pytest.raises(ValueError, match="each of cells once"):
+        tasks.run(tasks.TasksConfig(cells=("gru", "gru"), **tasks.QUICK))
+    with pytest.raises(ValueError, match="tasks among 'adding', 'copy', 'parity', got 'sort'"):
+        tasks.run(tasks.TasksConfig(tasks=("parity", "sort"), **tasks.QUICK))
