@@ -229,7 +229,8 @@ def test_an_unzipped_upload_is_graded_from_its_sub_folder(tmp_path):
 @pytest.mark.parametrize("raw, words", [
     (b"", "is empty (0 bytes)"),
     (b"\n", "is empty (0 bytes)"),
-    (b"x" * (notebooks.MAX_NOTEBOOK_BYTES + 1), "clear them"),
+    (b"x" * (notebooks.MAX_WITH_OUTPUTS_BYTES + 1), "clear them"),
+    (b"[" * (notebooks.MAX_NOTEBOOK_BYTES + 1), "not valid JSON"),
 ])
 def test_unreadable_notebooks_say_what_to_do(tmp_path, raw, words):
     (tmp_path / "n.ipynb").write_bytes(raw)
@@ -352,3 +353,16 @@ def test_assignment_folders_named_loosely_are_found_and_strays_reported(tmp_path
     for stray in ("'02-Gradients'", "'lab3'", "'03_lstm.ipynb'"):
         assert f"ann: {stray} is not an assignment folder" in err
     assert "notes.txt" not in err
+
+
+def test_a_notebook_made_big_by_its_outputs_is_still_read(tmp_path):
+    """Plots and training logs saved in the notebook pushed it over 20 MB: it scored 0 ('not a regular file under
+    20 MB') though a human grader would simply open it. Its cells are read without their outputs."""
+    nb = gc.correct_notebook("01_rnn")
+    big = "A" * (notebooks.MAX_NOTEBOOK_BYTES + 2**20)
+    gc.find(nb, "rnn_cell_forward").outputs = [nbformat.v4.new_output("display_data", data={"image/png": big})]
+    nbformat.write(nb, str(tmp_path / "n.ipynb"))
+    cells, why = notebooks.read_submission(str(tmp_path / "n.ipynb"))
+    assert why is None
+    assert [c["source"] for c in cells] == [c["source"] for c in _cells(nb)]
+    assert all("outputs" not in c for c in cells)

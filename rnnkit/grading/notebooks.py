@@ -11,13 +11,24 @@ import copy
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import nbformat
 from nbformat import v4
 
-MAX_NOTEBOOK_BYTES = 20 * 2**20  # a bigger submitted notebook is not read ("too large")
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # read here; a bigger one (outputs, mostly) is read by a memory-capped child
+MAX_WITH_OUTPUTS_BYTES = 100 * 2**20  # nbgrader's exchange collects nothing bigger (max_file_size); not read
+_CHILD_MEMORY = 2 * 2**30
+_WITHOUT_OUTPUTS = (  # the child's whole program: the cells of the notebook on stdin, outputs dropped, as JSON
+    "import json, sys\n"
+    "d = json.loads(sys.stdin.buffer.read().decode('utf-8-sig'))\n"
+    "c = d.get('cells') if isinstance(d, dict) else None\n"
+    "c = [{k: v for k, v in x.items() if k not in ('outputs', 'attachments')} for x in c if isinstance(x, dict)]\n"
+    "json.dump(c, sys.stdout)\n")
 CELL_TEXT_SHOWN = 10_000  # characters of one cell's output shown in feedback
 IMAGE_SHOWN = 1_000_000  # bytes of one (base64) image shown in feedback
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
@@ -108,9 +119,11 @@ def read_submission(path: str) -> tuple[list[dict] | None, str | None]:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             return None, "the submitted notebook is not a regular file"
+        if st.st_size > MAX_WITH_OUTPUTS_BYTES:
+            return None, f"the submitted notebook is larger than {MAX_WITH_OUTPUTS_BYTES >> 20} MB, most likely " \
+                         "its outputs: clear them (Kernel > Restart Kernel and Clear Outputs), save, and submit again"
         if st.st_size > MAX_NOTEBOOK_BYTES:
-            return None, f"the submitted notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB, most likely its " \
-                         "outputs: clear them (Kernel > Restart Kernel and Clear Outputs), save, and submit again"
+            return _cells_without_outputs(fh)
         raw = fh.read(MAX_NOTEBOOK_BYTES + 1)
     if not raw.strip():
         return None, "the submitted notebook is empty (0 bytes): was it saved before it was submitted?"
@@ -121,6 +134,23 @@ def read_submission(path: str) -> tuple[list[dict] | None, str | None]:
     cells = data.get("cells") if isinstance(data, dict) else None
     if not isinstance(cells, list):
         return None, "the submitted file is not a Jupyter notebook (no list of cells)"
+    return [c for c in cells if isinstance(c, dict)], None
+
+
+def _cells_without_outputs(fh) -> tuple[list[dict] | None, str | None]:
+    """A notebook made big by its outputs (plots, training logs) is still graded, as a human grader would: it is
+    parsed in a child process with capped memory, so that a hostile file of tiny JSON objects (gigabytes once
+    parsed) costs the grader nothing, and only the cells without their outputs come back."""
+    if shutil.which("prlimit") is None:
+        return None, f"the submitted notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MB: clear its outputs"
+    try:
+        done = subprocess.run(["prlimit", f"--as={_CHILD_MEMORY}", "--", sys.executable, "-I", "-c", _WITHOUT_OUTPUTS],
+                              stdin=fh, capture_output=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0 or len(done.stdout) > MAX_NOTEBOOK_BYTES:
+        return None, "the submitted notebook is not valid JSON, or its cells alone are too large to read"
+    cells = json.loads(done.stdout)
     return [c for c in cells if isinstance(c, dict)], None
 
 
