@@ -334,6 +334,12 @@ def test_bl_missing_file(tmp_path):
         load_bl_file(tmp_path / "nope.pickle")
 
 
+def test_bl_path_with_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write(tmp_path, BL, "json", name="jsb")
+    assert len(load_bl_file("~/jsb.json")["train"]) == 2  # was 'no such file: ~/jsb.json'
+
+
 def test_bl_directory_is_named_as_such(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory; expected a file"):
         load_bl_file(tmp_path)

@@ -172,7 +172,7 @@ Split keys may be ``str`` or ``bytes`` (``b"train"``); other keys are ignored.
     pitch outside 21..108, an empty sequence or split, unreadable bytes, and any pickle that names a class or
     function (such pickles could execute code and are never loaded).
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/data/JSB Chorales.pickle" from a config file, where no shell expands it
     if path.is_dir():
         raise IsADirectoryError(f"load_bl_file: {path} is a directory; expected a file such as 'JSB Chorales.pickle'")
     if not path.is_file():
