@@ -283,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # bad input (incl. missing/unreadable files): one line, not a traceback
         print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # training diverged: the message names the step and what to try
+        print(f"rnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

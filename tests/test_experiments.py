@@ -255,3 +255,52 @@ def test_tasks_config_repeats_and_unknown_tasks():
         tasks.run(tasks.TasksConfig(cells=("gru", "gru"), **tasks.QUICK))
     with pytest.raises(ValueError, match="tasks among 'adding', 'copy', 'parity', got 'sort'"):
         tasks.run(tasks.TasksConfig(tasks=("parity", "sort"), **tasks.QUICK))
+
+
+def _diverge_above(monkeypatch, threshold):
+    from rnnkit.train import Trainer
+
+    step = Trainer._step
+
+    def maybe_diverge(self, batch):
+        if self.config.lr > threshold:
+            raise FloatingPointError(f"Trainer: the loss became non-finite (lr {self.config.lr})")
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", maybe_diverge)
+
+
+def test_a_diverging_learning_rate_is_recorded_not_fatal(bl_file, monkeypatch):
+    config = chung2014.Chung2014Config(models=("tanh",), data_file=bl_file, progress=False, **chung2014.QUICK)
+    low, high = chung2014.lr_candidates(config)
+    _diverge_above(monkeypatch, (low + high) / 2)  # the larger candidate diverges: the run used to crash
+    result = chung2014.run(config, None, verbose=False)["models"]["tanh"]
+    assert result["lr"] == low
+    assert [r["valid_nll"] is None for r in result["lr_search"]] == [False, True]
+    assert "non-finite" in result["lr_search"][1]["diverged"]
+
+
+def test_every_learning_rate_diverging_is_one_line(bl_file, tmp_path, capsys, monkeypatch):
+    _diverge_above(monkeypatch, 0.0)
+    code = main(["reproduce", "chung2014", "--quick", "--models", "gru", "--data-file", bl_file, "--out",
+                 str(tmp_path), "--no-progress"])
+    assert code == 1 and "gru: every learning rate diverged" in capsys.readouterr().err
+
+
+def test_the_winner_diverging_later_keeps_its_best_epoch(bl_file, monkeypatch):
+    from rnnkit.train import Trainer
+
+    step = Trainer._step
+
+    def diverge_after_search(self, batch):
+        if self.epoch >= 1:  # QUICK searches 1 epoch; the continuation diverges
+            raise FloatingPointError("Trainer: the loss became non-finite")
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", diverge_after_search)
+    config = chung2014.Chung2014Config(models=("lstm",), data_file=bl_file, progress=False, **chung2014.QUICK)
+    with pytest.warns(RuntimeWarning, match="lstm diverged after epoch 1"):
+        results = chung2014.run(config, None, verbose=False)
+    r = results["models"]["lstm"]
+    assert r["stop_reason"] == "diverged" and r["epochs"] == 1 and r["best_epoch"] == 1
+    chung2014.validate_results(results)

@@ -147,12 +147,19 @@ def _run_model(config: Chung2014Config, cell: str, splits: dict, n_keys: int) ->
     train, valid = splits["train"], splits["valid"]
     start = time.perf_counter()
     search_epochs = min(config.search_epochs, config.epochs)
-    trainers = []
+    trainers, runs = [], []
     for lr in lr_candidates(config):
         trainer = Trainer(_model(config, cell, units, n_keys), _train_config(config, lr, search_epochs))
-        trainer.fit(train, valid)
+        try:
+            trainer.fit(train, valid)
+        except FloatingPointError as e:  # a learning rate too large for this data is a finding of the search
+            runs.append({"lr": lr, "valid_nll": None, "epochs": trainer.epoch, "diverged": str(e)})
+            continue
         trainers.append(trainer)
-    runs = [{"lr": t.config.lr, "valid_nll": t.best_loss, "epochs": t.epoch} for t in trainers]
+        runs.append({"lr": lr, "valid_nll": trainer.best_loss, "epochs": trainer.epoch})
+    if not trainers:
+        raise FloatingPointError(f"chung2014: {cell}: every learning rate diverged ("
+                                 f"{', '.join(format(r['lr'], '.2e') for r in runs)}); try a lower lr_range")
     best = min(trainers, key=lambda t: t.best_loss)
     history = best.history
     left = None if config.time_limit is None else config.time_limit - (time.perf_counter() - start)
@@ -163,7 +170,12 @@ def _run_model(config: Chung2014Config, cell: str, splits: dict, n_keys: int) ->
             history["stop_reason"] = None  # continue the winner
             best.config.epochs = config.epochs
             best.config.time_limit = None if left is None else history["seconds"][-1] + left
-            best.fit(train, valid)
+            try:
+                best.fit(train, valid)
+            except FloatingPointError as e:  # keep the epochs before it: the best weights are from one of them
+                history["stop_reason"] = "diverged"
+                warnings.warn(f"chung2014: {cell} diverged after epoch {best.epoch}; reporting its best epoch ({e})",
+                              RuntimeWarning, stacklevel=2)
     best.model.load_state_dict(best.best_state)
     return {
         "cell": cell, "units": units, "parameters": count_parameters(best.model), "lr": best.config.lr,
