@@ -231,15 +231,17 @@ class Trainer:
                     p.add_(torch.randn(p.shape, generator=self.noise_generator, device=p.device, dtype=p.dtype),
                            alpha=c.weight_noise_std)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, count = _split_loss(self.loss_fn(self.model, batch))
-        if not loss.requires_grad:
-            raise ValueError("Trainer: the loss does not depend on any trainable parameter (it has no grad_fn); "
-                             "did loss_fn detach it, call .item(), or run under torch.no_grad()?")
-        loss.backward()
-        if saved is not None:
-            with torch.no_grad():
-                for p, s in zip(self.params, saved):
-                    p.copy_(s)
+        try:
+            loss, count = _split_loss(self.loss_fn(self.model, batch))
+            if not loss.requires_grad:
+                raise ValueError("Trainer: the loss does not depend on any trainable parameter (it has no grad_fn); "
+                                 "did loss_fn detach it, call .item(), or run under torch.no_grad()?")
+            loss.backward()
+        finally:  # also when loss_fn raises: a caller who catches it must not keep the noisy weights
+            if saved is not None:
+                with torch.no_grad():
+                    for p, s in zip(self.params, saved):
+                        p.copy_(s)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0  # pre-clip ||g||_2
         self.history["grad_norm"].append(norm)

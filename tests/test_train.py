@@ -425,3 +425,17 @@ def test_checkpoint_path_that_is_a_folder_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="is a folder; expected a file path"):  # was IsADirectoryError after epoch 1
         t.fit(rolls(4), rolls(2))
     assert t.step == 0
+
+
+def test_weights_are_noise_free_after_loss_fn_raises():
+    t = piano_trainer(weight_noise_std=0.5)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+
+    def broken(model, batch):
+        model(batch.inputs, batch.lengths)
+        raise RuntimeError("bad batch")
+
+    t.loss_fn = broken
+    with pytest.raises(RuntimeError, match="bad batch"):
+        t.fit(rolls(4))
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())  # was left at theta + noise
