@@ -23,7 +23,9 @@ Exact resume: a checkpoint written at the end of each epoch holds the model, the
 weight-noise generators, the global torch RNG (dropout), the epoch, the best weights and the history; resuming from
 it gives bitwise the same weights as the uninterrupted run on the same device type (tested in
 ``tests/test_train.py``). A checkpoint from another device type also resumes, with a warning: the weight-noise
-stream of a CUDA generator cannot continue on a CPU one (or the reverse), so it is reseeded.
+stream of a CUDA generator cannot continue on a CPU one (or the reverse), so it is reseeded. Resuming under a config
+that changes ``lr``, ``batch_size``, clipping, weight noise, ... applies the new values from there on, with a warning
+that lists them; a checkpoint of another model or optimizer is a ``ValueError``.
 """
 
 from __future__ import annotations
