@@ -97,6 +97,10 @@ class SeqBatch:
     targets: Tensor
     lengths: Tensor
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.lengths, Tensor):  # a list [3, 2] from hand-built batches: the losses call .to/.sum
+            self.lengths = torch.as_tensor(self.lengths, dtype=torch.long)
+
     def to(self, device) -> "SeqBatch":
         return SeqBatch(self.inputs.to(device), self.targets.to(device), self.lengths)
 

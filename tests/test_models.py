@@ -217,3 +217,12 @@ def test_charlm_collate_needs_two_tokens():
 def test_greedy_decode_max_len_must_be_positive():
     with pytest.raises(ValueError, match="max_len to be an int >= 1, got 0"):  # was 'stack expects a non-empty'
         Seq2Seq(5, 5, 4).greedy_decode(torch.zeros(3, 2, dtype=torch.long), 0)
+
+
+def test_seq_batch_lengths_may_be_a_list():
+    model = PianoRollModel("gru", 3, n_keys=4)
+    x = torch.rand(3, 2, 4).round()
+    from rnnkit.models import SeqBatch
+
+    as_list, as_tensor = SeqBatch(x, x, [3, 2]), SeqBatch(x, x, torch.tensor([3, 2]))
+    assert model.loss(as_list)[0].item() == model.loss(as_tensor)[0].item()  # was AttributeError: list has no .to
