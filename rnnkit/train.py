@@ -277,12 +277,14 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         total, count = 0.0, 0
-        for start in range(0, len(data), bs):
-            batch = move_to(self.collate_fn([data[i] for i in range(start, min(start + bs, len(data)))]), self.device)
-            loss, n = _split_loss(self.loss_fn(self.model, batch))
-            total += float(loss) * n
-            count += n
-        self.model.train(was_training)
+        try:
+            for start in range(0, len(data), bs):
+                items = [data[i] for i in range(start, min(start + bs, len(data)))]
+                loss, n = _split_loss(self.loss_fn(self.model, move_to(self.collate_fn(items), self.device)))
+                total += float(loss) * n
+                count += n
+        finally:  # an error in loss_fn must not leave the model in eval mode (dropout silently off in training)
+            self.model.train(was_training)
         return total / count
 
     # ------------------------------------------------------------------------------------------------- fit

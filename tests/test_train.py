@@ -439,3 +439,11 @@ def test_weights_are_noise_free_after_loss_fn_raises():
     with pytest.raises(RuntimeError, match="bad batch"):
         t.fit(rolls(4))
     assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())  # was left at theta + noise
+
+
+def test_evaluate_restores_training_mode_when_loss_fn_raises():
+    t = Trainer(nn.Linear(2, 1), TrainConfig(progress=False), loss_fn=lambda m, b: m(b[0]).mean() / 0 + None)
+    t.model.train()
+    with pytest.raises(TypeError):
+        t.evaluate((torch.zeros(3, 2),))
+    assert t.model.training  # was left in eval mode: dropout off for the rest of training
