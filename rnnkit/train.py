@@ -389,12 +389,16 @@ class Trainer:
         if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
             raise ValueError(f"Trainer: the checkpoint was written with optimizer {saved['optimizer']!r}, this trainer "
                              f"uses {self.config.optimizer!r}; its state cannot continue in another optimizer")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:  # size mismatch, missing or unexpected keys: another architecture
-            first = str(e).strip().splitlines()
+        # Compare before loading: load_state_dict copies the matching tensors before it reports the others.
+        own, theirs = self.model.state_dict(), state["model"]
+        problems = [f"missing {k}" for k in own if k not in theirs]
+        problems += [f"unexpected {k}" for k in theirs if k not in own]
+        problems += [f"{k}: {tuple(theirs[k].shape)} in the checkpoint, {tuple(v.shape)} here" for k, v in own.items()
+                     if k in theirs and theirs[k].shape != v.shape]
+        if problems:
             raise ValueError(f"Trainer: the checkpoint's weights do not fit this model (another cell type or size?): "
-                             f"{' '.join(line.strip() for line in first[1:3]) or first[0]}") from None
+                             f"{'; '.join(problems[:3])}{' ...' if len(problems) > 3 else ''}")
+        self.model.load_state_dict(theirs)
         self.optimizer.load_state_dict(state["optimizer"])
         self._apply_changed_settings(saved)
         self.data_generator.set_state(state["data_generator"])

@@ -370,8 +370,10 @@ def test_resume_checks_model_optimizer_and_file(tmp_path):
     piano_trainer(checkpoint=ck, epochs=1).fit(rolls(4), rolls(2))
     other = Trainer(PianoRollModel("lstm", 5, n_keys=6), TrainConfig(checkpoint=ck, resume=True, progress=False,
                                                                       lr=1e-2, weight_noise_std=0.075))
-    with pytest.raises(ValueError, match="checkpoint's weights do not fit this model"):
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"checkpoint's weights do not fit this model.*\(15, 6\) in the checkpoint"):
         other.fit(rolls(4), rolls(2))
+    assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())  # nothing half-loaded
     with pytest.raises(ValueError, match="written with optimizer 'rmsprop', this trainer uses 'adam'"):
         piano_trainer(checkpoint=ck, resume=True, optimizer="adam").fit(rolls(4), rolls(2))
     model_file = tmp_path / "model.pt"
