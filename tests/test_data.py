@@ -516,7 +516,7 @@ def test_char_vocab_eos_pad_round_trip(corpus):
         v.encode("snowman \u2603")
     with pytest.raises(ValueError, match="expected ids in 0.."):
         v.decode([len(v)])
-    with pytest.raises(ValueError, match="expected ids in 0.."):
+    with pytest.raises(ValueError, match="expected integer ids, got 2.0"):
         v.decode([2.0])
 
 
@@ -661,3 +661,19 @@ def test_iterate_batches_accepts_numpy_batch_size_and_a_list_of_labels():
     seqs = [torch.randn(n, 2) for n in (3, 5, 1)]
     batches = list(iterate_batches(seqs, np.int64(2), targets=[7, 8, 9], shuffle=False))
     assert [b[2].tolist() for b in batches] == [[7, 8], [9]]  # the list was read as sequences ('got int')
+
+
+def test_char_vocab_type_errors_name_the_problem():
+    v = CharVocab.from_text("abc")
+    with pytest.raises(TypeError, match="expected a str, got int"):  # was "'int' object is not iterable"
+        v.encode(5)
+    with pytest.raises(ValueError, match=r"expected integer ids, got 3.0 \(float\)"):  # was "ids in 0..4, got 3.0"
+        v.decode(torch.tensor([3.0]))
+    with pytest.raises(ValueError, match="from_dict: expected {'chars': str}"):  # was KeyError: 'chars'
+        CharVocab.from_dict({"x": 1})
+    assert CharVocab.from_dict(v.to_dict()) == v
+
+
+def test_chorale_split_seed_beyond_64_bits(cache):
+    with pytest.raises(ValueError, match="split_seed in -2\\*\\*63"):  # was 'Overflow when unpacking long long'
+        load_chorales(split_seed=2**64, limit=LIMIT, progress=False)

@@ -229,6 +229,8 @@ def load_chorales(
         raise ValueError(f"{fn}: expected frames in {sorted(FRAMES)}, got {frames!r}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral):
         raise TypeError(f"{fn}: expected split_seed to be an int, got {type(split_seed).__name__}")
+    if not -(2**63) <= split_seed < 2**64:  # torch.Generator seeds are 64-bit
+        raise ValueError(f"{fn}: expected split_seed in -2**63 .. 2**64 - 1, got {split_seed}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 3):
         raise ValueError(f"{fn}: expected limit to be None or an int >= 3 (one chorale per split), got {limit!r}")
     folder = _resolve_cache_dir(cache_dir)

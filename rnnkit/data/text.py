@@ -87,6 +87,8 @@ class CharVocab:
 
     def encode(self, text: str, *, add_eos: bool = False) -> torch.Tensor:
         """int64 tensor ``(len(text) [+1],)`` of ids; raises ValueError on a character outside the vocabulary."""
+        if not isinstance(text, str):  # a list of str would work by accident, an int fails with "not iterable"
+            raise TypeError(f"CharVocab.encode: expected a str, got {type(text).__name__}")
         try:
             ids = [self.stoi[c] for c in text]
         except KeyError as e:
@@ -111,7 +113,9 @@ class CharVocab:
                 i = None if isinstance(value, bool) else operator.index(value)
             except TypeError:
                 i = None
-            if i is None or not 0 <= i < len(self):
+            if i is None:  # 3.0 is in range but not an id: say what is wrong with it
+                raise ValueError(f"CharVocab.decode: expected integer ids, got {value!r} ({type(value).__name__})")
+            if not 0 <= i < len(self):
                 raise ValueError(f"CharVocab.decode: expected ids in 0..{len(self) - 1}, got {value!r}")
             if i == self.pad:
                 continue
@@ -130,6 +134,8 @@ class CharVocab:
     @classmethod
     def from_dict(cls, d: dict) -> "CharVocab":
         """Rebuild the vocabulary that :meth:`CharVocab.to_dict` saved."""
+        if not isinstance(d, dict) or not isinstance(d.get("chars"), str):
+            raise ValueError(f"CharVocab.from_dict: expected {{'chars': str}} (from CharVocab.to_dict), got {d!r:.80}")
         return cls(d["chars"])
 
 
