@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -366,3 +367,23 @@ def test_a_notebook_made_big_by_its_outputs_is_still_read(tmp_path):
     assert why is None
     assert [c["source"] for c in cells] == [c["source"] for c in _cells(nb)]
     assert all("outputs" not in c for c in cells)
+
+
+def test_a_nested_notebook_runs_beside_its_own_files(tmp_path, monkeypatch):
+    """An unzipped upload's notebook imports a helper module next to it: the sandbox must hold that file beside the
+    notebook it runs (it was copied with its sub-folder, one level off, so the import failed)."""
+    from rnnkit.grading import sandbox
+
+    job = _job(tmp_path)
+    (job.folder / "01_rnn.ipynb").unlink()  # only hw1/01_rnn.ipynb is handed in
+    (job.folder / "hw1").mkdir()
+    nbformat.write(gc.correct_notebook("01_rnn"), str(job.folder / "hw1" / "01_rnn.ipynb"))
+    (job.folder / "hw1" / "helpers.py").write_text("SCALE = 1.0\n")
+    seen = {}
+
+    def look(inp, notebook, **kwargs):
+        seen["files"] = sorted(p.name for p in Path(inp).iterdir())
+        return sandbox.Result(records={"done.json": b"{}"})
+
+    _run_job(job, tmp_path, look, monkeypatch)
+    assert seen["files"] == ["01_rnn.ipynb", "helpers.py"]
