@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pickle
 import json
 import math
 import os
+import pickle
 import shlex
 import sys
 
