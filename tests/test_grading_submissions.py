@@ -159,7 +159,8 @@ def test_a_kernel_that_never_started_is_retried_not_scored_zero(tmp_path, monkey
 
     job = _job(tmp_path)
     prepared = notebooks.prepare(job.source, _cells(gc.correct_notebook("01_rnn")))
-    failed = sandbox.Result(records={"kernel-error.json": b'{"error": "RuntimeError"}', "done.json": b"{}"})
+    failed = sandbox.Result(records={"kernel-error.json": b'{"error": "RuntimeError", "message": "Kernel died '
+                                                          b'before replying to kernel_info"}', "done.json": b"{}"})
     runs = []
 
     def flaky(*args, **kwargs):
@@ -173,7 +174,7 @@ def test_a_kernel_that_never_started_is_retried_not_scored_zero(tmp_path, monkey
     graded = _run_job(job, tmp_path, lambda *a, **k: failed, monkeypatch)  # never starts: say so, to both
     assert sum(graded.scores.values()) == 0
     assert all("could not start a Python kernel" in m for m in graded.messages.values())
-    assert "grade it again" in graded.log
+    assert "grade it again" in graded.log and "RuntimeError: Kernel died before replying" in graded.log
 
 
 def test_another_assignments_notebook_under_another_name_is_graded_with_notes(tmp_path, monkeypatch):

@@ -171,8 +171,9 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
         messages[cell.grade_id] = "\n".join(lines) + f"\nScore: {score:g} / {cell.points:g}\n"
     log = note
     if reasons.kernel_never_started(result):
-        log = "; ".join(filter(None, [note, f"no Python kernel started in {KERNEL_START_TRIES} tries: grade it "
-                                            "again (AUTOGRADE_ARGS='--student ... --assignment ...')"]))
+        log = "; ".join(filter(None, [note, f"no Python kernel started in {KERNEL_START_TRIES} tries "
+                                            f"({reasons.kernel_error(result)}): grade it again "
+                                            "(AUTOGRADE_ARGS='--student ... --assignment ...')"]))
     nb = notebooks.autograded(job.source, executed, cell_records, messages, note)
     return Graded(scores, messages, nb, result.seconds if result else 0.0, log)
 

@@ -3,6 +3,7 @@ score: every record read here is untrusted (the student's kernel could have forg
 but nothing else."""
 from __future__ import annotations
 
+import json
 import re
 
 from . import sandbox
@@ -15,6 +16,16 @@ def kernel_never_started(result: sandbox.Result | None) -> bool:
     """The runner reported a kernel failure before any cell ran: none of the student's code ran."""
     return result is not None and "kernel-error.json" in result.records and not any(
         name.startswith("cell/") for name in result.records)
+
+
+def kernel_error(result: sandbox.Result) -> str:
+    """The runner's account of a kernel failure, for the instructor's log only (untrusted, so cut to one line)."""
+    try:
+        record = json.loads(result.records["kernel-error.json"].decode())
+        text = f"{record.get('error')}: {record.get('message')}"
+    except (KeyError, ValueError, AttributeError, UnicodeDecodeError):
+        return "no details"
+    return re.sub(r"[^ -~]", " ", text)[:300]
 
 
 def _raised_in(status: dict, answers: set[str]) -> str | None:

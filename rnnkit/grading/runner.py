@@ -216,7 +216,8 @@ class Runner:
                             self.why_skipped[index] = "hung"
                             return attempt < MAX_RESTARTS
         except (DeadKernelError, RuntimeError, TimeoutError) as exc:  # kernel failed to start or to shut down
-            self.writer.send("kernel-error.json", json.dumps({"error": type(exc).__name__}).encode())
+            self.writer.send("kernel-error.json", json.dumps({"error": type(exc).__name__,
+                                                              "message": str(exc)[:300]}).encode())
         return False
 
     @staticmethod
