@@ -388,3 +388,22 @@ def test_a_nested_notebook_runs_beside_its_own_files(tmp_path, monkeypatch):
 
     _run_job(job, tmp_path, look, monkeypatch)
     assert seen["files"] == ["01_rnn.ipynb", "helpers.py"]
+
+
+def test_a_failed_visible_test_shows_its_own_message():
+    """'a visible test failed: run it in your notebook to see why' left the student guessing; the visible test's
+    message says what to fix (a tuple, not a list). A hidden test line the kernel raised is never shown."""
+    from rnnkit.grading import reasons, sandbox
+
+    def status(evalue):
+        return {"status": "error", "ename": "AssertionError",
+                "outputs": [{"output_type": "error", "ename": "AssertionError", "evalue": evalue, "traceback": []}]}
+
+    scrub = notebooks.Scrubber(['grading.check("rnn_forward", rnn_forward)'])
+    text = reasons.reason(status("rnn_forward should return a tuple (output, h_n)"), sandbox.Result(),
+                          sandbox.Limits(), scrub=scrub)
+    assert text.endswith("a visible test in this cell failed: rnn_forward should return a tuple (output, h_n)")
+    leaked = reasons.reason(status('In = [\'grading.check("rnn_forward", rnn_forward)\']'), sandbox.Result(),
+                            sandbox.Limits(), scrub=scrub)
+    assert "grading.check" not in leaked and "hidden test line removed" in leaked
+    assert "run it in your notebook" in reasons.reason(status(""), sandbox.Result(), sandbox.Limits(), scrub=scrub)

@@ -142,6 +142,7 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
     executed = prepared if prepared is not None else notebooks.prepare(job.source, None)
     index_of = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(executed.cells)}
     incidents = reasons.incidents(executed, cell_records, {cell.grade_id for cell in job.source.graded}, limits)
+    scrub = notebooks.Scrubber(job.source.hidden_lines)
     answers = set().union(*(notebooks.defined_names(c.source) for c in executed.cells
                             if c.metadata.get("nbgrader", {}).get("solution")))
     scores, messages = {}, {}
@@ -153,7 +154,7 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
             if why_not_run:
                 ok, text = False, f"{name}: not graded — {why_not_run}"
             elif data is None:
-                why = reasons.reason(cell_records.get(index), result, limits, answers)
+                why = reasons.reason(cell_records.get(index), result, limits, answers, scrub)
                 ok, text = False, f"{name}: no result — {why}"
                 earlier = [said for i, said in incidents if index is not None and i < index][-3:]
                 if earlier:

@@ -39,9 +39,20 @@ def _raised_in(status: dict, answers: set[str]) -> str | None:
     return None
 
 
-def reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits, answers: set[str] = frozenset()
-           ) -> str:
-    """Why a check produced no result. ``answers``: names the student's answer cells define."""
+def _assertion(status: dict, scrub) -> str | None:
+    """The visible test's own message (it says what to fix), one line, scrubbed of hidden test lines (a kernel can
+    raise anything, its own input history included)."""
+    for out in reversed(status.get("outputs") if isinstance(status.get("outputs"), list) else []):
+        if isinstance(out, dict) and out.get("output_type") == "error":
+            text = " ".join(scrub(_ANSI.sub("", str(out.get("evalue") or ""))).split())
+            return text[:300] + ("..." if len(text) > 300 else "") if text else None
+    return None
+
+
+def reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits, answers: set[str] = frozenset(),
+           scrub=lambda text: text) -> str:
+    """Why a check produced no result. ``answers``: names the student's answer cells define; ``scrub``: removes
+    hidden test lines from text (:class:`rnnkit.grading.notebooks.Scrubber`)."""
     if status is None:
         if kernel_never_started(result):
             return "the grader could not start a Python kernel for this notebook (a grading problem, not yours: " \
@@ -67,7 +78,9 @@ def reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits, 
     if kind == "error":
         hint = " (is the function defined, and did its cell run?)" if ename == "NameError" else ""
         if ename == "AssertionError":
-            hint = " (a visible test in this cell failed: run it in your notebook to see why)"
+            said = _assertion(status, scrub)
+            hint = f": a visible test in this cell failed: {said}" if said else \
+                " (a visible test in this cell failed: run it in your notebook to see why)"
         where = _raised_in(status, answers)
         where = f" (raised in your {where})" if where else ""
         return f"the test cell stopped with {ename or 'an error'}{where} before this check ran{hint}"
