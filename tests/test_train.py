@@ -411,15 +411,15 @@ def test_a_tuple_with_a_0d_tensor_is_named():
 
 
 def test_device_checks(monkeypatch):
-    from rnnkit import train
+    from rnnkit import train_config
 
     with pytest.raises(ValueError, match="got 'meta'"):  # parses as a torch device, but no model trains there
-        train._resolve_device("meta")
+        train_config.resolve_device("meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"'cuda:3' requested but this machine has 1 CUDA device\(s\)"):
-        train._resolve_device("cuda:3")  # was 'invalid device ordinal' from inside model.to()
-    assert train._resolve_device("cuda:0") == torch.device("cuda:0")
+        train_config.resolve_device("cuda:3")  # was 'invalid device ordinal' from inside model.to()
+    assert train_config.resolve_device("cuda:0") == torch.device("cuda:0")
 
 
 def test_checkpoint_path_that_is_a_folder_fails_before_training(tmp_path):

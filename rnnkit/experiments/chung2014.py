@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models import PianoRollModel, count_parameters, units_for_budget
-from ..train import TrainConfig, Trainer, _resolve_device
+from ..train import Trainer
+from ..train_config import TrainConfig, resolve_device
 
 __all__ = ["Chung2014Config", "QUICK", "PAPER_TABLE2", "PAPER_UNITS", "run", "validate_results", "format_table",
            "plot_learning_curves", "lr_candidates"]
@@ -198,7 +199,7 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"chung2014: expected {name} to be an int >= 1, got {value!r}")
-    _resolve_device(config.device)  # a bad or absent device fails now, not after the data has loaded
+    resolve_device(config.device)  # a bad or absent device fails now, not after the data has loaded
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not -(2**63) <= config.seed <= 2**63 - 2:
         raise ValueError(f"chung2014: expected seed to be a 64-bit int (-2**63 .. 2**63 - 2), got {config.seed!r}")
     for name in ("max_sequences", "threads"):
@@ -227,7 +228,7 @@ def _run(config, out, verbose: bool) -> dict:
         "experiment": "chung2014", "format_version": FORMAT_VERSION,
         "command": config.command or "python -m rnnkit reproduce chung2014",
         "config": dataclasses.asdict(config), "dataset": info,
-        "environment": {**environment(), "device": str(_resolve_device(config.device))},  # what "auto" became
+        "environment": {**environment(), "device": str(resolve_device(config.device))},  # what "auto" became
         "paper": {"dataset": info["paper_dataset"], "table2": PAPER_TABLE2[info["paper_dataset"]],
                   "units": PAPER_UNITS, "parameters": PAPER_PARAMETERS},
         "models": {},

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from ..data.tasks import adding_problem, copy_task, parity_task
 from ..models import count_parameters, make_recurrent, recurrent_parameter_count
-from ..train import TrainConfig, Trainer, _resolve_device
+from ..train import Trainer
+from ..train_config import TrainConfig, resolve_device
 from .chung2014 import environment, torch_threads
 
 __all__ = ["TasksConfig", "QUICK", "TaskModel", "run", "validate_tasks_results"]
@@ -148,7 +149,7 @@ def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) ->
             raise ValueError(f"tasks: expected each of {what} once, got {list(names)}")
     if any(length < 2 for length in config.adding_lengths if "adding" in config.tasks):
         raise ValueError(f"tasks: expected adding_lengths >= 2 (one marker in each half), got {config.adding_lengths}")
-    _resolve_device(config.device)
+    resolve_device(config.device)
     if out is not None:  # now, not after minutes of training: a file in the way or a read-only place fails here
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"tasks: the output folder {out} exists and is not a folder")
