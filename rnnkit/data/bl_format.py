@@ -166,7 +166,7 @@ def load_bl_file(path: str | os.PathLike) -> dict[str, list[torch.Tensor]]:
     """Read a Boulanger-Lewandowski pickle or JSON file into ``{"train", "valid", "test"}`` lists of float32
     ``(T_i, 88)`` 0/1 tensors. The content decides, whatever the suffix: JSON if it starts with ``{`` or ``[``
     (after an optional UTF-8 byte order mark and white space), pickle otherwise; either may be gzip-compressed.
-Split keys may be ``str`` or ``bytes`` (``b"train"``); other keys are ignored.
+    Split keys may be ``str`` or ``bytes`` (``b"train"``); other keys are ignored.
 
     Raises ``ValueError`` naming what was expected for: a missing split, wrong nesting, a non-integer pitch, a
     pitch outside 21..108, an empty sequence or split, unreadable bytes, and any pickle that names a class or
