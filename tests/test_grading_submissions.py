@@ -407,3 +407,17 @@ def test_a_failed_visible_test_shows_its_own_message():
                             sandbox.Limits(), scrub=scrub)
     assert "grading.check" not in leaked and "hidden test line removed" in leaked
     assert "run it in your notebook" in reasons.reason(status(""), sandbox.Result(), sandbox.Limits(), scrub=scrub)
+
+
+def test_malformed_cell_fields_cost_nothing_but_themselves():
+    """A cell whose metadata is a list (or whose cell_type is an object) made the rebuild raise, and the whole
+    submission scored 0 as 'the grader failed on this submission'. Such a cell is just the student's own cell."""
+    src = _source("01_rnn")
+    cells = _cells(gc.correct_notebook("01_rnn"))
+    markdown = [c for c in cells if c["cell_type"] == "markdown"]
+    markdown[1]["metadata"] = ["not", "a", "dict"]
+    markdown[2]["cell_type"] = {"not": "a type"}
+    markdown[3]["metadata"] = {"nbgrader": "not a dict"}
+    out = notebooks.prepare(src, cells)
+    intact = notebooks.prepare(src, _cells(gc.correct_notebook("01_rnn")))
+    assert [x for x in _layout(out) if x[1]] == [x for x in _layout(intact) if x[1]]  # every graded cell, in order

@@ -35,7 +35,8 @@ HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
 
 def _nbgrader(cell) -> dict:
-    md = cell.get("metadata", {}).get("nbgrader") if isinstance(cell, dict) else None
+    meta = cell.get("metadata") if isinstance(cell, dict) else None  # a submission's JSON may hold any type here
+    md = meta.get("nbgrader") if isinstance(meta, dict) else None
     return md if isinstance(md, dict) else {}
 
 
@@ -168,6 +169,11 @@ def _new_cell(cell_type: str, source: str, nbgrader: dict | None = None):
     return cell
 
 
+def _cell_type(cell: dict) -> str:
+    kind = cell.get("cell_type")
+    return kind if kind in ("code", "markdown", "raw") else "raw"  # any other value (a list, a dict) is no cell type
+
+
 def _normalised(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
@@ -224,9 +230,9 @@ def match_cells(src: SourceNotebook, cells: list[dict]) -> list[str | None]:
         gid = _nbgrader(cell).get("grade_id")
         if matched[k] is not None or (isinstance(gid, str) and gid in known):
             continue  # recognised already, or a second copy of a cell that is present
-        text = _text(cell.get("source"))
-        gid = by_text.get((cell.get("cell_type"), _normalised(text)))
-        if gid is None and cell.get("cell_type") == "code":
+        text, ctype = _text(cell.get("source")), _cell_type(cell)
+        gid = by_text.get((ctype, _normalised(text)))
+        if gid is None and ctype == "code":
             names = defined_names(text)
             gid = next((g for g, wanted in by_names if g in missing and names & wanted), None)
         if gid in missing:
@@ -244,7 +250,7 @@ def prepare(src: SourceNotebook, cells: list[dict] | None) -> nbformat.NotebookN
     cells = cells if cells is not None else src.release.cells
     out, position = [], {}
     for cell, gid in zip(cells, match_cells(src, cells)):
-        ctype = cell.get("cell_type") if cell.get("cell_type") in ("code", "markdown", "raw") else "raw"
+        ctype = _cell_type(cell)
         if isinstance(gid, str) and gid in source_cells and gid not in position:
             master = source_cells[gid]
             md = _nbgrader(master)
