@@ -258,6 +258,9 @@ def test_a_garbage_timestamp_in_one_submission_does_not_stop_the_batch(tmp_path,
     loose = course / "grading" / "submitted" / "mm" / "01_RNN"  # and a loosely named assignment folder
     loose.mkdir(parents=True)
     nbformat.write(gc.correct_notebook("01_rnn"), str(loose / "01_rnn.ipynb"))
+    macos = course / "grading" / "submitted" / "__MACOSX" / "01_rnn"  # an unzipped bulk download: no student
+    macos.mkdir(parents=True)
+    (macos / "._01_rnn.ipynb").write_bytes(b"\x00\x05\x16\x07")
     monkeypatch.setattr(autograde.sandbox, "check_available", lambda: None)  # judged here, not executed
     monkeypatch.setattr(autograde.sandbox, "run", lambda *a, **k: sandbox.Result(records={"done.json": b"{}"}))
     autograde.autograde(course, db_url=f"sqlite:///{course}/grading/gradebook.db", export_to="grades.csv",

@@ -263,7 +263,8 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
     if submitted.is_dir():
         # folders here come from `nbgrader collect` (the instructor's side): follow them even if linked, so that no
         # student is ever skipped; inside a submission nothing is followed (see notebooks.read_submission)
-        for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")
+                                  and p.name != "__MACOSX"):  # a zip tool's folder (unzipped bulk downloads)
             if students and student_dir.name not in students:
                 continue
             all_students.append(student_dir.name)
