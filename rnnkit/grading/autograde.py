@@ -6,8 +6,10 @@
 
 For every ``<submitted>/<student>/<assignment>/`` (nbgrader's ``CourseDirectory.submitted_directory``):
 
-1. the trusted parent rebuilds the notebook to run (:func:`notebooks.prepare`: the source's test and locked cells,
-   the student's answers) and copies the student's other files into a private folder;
+1. the trusted parent finds the notebook (:mod:`submissions`: a renamed, nested or loosely filed one is graded
+   with a note), rebuilds the notebook to run (:func:`notebooks.prepare`: the source's test and locked cells, the
+   student's answers, recognised by content when their metadata was lost) and copies the files beside it into a
+   private folder;
 2. :func:`sandbox.run` executes it in bubblewrap with ``RNNKIT_GRADING_EXPORT`` set, so the hidden
    ``grading.check(...)`` calls only export plain data (``.npz``) — ``N`` sandboxes at once with ``--jobs N``;
 3. here, in the parent, each graded cell's checks (names parsed from the SOURCE notebook in ``solutions/``) are
