@@ -175,7 +175,7 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
         if md.get("grade_id") == solution_id:
             assert replace[0] in source, replace[0]
             source = source.replace(*replace)
-        source = source.split("### BEGIN HIDDEN TESTS")[0]
+        source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)  # visible part
         try:
             exec(compile(source, f"<{md.get('grade_id', 'cell')}>", "exec"), namespace)
         except AssertionError as exc:

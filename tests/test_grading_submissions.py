@@ -424,3 +424,35 @@ def test_malformed_cell_fields_cost_nothing_but_themselves():
     out = notebooks.prepare(src, cells)
     intact = notebooks.prepare(src, _cells(gc.correct_notebook("01_rnn")))
     assert [x for x in _layout(out) if x[1]] == [x for x in _layout(intact) if x[1]]  # every graded cell, in order
+
+
+@pytest.mark.slow
+def test_a_part_left_undone_costs_only_its_own_checks_through_make_autograde(tmp_path):
+    """Hidden checks run first in every test cell: a visible test that calls an unfinished earlier part (02's
+    gradient-check cell prints with rnn_bptt) or checks the cell's other function first cannot cost a finished
+    function its credit. Before, rnn_bptt left undone zeroed test_gradcheck too (5/10 where a grader gives 7), and a
+    cell with one of its two functions undone scored 0 instead of half."""
+    from rnnkit.grading import sandbox
+
+    try:
+        sandbox.check_available()
+    except sandbox.SandboxUnavailable as exc:
+        pytest.skip(str(exc))
+    nb = gc.correct_notebook("02_gradients")
+    release = nbformat.read(str(gc.REPO / "exercises" / "02_gradients" / "02_gradients.ipynb"), as_version=4)
+    gc.find(nb, "rnn_bptt").source = gc.find(release, "rnn_bptt").source  # the untouched stub
+    clipping = gc.find(nb, "clipping")
+    clipping.source += "\n\n\ndef clip_grad_value(grads, clip_value):\n    raise NotImplementedError\n"
+    course = gc.make_course(tmp_path / "course", ["02_gradients"])
+    gc.submit(course, "partial", "02_gradients", nb)
+    done = gc.make_autograde(course, jobs=1, db_url=f"sqlite:///{course}/grading/gradebook.db", cell_timeout=30)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    points = gc.points("02_gradients")
+    # lost: rnn_bptt itself, half of the clipping cell, and the direction cell, whose clip_cosines (and the computed
+    # KEEPS_DIRECTION) really do call the unfinished clip_grad_value; kept: the gradient check, the norms, clip_grad_norm
+    expected = sum(points.values()) - points["test_rnn_bptt"] - points["test_clipping"] / 2 - points["test_direction"]
+    (row,) = gc.read_export(course / "grades.csv").values()
+    assert float(row["score"]) == pytest.approx(expected), row
+    page = (course / "grading" / "feedback" / "partial" / "02_gradients" / "02_gradients.html").read_text()
+    for line in ("PASS numeric_gradient", "PASS relative_error", "PASS clip_grad_norm", "FAIL clip_grad_value"):
+        assert line in page, line
