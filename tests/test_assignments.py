@@ -239,3 +239,100 @@ def test_a_deleted_test_cell_is_restored_and_graded(course):
     nbformat.write(nb, path)
     grades = _autograde(course, "01_rnn", "deleter", path)
     assert grades["test_sequence_nll"] == (2.0, 2.0, False), grades
+
+
+# ------------------------------------------------------------- what a student is told about points and dependencies
+def _part_dependencies(name: str) -> list[tuple[str, set[str]]]:
+    """(markdown of each part, names defined in earlier parts' solution cells that the part's own code calls).
+    A part is a markdown cell and the code cells up to the next markdown cell; its test cells do not count (their
+    hidden checks run first, so a visible test calling an earlier function costs no points)."""
+    import ast
+
+    nb = json.loads(_source(name).read_text())
+    parts: list[tuple[str, set[str]]] = []
+    defined_before: set[str] = set()
+    defined_here: set[str] = set()
+    for cell in nb["cells"]:
+        md = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            defined_before |= defined_here
+            defined_here = set()
+            parts.append((source, set()))
+            continue
+        if md.get("grade") or not parts:
+            continue
+        tree = ast.parse(source)
+        if md.get("solution"):
+            defined_here |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        parts[-1][1].update(n.func.id for n in ast.walk(tree)
+                            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in defined_before)
+    return parts
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_a_part_that_uses_an_earlier_part_says_so(name):
+    """A later function that calls an earlier one loses its points when the earlier one is wrong (its hidden check
+    runs the student's code as written): the part's instructions must say so in a bold "Uses `...`" note."""
+    for markdown, used in _part_dependencies(name):
+        notes = [s for s in re.findall(r"\*\*(.+?)\*\*", markdown, flags=re.S) if "uses" in s.lower()]
+        for callee in sorted(used):
+            assert any(f"`{callee}`" in note for note in notes), (
+                f"{name}: the part starting {markdown.splitlines()[0]!r} calls {callee} from an earlier part "
+                "without a **Uses `...`** note")
+
+
+def test_some_parts_do_depend_on_earlier_ones():
+    """The rule above is not vacuous: the dependencies it finds are the known ones."""
+    found = {name: set().union(*(used for _, used in _part_dependencies(name))) for name in ASSIGNMENTS}
+    assert found == {"01_rnn": {"rnn_cell_forward"}, "02_gradients": {"clip_grad_norm", "clip_grad_value"},
+                     "03_lstm": {"lstm_cell_forward"}, "04_gru": {"gru_cell_forward"},
+                     "05_long_range": {"adding_problem"}}, found
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_intro_says_how_points_are_counted(name):
+    """The grader scores points x passed hidden checks / checks and ignores visible asserts: the intro must not
+    claim that a cell scores only when all its tests pass."""
+    intro = "".join(json.loads(_source(name).read_text())["cells"][0]["source"])
+    assert "only when all its tests pass" not in intro
+    assert "points are shared equally among its hidden checks" in intro
+    assert "a failing visible test costs nothing by itself" in intro
+
+
+def _run_visible_tolerant(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> None:
+    """Like _run_visible, but an earlier test cell may fail (a student runs the next cell by hand); the target cell's
+    visible part must then run without raising."""
+    nb = json.loads(_source(name).read_text())
+    namespace: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        md = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if md.get("grade_id") == solution_id:
+            assert replace[0] in source, replace[0]
+            source = source.replace(*replace)
+        source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)
+        code = compile(source, f"<{md.get('grade_id', 'cell')}>", "exec")
+        if md.get("grade_id") == grade_id:
+            exec(code, namespace)
+            return
+        try:
+            exec(code, namespace)
+        except Exception:
+            if not md.get("grade"):
+                raise
+    raise AssertionError(f"no cell {grade_id}")
+
+
+@pytest.mark.parametrize("name, grade_id, solution_id, replace", [
+    # Part 2's visible cell used to call rnn_bptt: an unfinished Part 1 showed a NotImplementedError there
+    ("02_gradients", "test_gradcheck", "rnn_bptt", ("    states = [h0]  # states[t + 1] = h_t\n",
+                                                    "    raise NotImplementedError()\n")),
+    # the reset_after=False cell took _ref from the reset_after=True cell, which stops early while that is unfinished
+    ("04_gru", "test_gru_cell_reset_before", "gru_cell_forward",
+     ("    if reset_after:\n        n = torch.tanh", "    if reset_after:\n        raise NotImplementedError()\n        n = torch.tanh")),
+])
+def test_a_visible_test_runs_while_an_earlier_part_is_unfinished(name, grade_id, solution_id, replace):
+    _run_visible_tolerant(name, grade_id, solution_id, replace)
