@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def probe_run():
 def test_sandbox_runs_as_unprivileged_uid_with_limits(probe_run):
     seen = json.loads(_stdout(probe_run, 0))
     if os.geteuid() == 0:
-        assert seen["uid"] == seen["gid"] == sandbox.BASE_UID + 3
+        assert seen["uid"] == seen["gid"] == probe_run.uid >= sandbox.BASE_UID
     assert seen["uid"] != 0
     assert seen["as"] == sandbox.Limits().memory
     assert 0 < seen["nproc"] <= sandbox.Limits().processes + (0 if os.geteuid() == 0 else 10_000)
@@ -296,3 +297,63 @@ def test_forged_or_pickled_records_score_zero_without_breaking_the_grader(tmp_pa
     assert graded.scores["test_rnn_cell_forward"] == 0 and graded.scores["test_rnn_forward"] == 0
     assert "could not be read as plain data" in graded.messages["test_rnn_forward"]
     assert len(graded.autograded_nb.cells) == len(prepared.cells)
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("sandbox uids are handed out only when grading as root (else the grader's own uid is used)")
+
+
+def test_two_grading_runs_never_share_a_sandbox_uid(tmp_path, monkeypatch):
+    """RLIMIT_NPROC counts a uid's tasks machine-wide: two `make autograde` runs on one machine that both used
+    BASE_UID + 0 let one run's fork bomb starve the other's kernels (seen as students scored 0 with 'the grading run
+    was cut short' while a test run graded beside it). Each sandbox now holds its uid with an flock."""
+    _need_root()
+    monkeypatch.setenv("RNNKIT_SANDBOX_LOCK_DIR", str(tmp_path))
+    with sandbox._claim_uid(3) as first, sandbox._claim_uid(3) as second, sandbox._claim_uid(3) as third:
+        assert len({first, second, third}) == 3 and first == sandbox.BASE_UID + 3
+    with sandbox._claim_uid(3) as again:  # released when the sandbox is over
+        assert again == sandbox.BASE_UID + 3
+
+
+def test_a_uid_that_runs_processes_is_not_handed_out(tmp_path, monkeypatch):
+    _need_root()
+    monkeypatch.setenv("RNNKIT_SANDBOX_LOCK_DIR", str(tmp_path))
+    busy = sandbox.BASE_UID + 7
+    sleeper = subprocess.Popen(["setpriv", f"--reuid={busy}", f"--regid={busy}", "--clear-groups", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while not _processes_of(busy) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sandbox._claim_uid(7) as uid:
+            assert uid != busy and uid >= sandbox.BASE_UID
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.slow
+def test_a_fork_bomb_in_one_run_leaves_a_concurrent_runs_kernel_alone(tmp_path):
+    """The behaviour behind the uid claim: a fork bomb graded at slot 0 and, beside it, another run's notebook also at
+    slot 0. With one shared uid the second kernel never ran a cell; with claimed uids it runs normally."""
+    _need_sandbox()
+    _need_root()
+    limits = sandbox.Limits(cell_timeout=10, submission_timeout=60)
+    results = {}
+
+    def grade(key, folder, source):
+        folder.mkdir()
+        os.chmod(folder, 0o755)
+        results[key] = sandbox.run(folder / "in", _notebook(folder / "in", source), slot=0, limits=limits)
+
+    bomb = threading.Thread(target=grade, args=("bomb", tmp_path / "bomb", (
+        "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)")))
+    bomb.start()
+    deadline = time.monotonic() + 20
+    while not _processes_of(sandbox.BASE_UID) and time.monotonic() < deadline:  # the bomb's sandbox is up
+        time.sleep(0.1)
+    time.sleep(2)  # ... and forking
+    grade("other", tmp_path / "other", "print('fine', sum(range(4)))")
+    bomb.join()
+    assert results["bomb"].uid != results["other"].uid
+    assert _cell(results["other"], 0)["status"] == "ok" and "fine 6" in _stdout(results["other"], 0)

@@ -14,9 +14,10 @@ Why bubblewrap, started as root, dropping to a per-slot unprivileged uid with ``
   namespace (``bwrap --unshare-user --uid``) would still be root outside (uid 0 mapped), and an unprivileged ``bwrap``
   could not reach a Python installed under ``/root``. So ``bwrap`` runs privileged with only ``CAP_SETUID`` and
   ``CAP_SETGID``; its first command is ``setpriv`` switching to uid/gid ``BASE_UID + slot`` (no supplementary groups,
-  empty bounding set, ``no_new_privs``). Each parallel slot has its own uid, so one sandbox's processes never count
-  against another's limit. Without root, the sandbox falls back to an unprivileged user namespace (same views and
-  limits; the process limit then also counts the user's other processes, so it is raised by that many).
+  empty bounding set, ``no_new_privs``). Each sandbox holds its own uid: an ``flock`` per uid, machine-wide, so two
+  grading runs on one machine never share one either (a uid in use goes to the next free one). Without root, the
+  sandbox falls back to an unprivileged user namespace (same views and limits; the process limit then also counts the
+  user's other processes, so it is raised by that many).
 * Memory: ``RLIMIT_AS`` on every process (no swap is involved: address space is refused up front, so allocating "more
   than the machine has" fails at once with ``MemoryError``/``RuntimeError`` inside the student's code). This machine's
   cgroups belong to the host, so no cgroup is created; the total of a tree is bounded by
@@ -28,6 +29,8 @@ Why bubblewrap, started as root, dropping to a per-slot unprivileged uid with ``
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -40,7 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BASE_UID = 62000  # slot k runs as uid/gid BASE_UID + k (no passwd entry needed)
+BASE_UID = 62000  # slot k runs as uid/gid BASE_UID + k (no passwd entry needed) -- or the next free uid, see _claim_uid
+MAX_UIDS = 4096  # uids BASE_UID .. BASE_UID + MAX_UIDS - 1 may be handed out
 EXPORT_DIR = "/tmp/rnnkit-export"  # $RNNKIT_GRADING_EXPORT inside the sandbox
 RUNNER = Path(__file__).with_name("runner.py")
 _DEBUG = bool(os.environ.get("RNNKIT_SANDBOX_DEBUG"))  # show the sandbox's stderr (never in grading runs)
@@ -68,6 +72,7 @@ class Result:
     killed: bool = False  # the parent stopped it at the submission wall clock
     stream_truncated: bool = False  # more than max_output bytes were sent
     seconds: float = 0.0
+    uid: int | None = None  # the uid the sandbox ran as
 
 
 def _mount_args(input_dir: Path, slot_uid: int, etc_dir: Path, limits: Limits) -> list[str]:
@@ -132,10 +137,10 @@ def _user_process_count(uid: int) -> int:
     return count
 
 
-def command(input_dir: Path, notebook: str, slot: int, limits: Limits, etc_dir: Path) -> list[str]:
-    """The full command line: prlimit -> bwrap -> setpriv -> python runner.py."""
+def command(input_dir: Path, notebook: str, uid: int, limits: Limits, etc_dir: Path) -> list[str]:
+    """The full command line: prlimit -> bwrap -> setpriv -> python runner.py, running as ``uid`` (root only)."""
     root = os.geteuid() == 0
-    uid = BASE_UID + slot if root else os.getuid()
+    uid = uid if root else os.getuid()
     nproc = limits.processes if root else limits.processes + _user_process_count(uid)
     cmd = ["prlimit", f"--as={limits.memory}", f"--nproc={nproc}", f"--fsize={limits.file_size}",
            "--nofile=1024", "--core=0", "--", "bwrap"]
@@ -192,16 +197,54 @@ def parse_records(data: bytes) -> dict[str, bytes]:
     return records
 
 
+def _lock_dir() -> Path:
+    return Path(os.environ.get("RNNKIT_SANDBOX_LOCK_DIR") or ("/run/lock" if os.access("/run/lock", os.W_OK)
+                                                              else tempfile.gettempdir()))
+
+
+@contextlib.contextmanager
+def _claim_uid(slot: int):
+    """Hold uid ``BASE_UID + k`` for the first ``k >= slot`` (wrapping round) that no other sandbox on this machine
+    holds and that runs no process. RLIMIT_NPROC counts a uid's tasks machine-wide, so two grading runs sharing a uid
+    (two courses on one server, a test run beside ``make autograde``) would let one's fork bomb starve the other's
+    kernels; an exclusive ``flock`` per uid, released when the sandbox ends (or its grader dies), prevents it."""
+    if os.geteuid() != 0:  # the user-namespace fallback runs as the grader's own uid
+        yield os.getuid()
+        return
+    folder = _lock_dir()
+    for k in [*range(slot, MAX_UIDS), *range(0, min(slot, MAX_UIDS))]:
+        uid = BASE_UID + k
+        fh = open(folder / f"rnnkit-sandbox-uid-{uid}.lock", "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        if _user_process_count(uid):  # something else runs as this uid: its tasks would count against our limit
+            fh.close()
+            continue
+        try:
+            yield uid
+        finally:
+            fh.close()  # closing releases the lock
+        return
+    raise SandboxUnavailable(f"every sandbox uid {BASE_UID}..{BASE_UID + MAX_UIDS - 1} is in use on this machine")
+
+
 def run(input_dir: str | Path, notebook: str, *, slot: int = 0, limits: Limits = Limits()) -> Result:
-    """Execute ``input_dir/notebook`` in a fresh sandbox and return what its runner streamed back."""
-    input_dir = Path(input_dir).resolve()
+    """Execute ``input_dir/notebook`` in a fresh sandbox and return what its runner streamed back. ``slot`` picks the
+    preferred uid (``BASE_UID + slot``); a uid another sandbox on this machine holds is skipped."""
+    with _claim_uid(slot) as uid:
+        return _run_as(Path(input_dir).resolve(), notebook, uid, limits)
+
+
+def _run_as(input_dir: Path, notebook: str, uid: int, limits: Limits) -> Result:
     with tempfile.TemporaryDirectory(prefix="rnnkit-sandbox-etc-") as etc:
         etc_dir = Path(etc)
-        uid = BASE_UID + slot if os.geteuid() == 0 else os.getuid()
         (etc_dir / "passwd").write_text(f"root:x:0:0::/root:/bin/sh\nstudent:x:{uid}:{uid}::/home/student:/bin/sh\n")
         (etc_dir / "group").write_text(f"root:x:0:\nstudent:x:{uid}:\n")
         os.chmod(etc_dir, 0o755)
-        cmd = command(input_dir, notebook, slot, limits, etc_dir)
+        cmd = command(input_dir, notebook, uid, limits, etc_dir)
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None if _DEBUG else subprocess.DEVNULL,
                                 start_new_session=True, close_fds=True)
@@ -224,7 +267,7 @@ def run(input_dir: str | Path, notebook: str, *, slot: int = 0, limits: Limits =
             proc.wait()
             reader.join(timeout=30)
         return Result(records=parse_records(b"".join(chunks)), returncode=proc.returncode, killed=killed,
-                      stream_truncated=state["truncated"], seconds=time.monotonic() - started)
+                      stream_truncated=state["truncated"], seconds=time.monotonic() - started, uid=uid)
 
 
 def check_available() -> None:
