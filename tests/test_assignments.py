@@ -336,3 +336,13 @@ def _run_visible_tolerant(name: str, grade_id: str, solution_id: str, replace: t
 ])
 def test_a_visible_test_runs_while_an_earlier_part_is_unfinished(name, grade_id, solution_id, replace):
     _run_visible_tolerant(name, grade_id, solution_id, replace)
+
+
+def test_adding_training_instructions_name_the_fit_call_the_solution_makes():
+    """Trainer.fit(train, valid=None): a student writing fit(x, y) trains on x alone with y as a 'validation set';
+    the instructions must give the call the solution makes, the training set as one tuple."""
+    nb = json.loads(_source("05_long_range").read_text())
+    cells = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): "".join(c["source"]) for c in nb["cells"]}
+    part = next("".join(c["source"]) for c in nb["cells"] if "".join(c["source"]).startswith("## Part 3"))
+    assert ".fit((x, y))" in cells["model_and_training"]
+    assert ".fit((x, y))" in part and "`.fit(x, y)` would read `y` as a validation set" in part
