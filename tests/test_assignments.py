@@ -208,6 +208,10 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
       "    j = torch.randint(seq_len // 2, seq_len, (num_samples,), generator=g)\n"
       "    i = torch.randint(0, seq_len // 2, (num_samples,), generator=g)"),
      "draw i = randint(0, T // 2) BEFORE j = randint(T // 2, T)"),
+    # drawing the values in the requested dtype passes every float32 test but fails the hidden float64 case
+    ("05_long_range", "test_adding_problem", "adding_problem",
+     ("values = torch.rand(num_samples, seq_len, generator=g)", "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
+     "torch.rand(..., dtype=torch.float64) draws different numbers"),
 ])
 def test_visible_tests_name_the_mistake(name, grade_id, solution_id, replace, message):
     assert message in _run_visible(name, grade_id, solution_id, replace)
