@@ -208,6 +208,16 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
       "    j = torch.randint(seq_len // 2, seq_len, (num_samples,), generator=g)\n"
       "    i = torch.randint(0, seq_len // 2, (num_samples,), generator=g)"),
      "draw i = randint(0, T // 2) BEFORE j = randint(T // 2, T)"),
+    # a result pre-allocated with torch.zeros(...) is float32 whatever the input: the hidden float64 cases fail it
+    ("01_rnn", "test_rnn_forward", "rnn_forward", ("return torch.stack(outputs), h",
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"), "float64 inputs must give float64 results"),
+    ("01_rnn", "test_sequence_nll", "log_probs_and_nll", ("return torch.where(valid, nll, torch.zeros_like(nll))",
+     "return torch.zeros(nll.shape).copy_(torch.where(valid, nll, torch.zeros_like(nll)))"),
+     "float64 logits must give a float64 NLL"),
+    ("03_lstm", "test_lstm_forward", "lstm_forward", ("return torch.stack(outputs), h, c",
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h, c"), "float64 inputs must give float64 results"),
+    ("04_gru", "test_gru_forward", "gru_forward", ("return torch.stack(outputs), h",
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"), "float64 inputs must give float64 results"),
     # drawing the values in the requested dtype passes every float32 test but fails the hidden float64 case
     ("05_long_range", "test_adding_problem", "adding_problem",
      ("values = torch.rand(num_samples, seq_len, generator=g)", "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
