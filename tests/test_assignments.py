@@ -218,6 +218,21 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
      "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h, c"), "float64 inputs must give float64 results"),
     ("04_gru", "test_gru_forward", "gru_forward", ("return torch.stack(outputs), h",
      "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"), "float64 inputs must give float64 results"),
+    # a checker that perturbs x[i] (a whole row of a matrix) passed the 1-D visible test; the hidden cases use matrices
+    ("02_gradients", "test_gradcheck", "gradcheck",
+     ("    flat_x, flat_grad = x.view(-1), grad.view(-1)  # views: writing them writes x and grad\n"
+      "    for i in range(flat_x.numel()):\n"
+      "        old = flat_x[i].item()\n",
+      "    flat_x, flat_grad = x, grad\n"
+      "    for i in range(len(x)):\n"
+      "        old = flat_x[i].clone()\n"), "perturb one ENTRY at a time"),
+    # stacked bidirectional layers read 2H features: a formula using H passed the visible (unidirectional) tests
+    ("03_lstm", "test_lstm_param_count", "lstm_param_count",
+     ("layer_input = input_size if layer == 0 else hidden_size * directions",
+      "layer_input = input_size if layer == 0 else hidden_size"), "layer 1 reads BOTH directions' outputs"),
+    ("04_gru", "test_gru_param_count", "gru_param_count",
+     ("layer_input = input_size if layer == 0 else hidden_size * directions",
+      "layer_input = input_size if layer == 0 else hidden_size"), "layer 1 reads BOTH directions' outputs"),
     # drawing the values in the requested dtype passes every float32 test but fails the hidden float64 case
     ("05_long_range", "test_adding_problem", "adding_problem",
      ("values = torch.rand(num_samples, seq_len, generator=g)", "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
