@@ -233,6 +233,13 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
     ("04_gru", "test_gru_param_count", "gru_param_count",
      ("layer_input = input_size if layer == 0 else hidden_size * directions",
       "layer_input = input_size if layer == 0 else hidden_size"), "layer 1 reads BOTH directions' outputs"),
+    # a per-sequence norm (averaged over the batch) passed the batch-of-1 visible test; the hidden cases have batches
+    ("02_gradients", "test_hidden_grad_norms", "hidden_grad_norms", ("norms[t] = dh.norm()", "norms[t] = dh.norm(dim=-1).mean()"),
+     "take ONE norm over the batch and the hidden units together"),
+    # ignoring generator= passed the seeded visible tests of copy_task; a hidden case draws from a generator
+    ("05_long_range", "test_copy_task", "copy_task",
+     ("g = generator if generator is not None else torch.Generator().manual_seed(seed)",
+      "g = torch.Generator().manual_seed(seed or 0)"), "with generator=g draw from g"),
     # drawing the values in the requested dtype passes every float32 test but fails the hidden float64 case
     ("05_long_range", "test_adding_problem", "adding_problem",
      ("values = torch.rand(num_samples, seq_len, generator=g)", "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
