@@ -162,11 +162,10 @@ def test_monkeypatching_rnnkit_torch_and_numpy_in_the_notebook_gains_nothing(cou
 
 
 # ------------------------------------------------------------------------ visible tests explain the usual mistakes
-def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> str:
-    """Run the notebook's cells in-process up to the test cell ``grade_id`` (its visible part only), with one line of
-    the solution cell ``solution_id`` replaced; return the visible test's AssertionError message ('' if it passed)."""
+def _visible_cells(name: str, solution_id: str, replace: tuple[str, str]):
+    """(nbgrader metadata, compiled visible code) of each code cell of the source notebook, hidden tests removed, with
+    one line of the solution cell ``solution_id`` replaced."""
     nb = json.loads(_source(name).read_text())
-    namespace: dict = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
@@ -176,8 +175,16 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
             assert replace[0] in source, replace[0]
             source = source.replace(*replace)
         source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)  # visible part
+        yield md, compile(source, f"<{md.get('grade_id', 'cell')}>", "exec")
+
+
+def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> str:
+    """Run the notebook's cells in-process up to the test cell ``grade_id`` (its visible part only), with one line of
+    the solution cell ``solution_id`` replaced; return the visible test's AssertionError message ('' if it passed)."""
+    namespace: dict = {}
+    for md, code in _visible_cells(name, solution_id, replace):
         try:
-            exec(compile(source, f"<{md.get('grade_id', 'cell')}>", "exec"), namespace)
+            exec(code, namespace)
         except AssertionError as exc:
             if md.get("grade_id") == grade_id:
                 return str(exc)
@@ -339,18 +346,8 @@ def test_intro_says_how_points_are_counted(name):
 def _run_visible_tolerant(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> None:
     """Like _run_visible, but an earlier test cell may fail (a student runs the next cell by hand); the target cell's
     visible part must then run without raising."""
-    nb = json.loads(_source(name).read_text())
     namespace: dict = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        md = cell.get("metadata", {}).get("nbgrader", {})
-        source = "".join(cell["source"])
-        if md.get("grade_id") == solution_id:
-            assert replace[0] in source, replace[0]
-            source = source.replace(*replace)
-        source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)
-        code = compile(source, f"<{md.get('grade_id', 'cell')}>", "exec")
+    for md, code in _visible_cells(name, solution_id, replace):
         if md.get("grade_id") == grade_id:
             exec(code, namespace)
             return
