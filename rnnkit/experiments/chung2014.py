@@ -211,10 +211,7 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
                          "use backend 'fused' or 'reference', or set gru_reset_after=True")
     if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
         raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
-    if out is not None:  # now, not after minutes of training: a file in the way or a read-only place fails here
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ValueError(f"chung2014: the output folder {out} exists and is not a folder")
-        os.makedirs(out, exist_ok=True)
+    make_out_folder(out, "chung2014")
     with torch_threads(config.threads):
         return _run(config, out, verbose)
 
@@ -263,6 +260,16 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def make_out_folder(out: str | None, who: str) -> None:
+    """Create the results folder ``out`` (if given) now, not after minutes of training: a file in the way or a
+    read-only place fails before anything is trained."""
+    if out is None:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{who}: the output folder {out} exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
 
 
 def environment() -> dict:

@@ -30,7 +30,7 @@ from ..data.tasks import adding_problem, copy_task, parity_task
 from ..models import count_parameters, make_recurrent, recurrent_parameter_count
 from ..train import Trainer
 from ..train_config import TrainConfig, resolve_device
-from .chung2014 import environment, torch_threads
+from .chung2014 import environment, make_out_folder, torch_threads
 
 __all__ = ["TasksConfig", "QUICK", "TaskModel", "run", "validate_tasks_results"]
 
@@ -150,10 +150,7 @@ def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) ->
     if any(length < 2 for length in config.adding_lengths if "adding" in config.tasks):
         raise ValueError(f"tasks: expected adding_lengths >= 2 (one marker in each half), got {config.adding_lengths}")
     resolve_device(config.device)
-    if out is not None:  # now, not after minutes of training: a file in the way or a read-only place fails here
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ValueError(f"tasks: the output folder {out} exists and is not a folder")
-        os.makedirs(out, exist_ok=True)
+    make_out_folder(out, "tasks")
     with torch_threads(config.threads):
         return _run(config, out, verbose)
 
@@ -163,8 +160,6 @@ def _run(config, out, verbose: bool) -> dict:
     results = {"experiment": "tasks", "format_version": 1, "command": config.command or "python -m rnnkit tasks",
                "config": dataclasses.asdict(config), "environment": environment(), "tasks": {}}
     for name in config.tasks:
-        if name not in ("adding", "copy", "parity"):
-            raise ValueError(f"tasks: expected tasks among 'adding', 'copy', 'parity', got {name!r}")
         rows = []
         for length in _lengths(config, name):
             for cell in config.cells:
