@@ -186,10 +186,11 @@ class CharLM(nn.Module):
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(f"CharLM: expected tokens of shape (T, B) and dtype torch.int64, "
                              f"got {tuple(tokens.shape)} {tokens.dtype}")
-        if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < self.vocab_size:
-            # the embedding's own error is a bare "index out of range in self"
-            raise ValueError(f"CharLM: expected token ids in 0..{self.vocab_size - 1} (vocab_size {self.vocab_size}), "
-                             f"got ids from {int(tokens.min())} to {int(tokens.max())}")
+        if tokens.numel():  # the embedding's own error is a bare "index out of range in self"
+            lo, hi = torch.stack(torch.aminmax(tokens)).tolist()  # one reduction, one device sync per call
+            if not 0 <= lo <= hi < self.vocab_size:
+                raise ValueError(f"CharLM: expected token ids in 0..{self.vocab_size - 1} (vocab_size "
+                                 f"{self.vocab_size}), got ids from {lo} to {hi}")
         h, state = self.rnn(self.embed(tokens), state, lengths=lengths)  # (T, B, H)
         return self.out(h), state  # (T, B, V)
 
