@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..rules import Rule
+
 # (rtol, atol) per expected dtype; a spec may override any entry
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "torch.float16": (1e-2, 1e-3),
@@ -52,6 +54,8 @@ class Spec:
     judge: Callable[[dict, dict, int], str | None] | None = None
     # what the check covers, one line, for the book and the instructor's docs
     summary: str = ""
+    # what the answer must not use (rnnkit.grading.rules); None: no rule (e.g. a value the student computes freely)
+    rule: Rule | None = None
 
     def tolerance(self, dtype: str) -> tuple[float, float]:
         return self.tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
