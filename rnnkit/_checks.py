@@ -1,6 +1,6 @@
-"""Argument checks for :mod:`rnnkit.layers` (and the seed/generator rule shared by :mod:`rnnkit.data.tasks` and
-:mod:`rnnkit.sampling`): every mistake gets one exception type and a message naming what was expected and what was
-given, prefixed with the class or function name.
+"""Argument checks for every public function and class of rnnkit (layers, sampling, models, training, experiments,
+and the seed/generator rule of the random functions): every mistake gets one exception type and a message naming what
+was expected and what was given, prefixed with the class or function name.
 
 * ``TypeError``: a value of the wrong Python type (``hidden_size=2.5``, ``hx`` not a tuple for an LSTM, ...).
 * ``ValueError``: a value, shape, dtype or device that is wrong (``hidden_size=0``, 11 features instead of 10, ...).
@@ -16,11 +16,8 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
-
-BACKENDS = ("reference", "fused", "torch")
-
 
 def _type_name(value: object) -> str:
     return type(value).__name__
@@ -66,19 +63,15 @@ def choice(name: str, arg: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
-def backend(name: str, value: object, reset_after: bool) -> str:
-    """A known backend that computes this module: ``torch`` has no ``reset_after=False`` GRU."""
-    choice(name, "backend", value, BACKENDS)
+def backend(name: str, value: object, reset_after: bool, choices: Sequence[str]) -> str:
+    """A known backend (a key of :data:`rnnkit.backends.RUNNERS`) that computes this module: ``torch`` has no
+    ``reset_after=False`` GRU."""
+    choice(name, "backend", value, choices)
     if value == "torch" and not reset_after:
         raise ValueError(
             f"{name}: backend 'torch' computes only reset_after=True (PyTorch's GRU), got reset_after=False; "
             "use backend='reference' or 'fused' for the Cho et al. 2014 form"
         )
-    if value == "fused":
-        try:
-            import rnnkit.fused  # noqa: F401  (imported lazily so the other backends work without it)
-        except ImportError as err:
-            raise ImportError(f"{name}: backend 'fused' needs rnnkit.fused, which failed to import: {err}") from err
     return value
 
 
@@ -131,14 +124,17 @@ def state_pair(name: str, hx: object) -> tuple[object, object]:
     return hx[0], hx[1]
 
 
-def initial_state(name: str, is_lstm: bool, hx: object, shape: tuple[int, ...], layout: str, x: Tensor):
-    """Zeros of ``shape`` (like ``x``) if ``hx`` is None, else ``hx`` checked: a tensor, or ``(h_0, c_0)`` (LSTM)."""
+def initial_state(name: str, is_lstm: bool, hx: object, shape: tuple[int, ...], layout: str, x: Tensor,
+                  c_shape: tuple[int, ...] | None = None):
+    """Zeros like ``x`` if ``hx`` is None, else ``hx`` checked: a tensor of ``shape``, or ``(h_0, c_0)`` for an LSTM
+    (``c_0`` of ``c_shape``, which defaults to ``shape``)."""
+    c_shape = shape if c_shape is None else c_shape
     if hx is None:
-        zeros = x.new_zeros(shape)
-        return (zeros, zeros) if is_lstm else zeros
+        h0 = x.new_zeros(shape)
+        return (h0, h0 if c_shape == shape else x.new_zeros(c_shape)) if is_lstm else h0
     if is_lstm:
         h0, c0 = state_pair(name, hx)
-        return state(name, "h_0", h0, shape, layout, x), state(name, "c_0", c0, shape, layout, x)
+        return state(name, "h_0", h0, shape, layout, x), state(name, "c_0", c0, c_shape, layout, x)
     return state(name, "hx", hx, shape, layout, x)
 
 
@@ -221,23 +217,3 @@ def generator(fn: str, seed: object, gen: object, *, cpu_only: bool = False) -> 
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):  # NumPy ints are fine, 3.0 is not
         raise TypeError(f"{fn}: expected seed to be an int or None, got {_type_name(seed)}")
     return torch.Generator().manual_seed(int(seed))
-
-
-def recurrent_kind(module: nn.Module) -> str:
-    """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a recurrent *layer* (torch.nn's ``mode`` is ``"RNN_TANH"``, ...)."""
-    mode = getattr(module, "mode", None)
-    if hasattr(module, "num_layers") and isinstance(mode, str) and mode.split("_")[0] in ("RNN", "LSTM", "GRU"):
-        return mode.split("_")[0]
-    # the single-step *Cell modules have another forward signature
-    raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
-
-
-def time_major(x: Tensor, batch_first: bool, who: str) -> Tensor:
-    """``(T, B, F)`` view of a batched input (``(B, T, F)`` with ``batch_first``) or of an unbatched ``(T, F)`` one."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: expected input to be a Tensor, got {type(x).__name__}")
-    if x.dim() == 2:  # unbatched (T, F)
-        return x.unsqueeze(1)  # (T, 1, F)
-    if x.dim() != 3:
-        raise ValueError(f"{who}: expected input of shape (T, B, F) or (T, F), got {tuple(x.shape)}")
-    return x.transpose(0, 1) if batch_first else x

@@ -29,7 +29,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import _checks
+from . import _recurrent
+from ._recurrent import State
 
 __all__ = [
     "StepGradNorms",
@@ -39,9 +40,6 @@ __all__ = [
     "spectral_radius",
     "with_spectral_radius",
 ]
-
-State = Tensor | tuple[Tensor, Tensor]
-
 
 class StepGradNorms(NamedTuple):
     r"""Per-step gradient norms from :func:`hidden_grad_norms`.
@@ -95,26 +93,18 @@ def hidden_grad_norms(
         :class:`StepGradNorms` with ``h`` (and ``c`` for an LSTM) of shape ``(T, B)``; ``h[t]`` is the gradient with
         respect to the state *after* step ``t``.
     """
-    kind = _checks.recurrent_kind(module)
+    kind = _recurrent.recurrent_kind(module)
     if getattr(module, "bidirectional", False):
         raise ValueError(f"hidden_grad_norms: expected a unidirectional {kind}, got bidirectional=True "
                          "(a backward direction has no per-step state to step through)")
     if batch_first is None:
         batch_first = bool(getattr(module, "batch_first", False))
-    xs = _checks.time_major(x, batch_first, "hidden_grad_norms")  # (T, B, I)
+    xs = _recurrent.time_major(x, batch_first, "hidden_grad_norms")  # (T, B, I)
     if xs.size(0) == 0:
         raise ValueError("hidden_grad_norms: expected a sequence with at least one time step, got T = 0")
     module_batch_first = bool(getattr(module, "batch_first", False))
 
-    if kind == "LSTM" and hx is not None:
-        _checks.state_pair("hidden_grad_norms", hx)  # the module checks the shapes; a lone tensor must not be split
-    if hx is None:
-        zeros = xs.new_zeros(module.num_layers, xs.size(1), module.hidden_size)  # (layers, B, H)
-        # torch.nn.LSTM(proj_size=P) carries h of size P and c of size H
-        h0 = xs.new_zeros(module.num_layers, xs.size(1), getattr(module, "proj_size", 0) or module.hidden_size)
-        hx = (h0, zeros) if kind == "LSTM" else zeros
-    elif x.dim() == 2:  # unbatched state (layers, H) -> (layers, 1, H)
-        hx = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
+    hx = _recurrent.initial_state("hidden_grad_norms", module, hx, xs, batched=x.dim() == 3)  # (layers, B, H)
     # a state that requires grad keeps every h_t in the graph even when the parameters are frozen
     start = tuple(s.detach().requires_grad_(True) for s in _state_tensors(hx))
     state = start if kind == "LSTM" else start[0]

@@ -27,14 +27,14 @@ import warnings
 import torch
 from torch import Tensor
 
+from . import recurrence
 from ._fused_common import make_plan
 from ._fused_gru import FusedGRU, FusedGRUResetBefore
 from ._fused_lstm import FusedLSTM
 from ._fused_rnn import FusedRNN
+from ._recurrent import State
 
 __all__ = ["run_direction"]
-
-State = Tensor | tuple[Tensor, Tensor]
 
 try:
     from torch._C._functorch import is_functorch_wrapped_tensor
@@ -70,15 +70,11 @@ def run_direction(
 ) -> tuple[Tensor, State]:
     r"""Run one direction of one recurrent layer over a padded, time-major batch (fused).
 
-    Arguments and results exactly as :func:`rnnkit.recurrence.run_direction`: ``x (T, B, I)``, ``hx (B, H)`` or
+    The :class:`rnnkit.backends.DirectionRunner` contract, as :func:`rnnkit.recurrence.run_direction`: ``x (T, B, I)``, ``hx (B, H)`` or
     ``(h_0, c_0)``, torch.nn parameter layout, ``lengths`` a CPU int64 ``(B,)`` tensor or None; returns
     ``(output (T, B, H), h_n)`` with zeros in ``output`` past each length and ``h_n`` the state after each sequence's
-    last valid step. Inputs are assumed validated by the layer.
+    last valid step. Inputs are validated by the layer (mode, nonlinearity, shapes, dtypes, devices).
     """
-    if mode not in ("RNN", "LSTM", "GRU"):
-        raise ValueError(f"run_direction: expected mode 'RNN', 'LSTM' or 'GRU', got {mode!r}")
-    if mode == "RNN" and nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"run_direction: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
     states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
     tensors = [x, *states, w_ih, w_hh] + [b for b in (b_ih, b_hh) if b is not None]
     reason = _unfusable(tensors)
@@ -91,8 +87,6 @@ def run_direction(
                 RuntimeWarning,
                 stacklevel=2,
             )
-        from . import recurrence  # lazy: the reference loop is only needed on this path
-
         return recurrence.run_direction(
             mode, x, hx, w_ih, w_hh, b_ih, b_hh,
             lengths=lengths, reverse=reverse, nonlinearity=nonlinearity, reset_after=reset_after,

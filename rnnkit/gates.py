@@ -17,11 +17,11 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import _checks, cells
+from . import _checks, _recurrent, cells
+from ._recurrent import State
+from .recurrence import scan
 
 __all__ = ["GateTraces", "SaturationStats", "gate_traces", "gate_saturation", "stack_gates"]
-
-State = Tensor | tuple[Tensor, Tensor]
 
 # Gates squashed by a sigmoid (values in (0, 1)) and by a tanh (values in (-1, 1)), per cell type.
 _SIGMOID_GATES = {"i", "f", "o", "r", "z"}
@@ -51,31 +51,17 @@ class SaturationStats(NamedTuple):
 
 
 
-def _layer_weights(module: nn.Module, layer: int, suffix: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    w_ih = getattr(module, f"weight_ih_l{layer}{suffix}")
-    w_hh = getattr(module, f"weight_hh_l{layer}{suffix}")
-    b_ih = getattr(module, f"bias_ih_l{layer}{suffix}", None)
-    b_hh = getattr(module, f"bias_hh_l{layer}{suffix}", None)
-    return w_ih, w_hh, b_ih, b_hh
-
-
-def _run_gates(kind: str, xs: Tensor, hx: State, weights, reset_after: bool, reverse: bool) -> dict[str, list[Tensor]]:
-    steps = range(xs.size(0) - 1, -1, -1) if reverse else range(xs.size(0))
-    trace: dict[str, list[Tensor]] = {}
-    state = hx
-    for t in steps:
+def _run_gates(kind: str, xs: Tensor, hx: State, weights, reset_after: bool, reverse: bool) -> dict[str, Tensor]:
+    """Every gate and state of one direction over ``xs (T, B, I)``: ``{name: (T, B, H)}`` in time order."""
+    def step(t: int, x_t: Tensor, state: State):
         if kind == "LSTM":
-            g = cells.lstm_gates(xs[t], state, *weights)
-            state = (g.h, g.c)
-        else:
-            g = cells.gru_gates(xs[t], state, *weights, reset_after=reset_after)
-            state = g.h
-        for name, value in g._asdict().items():
-            trace.setdefault(name, []).append(value)
-    if reverse:
-        for values in trace.values():
-            values.reverse()
-    return trace
+            g = cells.lstm_gates(x_t, state, *weights)
+            return (g.h, g.c), g
+        g = cells.gru_gates(x_t, state, *weights, reset_after=reset_after)
+        return g.h, g
+
+    per_step, _ = scan(step, xs.unbind(0), hx, reverse=reverse)
+    return {name: torch.stack([getattr(g, name) for g in per_step]) for name in per_step[0]._fields}
 
 
 @torch.no_grad()
@@ -104,52 +90,41 @@ def gate_traces(
     Returns:
         :class:`GateTraces`; each tensor is ``(T, B, H)``, time-major, aligned with the input's time steps.
     """
-    kind = _checks.recurrent_kind(module)
+    kind = _recurrent.recurrent_kind(module)
     if kind not in ("LSTM", "GRU"):
         raise ValueError(f"gate_traces: expected an LSTM or GRU module, got {kind} (a plain RNN has no gates)")
     if getattr(module, "proj_size", 0):
         raise ValueError("gate_traces: LSTM with proj_size > 0 is not supported")
     num_layers = int(module.num_layers)
-    num_dirs = 2 if module.bidirectional else 1
+    num_dirs = _recurrent.num_directions(module)
     if not 0 <= layer < num_layers:
         raise ValueError(f"gate_traces: expected 0 <= layer < {num_layers}, got {layer}")
     if direction not in range(num_dirs):
         raise ValueError(f"gate_traces: expected direction in {list(range(num_dirs))} for this module, got {direction}")
     if batch_first is None:
         batch_first = bool(getattr(module, "batch_first", False))
-    xs = _checks.time_major(x, batch_first, "gate_traces")  # (T, B, I)
+    xs = _recurrent.time_major(x, batch_first, "gate_traces")  # (T, B, I)
     if xs.size(-1) != module.input_size:
         raise ValueError(f"gate_traces: expected input with {module.input_size} features (input_size), "
                          f"got {xs.size(-1)}")
     _checks.dtype_device("gate_traces", "input", xs, module.weight_ih_l0, "the parameters'")
-    B, H = xs.size(1), module.hidden_size
-    if x.dim() == 2:
-        shape, layout = (num_layers * num_dirs, H), "(num_layers * num_directions, hidden_size) for unbatched input"
-    else:
-        shape, layout = (num_layers * num_dirs, B, H), "(num_layers * num_directions, batch, hidden_size)"
-    hx = _checks.initial_state("gate_traces", kind == "LSTM", hx, shape, layout, xs)  # zeros if None
-    if x.dim() == 2:  # unbatched state (layers*dirs, H) -> (layers*dirs, 1, H)
-        hx = tuple(s.unsqueeze(1) for s in hx) if kind == "LSTM" else hx.unsqueeze(1)
+    hx = _recurrent.initial_state("gate_traces", module, hx, xs, batched=x.dim() == 3)  # (L * D, B, H)
     reset_after = bool(getattr(module, "reset_after", True))
 
     inp = xs
-    for k in range(layer + 1):
+    for k in range(layer):  # the layers below feed the traced one
         outs = []
         for d in range(num_dirs):
-            if k == layer and d != direction:
-                continue
-            idx = k * num_dirs + d
-            h0 = (hx[0][idx], hx[1][idx]) if kind == "LSTM" else hx[idx]
-            weights = _layer_weights(module, k, "_reverse" if d == 1 else "")
-            trace = _run_gates(kind, inp, h0, weights, reset_after, reverse=d == 1)
-            if k == layer:
-                gates = {name: torch.stack(values) for name, values in trace.items()}  # (T, B, H) each
-                if x.dim() == 2:
-                    gates = {name: v.squeeze(1) for name, v in gates.items()}
-                return GateTraces(kind, gates)
-            outs.append(torch.stack(trace["h"]))  # (T, B, H)
+            h0 = _recurrent.map_state(hx, lambda s, i=k * num_dirs + d: s[i])  # (B, H)
+            weights = _recurrent.layer_weights(module, k, d)
+            outs.append(_run_gates(kind, inp, h0, weights, reset_after, reverse=d == 1)["h"])  # (T, B, H)
         inp = torch.cat(outs, dim=-1)  # (T, B, dirs*H)
-    raise AssertionError("unreachable")
+    h0 = _recurrent.map_state(hx, lambda s: s[layer * num_dirs + direction])
+    weights = _recurrent.layer_weights(module, layer, direction)
+    gates = _run_gates(kind, inp, h0, weights, reset_after, reverse=direction == 1)  # (T, B, H) each
+    if x.dim() == 2:
+        gates = {name: v.squeeze(1) for name, v in gates.items()}
+    return GateTraces(kind, gates)
 
 
 def gate_saturation(

@@ -6,7 +6,8 @@ moves both ways. Three additions:
 
 * ``backend``: ``"reference"`` (the per-step loop of :mod:`rnnkit.recurrence` over :mod:`rnnkit.cells`, chapter 1),
   ``"fused"`` (:mod:`rnnkit.fused`, same arguments and results, faster) or ``"torch"`` (``torch.nn``'s own kernels
-  run on this module's parameters, for comparison). It can be changed after construction: ``model.backend = "torch"``.
+  run on this module's parameters, for comparison) -- the table :data:`rnnkit.backends.RUNNERS`. It can be changed
+  after construction: ``model.backend = "torch"``.
 * ``GRU(..., reset_after=False)``: the Cho et al. (2014) / Chung et al. (2014) GRU (chapter 4), not in ``torch.nn``.
 * ``forward(input, hx=None, *, lengths=None)``: a padded batch with per-sequence lengths, without packing.
 
@@ -27,23 +28,14 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import _checks, cells, recurrence
+from . import _checks, _recurrent
+from ._recurrent import map_state
+from .backends import DEFAULT_BACKEND, RUNNERS
 
 __all__ = ["DEFAULT_BACKEND", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
-
-DEFAULT_BACKEND = "fused"  # the backend used when none is given; one place to change it
-
-
-def direction_runner(backend: str):
-    """The function that runs one direction of one layer for ``backend`` (``"reference"`` or ``"fused"``)."""
-    if backend == "fused":
-        from . import fused  # lazy: the reference and torch backends must work without it
-
-        return fused.run_direction
-    return recurrence.run_direction
 
 
 class _Recurrent(nn.Module):
@@ -71,7 +63,7 @@ class _Recurrent(nn.Module):
 
     @backend.setter
     def backend(self, value: str) -> None:
-        self._backend = _checks.backend(type(self).__name__, value, self.reset_after)
+        self._backend = _checks.backend(type(self).__name__, value, self.reset_after, tuple(RUNNERS))
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation: every parameter uniform in :math:`(-1/\\sqrt{H}, 1/\\sqrt{H})`."""
@@ -131,16 +123,12 @@ class _RNNBase(_Recurrent):
         simple); with ``backend="torch"`` on a GPU, cuDNN therefore copies the weights into one buffer on each call.
         """
 
-    def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        return (getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix),
-                getattr(self, "bias_ih" + suffix, None), getattr(self, "bias_hh" + suffix, None))
-
     @property
     def all_weights(self) -> list[list[Tensor]]:
         """Parameters grouped per layer and direction, like ``torch.nn.RNNBase.all_weights``."""
-        D = 2 if self.bidirectional else 1
-        return [[w for w in self._weights(k // D, k % D) if w is not None] for k in range(self.num_layers * D)]
+        D = _recurrent.num_directions(self)
+        return [[w for w in _recurrent.layer_weights(self, k // D, k % D) if w is not None]
+                for k in range(self.num_layers * D)]
 
     def forward(self, input, hx=None, *, lengths=None):
         """Run the whole sequence: ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM, as ``torch.nn``.
@@ -185,44 +173,30 @@ class _RNNBase(_Recurrent):
             raise TypeError(f"{name}: expected input as a torch.Tensor or a PackedSequence, "
                             f"got {type(input).__name__}")
 
-        hx = self._initial_state(hx, x, batched)
+        hx = _recurrent.initial_state(name, self, hx, x, batched)  # (L * D, B, H)
         if sorted_indices is not None:  # the caller's hx rows follow the original batch order
             hx = _permute(hx, sorted_indices)
-        if self.backend == "torch":
-            output, h_n = self._forward_torch(x, hx, lengths)
-        else:
-            output, h_n = self._forward_loop(x, hx, lengths)
+        output, h_n = self._forward_layers(x, hx, lengths)
 
         if is_packed:
             out_data = pack_padded_sequence(output, lengths).data  # (sum of lengths, D * H)
             output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
             return output, _permute(h_n, unsorted_indices)  # h_n rows back in the caller's order
         if not batched:
-            return output.squeeze(1), _map(h_n, lambda t: t.squeeze(1))  # (T, D * H), (L * D, H)
+            return output.squeeze(1), map_state(h_n, lambda t: t.squeeze(1))  # (T, D * H), (L * D, H)
         return (output.transpose(0, 1) if self.batch_first else output), h_n
 
-    def _initial_state(self, hx, x: Tensor, batched: bool):
-        """Zeros, or the caller's ``hx`` checked and made batched: ``(L * D, B, H)`` (a pair for the LSTM)."""
-        num_states = self.num_layers * (2 if self.bidirectional else 1)
-        if batched:
-            shape = (num_states, x.shape[1], self.hidden_size)
-            layout = "(num_layers * num_directions, batch, hidden_size)"
-        else:
-            shape = (num_states, self.hidden_size)
-            layout = "(num_layers * num_directions, hidden_size) for unbatched input"
-        hx = _checks.initial_state(type(self).__name__, self.mode == "LSTM", hx, shape, layout, x)
-        return hx if batched else _map(hx, lambda t: t.unsqueeze(1))  # (L * D, B, H)
-
-    def _forward_loop(self, x: Tensor, hx, lengths: Tensor | None):
-        """Layers bottom-up, each direction with the backend's ``run_direction``; the reference (and fused) path."""
-        run = direction_runner(self.backend)
-        D = 2 if self.bidirectional else 1
+    def _forward_layers(self, x: Tensor, hx, lengths: Tensor | None):
+        """Layers bottom-up, each direction with the backend's runner (:data:`rnnkit.backends.RUNNERS`)."""
+        run = RUNNERS[self.backend]
+        D = _recurrent.num_directions(self)
         states = list(zip(*(t.unbind(0) for t in hx))) if self.mode == "LSTM" else hx.unbind(0)
         layer_input, finals = x, []  # (T, B, I)
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(D):
-                out, h_n = run(self.mode, layer_input, states[layer * D + direction], *self._weights(layer, direction),
+                weights = _recurrent.layer_weights(self, layer, direction)
+                out, h_n = run(self.mode, layer_input, states[layer * D + direction], *weights,
                                lengths=lengths, reverse=direction == 1, nonlinearity=self.nonlinearity,
                                reset_after=self.reset_after)  # out (T, B, H)
                 outputs.append(out)
@@ -236,34 +210,9 @@ class _RNNBase(_Recurrent):
             h_n = torch.stack(finals)  # (L * D, B, H)
         return layer_input, h_n
 
-    def _forward_torch(self, x: Tensor, hx, lengths: Tensor | None):
-        """torch.nn's kernels (``torch._VF``, cuDNN on a GPU) on this module's own parameters."""
-        rnn = _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu
-        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": rnn}
-        flat = [getattr(self, n) for n in self._flat_weights_names]
-        args = (flat, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        if lengths is None:
-            result = kernel[self.mode](x, hx, *args, False)  # time-major
-            return result[0], _unpack_state(self.mode, result)
-        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        result = kernel[self.mode](packed.data, packed.batch_sizes, _permute(hx, packed.sorted_indices), *args)
-        output, _ = pad_packed_sequence(
-            PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
-            total_length=x.shape[0])  # (T, B, D * H)
-        return output, _permute(_unpack_state(self.mode, result), packed.unsorted_indices)
-
-
-def _map(state, fn):
-    return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
-
-
 def _permute(state, indices: Tensor | None):
     """Reorder the batch dimension (dim 1) of a state, as torch.nn does for PackedSequence batches."""
-    return state if indices is None else _map(state, lambda t: t.index_select(1, indices.to(t.device)))
-
-
-def _unpack_state(mode: str, result):
-    return (result[1], result[2]) if mode == "LSTM" else result[1]
+    return state if indices is None else map_state(state, lambda t: t.index_select(1, indices.to(t.device)))
 
 
 class RNN(_RNNBase):
@@ -358,26 +307,13 @@ class _CellBase(_Recurrent):
         else:
             shape, layout = (self.hidden_size,), "(hidden_size,) for unbatched input"
         hx = _checks.initial_state(name, self.mode == "LSTM", hx, shape, layout, x)
-        hx = hx if batched else _map(hx, lambda t: t.unsqueeze(0))  # (B, H)
+        hx = hx if batched else map_state(hx, lambda t: t.unsqueeze(0))  # (B, H)
         params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        if self.backend == "torch":
-            if self.mode == "RNN":
-                kernel = _VF.rnn_tanh_cell if self.nonlinearity == "tanh" else _VF.rnn_relu_cell
-            else:
-                kernel = _VF.lstm_cell if self.mode == "LSTM" else _VF.gru_cell
-            h_new = kernel(x, hx, *params)
-        elif self.backend == "reference":
-            if self.mode == "RNN":
-                h_new = cells.rnn_cell(x, hx, *params, nonlinearity=self.nonlinearity)
-            elif self.mode == "LSTM":
-                h_new = cells.lstm_cell(x, hx, *params)
-            else:
-                h_new = cells.gru_cell(x, hx, *params, reset_after=self.reset_after)
-        else:  # a one-step sequence through the backend's run_direction
-            _, h_new = direction_runner(self.backend)(self.mode, x.unsqueeze(0), hx, *params,
-                                                      nonlinearity=self.nonlinearity, reset_after=self.reset_after)
+        # a one-step sequence through the backend's runner
+        _, h_new = RUNNERS[self.backend](self.mode, x.unsqueeze(0), hx, *params, nonlinearity=self.nonlinearity,
+                                         reset_after=self.reset_after)  # (1, B, I) in, (B, H) out
         h_new = tuple(h_new) if self.mode == "LSTM" else h_new
-        return h_new if batched else _map(h_new, lambda t: t.squeeze(0))
+        return h_new if batched else map_state(h_new, lambda t: t.squeeze(0))
 
 
 class RNNCell(_CellBase):

@@ -1,7 +1,8 @@
 r"""The reference recurrence: one direction of one layer, one readable loop over :mod:`rnnkit.cells`.
 
-This is the loop the book shows (chapter 1) and the contract every backend implements: ``rnnkit.fused.run_direction``
-takes the same arguments and must return the same tensors. :mod:`rnnkit.layers` stacks layers and directions on top.
+This is the loop the book shows (chapter 1) and the reference for the contract every backend implements
+(:class:`rnnkit.backends.DirectionRunner`): ``rnnkit.fused.run_direction`` takes the same arguments and must return the
+same tensors. :mod:`rnnkit.layers` stacks layers and directions on top.
 
 Two details keep it correct and fast enough to train with:
 
@@ -16,14 +17,19 @@ Two details keep it correct and fast enough to train with:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import torch
 from torch import Tensor
 
+from ._recurrent import State
 from .cells import gru_cell, lstm_cell, rnn_cell
 
-__all__ = ["run_direction"]
+__all__ = ["run_direction", "scan"]
 
-State = Tensor | tuple[Tensor, Tensor]
+S = TypeVar("S")  # the carried state
+O = TypeVar("O")  # what each step emits
 
 
 def run_direction(
@@ -69,28 +75,39 @@ def run_direction(
         raise ValueError(f"run_direction: expected mode 'RNN', 'LSTM' or 'GRU', got {mode!r}")
 
     T = x.shape[0]
-    xs = x.unbind(0)  # T x (B, I), one autograd node for the whole sequence
     valid = None
     if lengths is not None:
         steps = torch.arange(T, device=x.device)
         valid = steps[:, None] < lengths.to(x.device)[None, :]  # (T, B) bool
 
-    state = hx
-    outputs: list[Tensor] = []
-    for t in reversed(range(T)) if reverse else range(T):
-        new_state = step(xs[t], state)
+    def masked_step(t: int, x_t: Tensor, state: State) -> tuple[State, Tensor]:
+        new_state = step(x_t, state)
         if valid is None:
-            outputs.append(new_state[0] if mode == "LSTM" else new_state)  # (B, H)
+            return new_state, (new_state[0] if mode == "LSTM" else new_state)  # (B, H)
+        keep = valid[t].unsqueeze(1)  # (B, 1): True while sequence b is still running
+        # past its end a sequence keeps its state and outputs zeros
+        if mode == "LSTM":
+            new_state = (torch.where(keep, new_state[0], state[0]), torch.where(keep, new_state[1], state[1]))
         else:
-            keep = valid[t].unsqueeze(1)  # (B, 1): True while sequence b is still running
-            # past its end a sequence keeps its state and outputs zeros
-            if mode == "LSTM":
-                new_state = (torch.where(keep, new_state[0], state[0]), torch.where(keep, new_state[1], state[1]))
-            else:
-                new_state = torch.where(keep, new_state, state)
-            h_t = new_state[0] if mode == "LSTM" else new_state
-            outputs.append(torch.where(keep, h_t, torch.zeros_like(h_t)))  # (B, H)
-        state = new_state
-    if reverse:
-        outputs.reverse()  # back to time order: output[t] belongs to input x[t]
+            new_state = torch.where(keep, new_state, state)
+        h_t = new_state[0] if mode == "LSTM" else new_state
+        return new_state, torch.where(keep, h_t, torch.zeros_like(h_t))  # (B, H)
+
+    # unbind: one autograd node for the whole sequence
+    outputs, state = scan(masked_step, x.unbind(0), hx, reverse=reverse)
     return torch.stack(outputs), state  # (T, B, H), state after each sequence's last valid step
+
+
+def scan(step: Callable[[int, Tensor, S], tuple[S, O]], xs: Sequence[Tensor], state: S, *,
+         reverse: bool = False) -> tuple[list[O], S]:
+    """``state, out_t = step(t, xs[t], state)`` for ``t = 0, ..., T-1`` (``T-1, ..., 0`` when ``reverse``).
+
+    Returns the per-step outputs **in time order** (``outputs[t]`` belongs to ``xs[t]``, also when ``reverse``) and
+    the last state. ``xs`` should come from ``x.unbind(0)``, not ``x[t]`` per step (see the module docstring)."""
+    outputs: list[O] = []
+    for t in reversed(range(len(xs))) if reverse else range(len(xs)):
+        state, out = step(t, xs[t], state)
+        outputs.append(out)
+    if reverse:
+        outputs.reverse()  # back to time order: outputs[t] belongs to input xs[t]
+    return outputs, state

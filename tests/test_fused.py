@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import fused
+from rnnkit import fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
@@ -170,7 +170,6 @@ def test_matches_autograd_loop(c):
 
 def test_matches_reference_backend():
     """Same results as the reference loop the layers use (rnnkit.recurrence), over every variant."""
-    recurrence = pytest.importorskip("rnnkit.recurrence")
     for c in random_configs(10, seed=3):
         x, hx, params, lens = make_case(c["mode"], c["T"], c["B"], c["I"], c["H"], bias=c["bias"],
                                         lengths=c["lengths"], seed=c["seed"])
@@ -229,12 +228,6 @@ def test_only_some_inputs_need_grad(mode):
     assert torch.allclose(out, want[0], atol=ATOL, rtol=0)
 
 
-def test_unknown_mode_is_a_clear_error():
-    x, hx, params, _ = make_case("RNN", 2, 1, 1, 1)
-    with pytest.raises(ValueError, match="expected mode 'RNN', 'LSTM' or 'GRU', got 'rnn'"):
-        fused.run_direction("rnn", x, hx, *params)
-
-
 def test_modifying_output_in_place_is_caught():
     """The returned output doubles as the saved state buffer: an in-place edit must fail loudly, not corrupt grads."""
     x, hx, params, _ = make_case("GRU", 3, 2, 2, 3)
@@ -248,7 +241,6 @@ def test_modifying_output_in_place_is_caught():
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's own make_dual
 def test_forward_ad_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(fused, "_warned", set())
-    recurrence = pytest.importorskip("rnnkit.recurrence")
     x, hx, params, _ = make_case("LSTM", 3, 2, 2, 3)
     import torch.autograd.forward_ad as fwAD
 

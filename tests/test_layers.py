@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit import layers
+from rnnkit import backends, layers
 from test_cells import chung2014_gru_step
 
 DT = torch.float64
@@ -18,11 +18,6 @@ ATOL = 1e-10
 BACKENDS = ["reference", "torch", "fused"]
 INPUT_KINDS = ["padded", "unbatched", "lengths", "packed_sorted", "packed_unsorted"]
 NUM_CONFIGS = 60
-
-
-def need(backend):
-    if backend == "fused":
-        import rnnkit.fused  # noqa: F401  (the default backend: a broken import must fail the suite, not skip it)
 
 
 def random_config(seed):
@@ -137,7 +132,6 @@ def test_configurations_cover_the_required_cases():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(NUM_CONFIGS))
 def test_layer_equals_torch(seed, backend):
-    need(backend)
     cfg = random_config(seed)
     ours, theirs = make_pair(cfg, backend)
     assert_equal_forward_backward(ours, theirs, cfg)
@@ -148,7 +142,6 @@ def test_layer_equals_torch(seed, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(0, NUM_CONFIGS, 3))
 def test_layer_equals_torch_cuda(seed, backend):
-    need(backend)
     cfg = random_config(seed)
     ours, theirs = make_pair(cfg, backend, device="cuda")
     assert_equal_forward_backward(ours, theirs, cfg, device="cuda")
@@ -186,7 +179,6 @@ def chung2014_gru(module, x, lengths):
 @pytest.mark.parametrize("backend", ["reference", "fused"])
 @pytest.mark.parametrize("seed", range(12))
 def test_gru_reset_before_equals_chung2014(seed, backend):
-    need(backend)
     rng = random.Random(seed)
     T, B, I, H = rng.randint(1, 6), rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 5)
     torch.manual_seed(seed)
@@ -210,7 +202,6 @@ def test_gru_reset_before_equals_chung2014(seed, backend):
 
 @pytest.mark.parametrize("backend", ["reference", "fused"])
 def test_gru_cell_reset_before_equals_chung2014(backend):
-    need(backend)
     torch.manual_seed(0)
     cell = rnnkit.GRUCell(3, 4, dtype=DT, reset_after=False, backend=backend)
     x, h = torch.randn(2, 3, dtype=DT), torch.randn(2, 4, dtype=DT)
@@ -225,7 +216,6 @@ def test_gru_cell_reset_before_equals_chung2014(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(16))
 def test_cell_module_equals_torch(seed, backend):
-    need(backend)
     rng = random.Random(seed)
     name = ["RNNCell", "LSTMCell", "GRUCell"][seed % 3]
     I, H, B = rng.randint(1, 5), rng.randint(1, 5), rng.randint(1, 4)
@@ -284,7 +274,6 @@ def test_same_seed_same_init_and_state_dict_round_trips(name):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_inter_layer_dropout(name, backend):
-    need(backend)
     torch.manual_seed(0)
     theirs = getattr(nn, name)(3, 4, num_layers=3, dropout=1.0, dtype=DT)
     ours = getattr(rnnkit, name)(3, 4, num_layers=3, dropout=1.0, dtype=DT, backend=backend)
@@ -309,7 +298,7 @@ def test_dropout_with_one_layer_warns_like_torch():
 
 def test_backend_switch_and_default():
     gru = rnnkit.GRU(2, 3)
-    assert gru.backend == layers.DEFAULT_BACKEND
+    assert gru.backend == backends.DEFAULT_BACKEND
     x = torch.randn(4, 2, 2)
     out_default = gru(x)[0]
     gru.backend = "torch"
@@ -366,14 +355,14 @@ def test_reference_loop_has_no_per_step_indexing(name):
     assert not names & {"SelectBackward0", "CopySlices", "IndexPutBackward0", "IndexBackward0"}, names
 
 
-@pytest.mark.parametrize("backend", ["reference", "fused"])
+@pytest.mark.parametrize("backend", sorted(backends.RUNNERS))
 @pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_run_direction_contract(mode, reverse, backend):
-    """run_direction on a padded batch = each sequence alone through rnnkit.cells, forwards or from its own last step
-    backwards; zeros past each length; h_n the state after each sequence's last valid step."""
-    need(backend)
-    run = layers.direction_runner(backend)
+    """Every entry of the backend table keeps the DirectionRunner contract: on a padded batch = each sequence alone
+    through rnnkit.cells, forwards or from its own last step backwards; zeros past each length; h_n the state after
+    each sequence's last valid step."""
+    run = backends.RUNNERS[backend]
     gen = torch.Generator().manual_seed(5)
     T, B, I, H = 6, 4, 3, 2
     G = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode]
@@ -400,7 +389,6 @@ def test_run_direction_contract(mode, reverse, backend):
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_empty_batch_like_torch(name, backend):
     """torch.nn accepts a batch of zero sequences (e.g. an empty last batch); so must every backend."""
-    need(backend)
     ours = getattr(rnnkit, name)(3, 4, num_layers=2, bidirectional=True, backend=backend)
     out, h_n = ours(torch.randn(5, 0, 3))
     assert out.shape == (5, 0, 8)
