@@ -10,6 +10,7 @@ Constructor arguments are checked once in ``__init__``; tensors are checked once
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import warnings
@@ -26,13 +27,34 @@ def _type_name(value: object) -> str:
 # ---------------------------------------------------------------- constructor arguments
 
 
-def positive_int(name: str, arg: str, value: object) -> int:
-    """``value`` must be an ``int`` (not a ``bool``) and at least 1."""
+def integer(name: str, arg: str, value: object, low: int | None = None) -> int:
+    """``value`` must be an ``int`` (NumPy ints included, not a ``bool``), and at least ``low`` if given."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected {arg} to be an int, got {_type_name(value)} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name}: expected {arg} >= 1, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected {arg} >= {low}, got {value}")
     return int(value)
+
+
+def positive_int(name: str, arg: str, value: object) -> int:
+    """``value`` must be an ``int`` (not a ``bool``) and at least 1."""
+    return integer(name, arg, value, 1)
+
+
+def optional_int(name: str, arg: str, value: object, low: int | None = None) -> int | None:
+    """``None``, or an ``int`` as :func:`integer` checks it."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"{name}: expected {arg} to be an int or None, got {_type_name(value)} ({value!r})")
+    return None if value is None else integer(name, arg, value, low)
+
+
+def positive_real(name: str, arg: str, value: object) -> float:
+    """``value`` must be a real number (not a ``bool``), finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {arg} to be a number, got {_type_name(value)} ({value!r})")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: expected a finite {arg} > 0, got {value}")
+    return float(value)
 
 
 def boolean(name: str, arg: str, value: object) -> bool:

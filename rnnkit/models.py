@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _checks
 from .data.batching import pad_batch
 from .layers import GRU, LSTM, RNN
 
@@ -284,8 +285,7 @@ class Seq2Seq(nn.Module):
     @torch.no_grad()
     def greedy_decode(self, src: Tensor, max_len: int, src_lengths: Tensor | None = None) -> Tensor:
         """``(T', B)`` argmax tokens, ``T' <= max_len``; stops early once every row has emitted ``eos``."""
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"Seq2Seq.greedy_decode: expected max_len to be an int >= 1, got {max_len!r}")
+        max_len = _checks.positive_int("Seq2Seq.greedy_decode", "max_len", max_len)
         h = self.encode(src, src_lengths)
         token = torch.full((src.shape[1],), self.bos, dtype=torch.long, device=src.device)  # (B,)
         done = torch.zeros_like(token, dtype=torch.bool)

@@ -26,8 +26,6 @@ so a CPU seed reproduces a GPU model's sample up to floating-point differences i
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -39,22 +37,10 @@ __all__ = ["next_symbol_distribution", "sample_sequence", "sample_piano_roll"]
 
 
 def _check_temperature(temperature, fn: str) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"{fn}: expected temperature to be a number, got {type(temperature).__name__}")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"{fn}: expected a finite temperature > 0, got {temperature} (for greedy output use a "
-                         "small temperature such as 1e-4)")
-    return float(temperature)
-
-
-def _check_top_k(top_k, fn: str) -> int | None:
-    if top_k is None:
-        return None
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-        raise TypeError(f"{fn}: expected top_k to be an int or None, got {type(top_k).__name__}")
-    if top_k < 1:
-        raise ValueError(f"{fn}: expected top_k >= 1 (or None for no limit), got {top_k}")
-    return int(top_k)
+    try:
+        return _checks.positive_real(fn, "temperature", temperature)
+    except ValueError as err:
+        raise ValueError(f"{err} (for greedy output use a small temperature such as 1e-4)") from None
 
 
 def next_symbol_distribution(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
@@ -67,7 +53,7 @@ def next_symbol_distribution(logits: Tensor, temperature: float = 1.0, top_k: in
     if logits.dim() == 0:
         raise ValueError(f"{fn}: expected logits with a vocabulary dimension (..., V), got a 0-d tensor")
     temperature = _check_temperature(temperature, fn)
-    top_k = _check_top_k(top_k, fn)
+    top_k = _checks.optional_int(fn, "top_k", top_k, 1)
     # A NaN, a +inf or a row of only -inf has no distribution: softmax would return NaN and the sampler would draw
     # garbage silently, so name the first bad row instead.
     bad = torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1) | torch.isneginf(logits).all(-1)  # (...,)
@@ -150,12 +136,10 @@ def sample_sequence(
     """
     fn = "sample_sequence"
     temperature = _check_temperature(temperature, fn)
-    top_k = _check_top_k(top_k, fn)
-    for name, value, low in (("max_len", max_len, 1), ("num_samples", num_samples, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{fn}: expected {name} to be an int >= {low}, got {value!r}")
-    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
-        raise ValueError(f"{fn}: expected eos to be a token id >= 0 or None, got {eos!r}")
+    top_k = _checks.optional_int(fn, "top_k", top_k, 1)
+    max_len = _checks.positive_int(fn, "max_len", max_len)
+    num_samples = _checks.positive_int(fn, "num_samples", num_samples)
+    eos = _checks.optional_int(fn, "eos", eos, 0)
     if prompt is None:
         if eos is None:
             raise ValueError(f"{fn}: expected a prompt or an eos id (the default start symbol), got neither")
@@ -237,9 +221,9 @@ def sample_piano_roll(
         raise ValueError(f"{fn}: expected mode 'bernoulli' or 'threshold', got {mode!r}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"{fn}: expected 0 < threshold < 1, got {threshold}")
-    for name, value in (("num_steps", num_steps), ("num_samples", num_samples), ("num_keys", num_keys)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{fn}: expected {name} to be an int >= 1, got {value!r}")
+    num_steps = _checks.positive_int(fn, "num_steps", num_steps)
+    num_samples = _checks.positive_int(fn, "num_samples", num_samples)
+    num_keys = _checks.positive_int(fn, "num_keys", num_keys)
     if prime is not None and (not isinstance(prime, Tensor) or prime.dim() != 2 or prime.shape[1] != num_keys):
         got = tuple(prime.shape) if isinstance(prime, Tensor) else type(prime).__name__
         raise ValueError(f"{fn}: expected prime of shape (T0, {num_keys}), got {got}")

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.batching import _as_dataset, default_collate, move_to
+from . import _checks
+from .data.batching import as_dataset, default_collate, move_to
 from .train_config import TrainConfig, resolve_device
 
 __all__ = ["TrainConfig", "Trainer", "move_to", "default_collate"]
@@ -190,11 +191,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data, batch_size: int | None = None) -> float:
         """Mean loss over ``data`` (weighted by each batch's count), in eval mode, without weight noise."""
-        data = _as_dataset(data, "evaluation")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size < 1):
-            raise ValueError(f"Trainer.evaluate: expected batch_size to be None or an int >= 1, got {batch_size!r}")
-        bs = self.config.batch_size if batch_size is None else int(batch_size)
+        data = as_dataset(data, "evaluation")
+        batch_size = _checks.optional_int("Trainer.evaluate", "batch_size", batch_size, 1)
+        bs = self.config.batch_size if batch_size is None else batch_size
         was_training = self.model.training
         self.model.eval()
         total, count = 0.0, 0
@@ -212,8 +211,8 @@ class Trainer:
     def fit(self, train, valid=None) -> dict[str, Any]:
         """Train up to ``config.epochs`` epochs in total (a resumed checkpoint's included); return the history."""
         c = self.config
-        train = _as_dataset(train, "training")
-        valid = _as_dataset(valid, "validation") if valid is not None else None
+        train = as_dataset(train, "training")
+        valid = as_dataset(valid, "validation") if valid is not None else None
         if c.checkpoint and os.path.isdir(c.checkpoint):  # else the first save fails, after an epoch of training
             raise ValueError(f"Trainer: checkpoint {c.checkpoint!r} is a folder; expected a file path such as "
                              f"{os.path.join(c.checkpoint, 'checkpoint.pt')!r}")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _checks
+
 __all__ = ["TrainConfig", "resolve_device"]
 
 
@@ -37,11 +39,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "seed", "patience"):
-            value = getattr(self, name)
-            if not (name == "patience" and value is None) and (
-                    isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise TypeError(f"TrainConfig: expected {name} to be an int{' or None' if name == 'patience' else ''}"
-                                f", got {type(value).__name__} ({value!r})")
+            check = _checks.optional_int if name == "patience" else _checks.integer
+            setattr(self, name, check("TrainConfig", name, getattr(self, name)))  # NumPy ints become ints
         for name in ("lr", "weight_noise_std", "rmsprop_alpha", "eps", "clip_norm", "clip_value", "time_limit"):
             value = getattr(self, name)
             optional = name in ("clip_norm", "clip_value", "time_limit")

@@ -215,8 +215,10 @@ def test_charlm_collate_needs_two_tokens():
 
 
 def test_greedy_decode_max_len_must_be_positive():
-    with pytest.raises(ValueError, match="max_len to be an int >= 1, got 0"):  # was 'stack expects a non-empty'
+    with pytest.raises(ValueError, match="max_len >= 1, got 0"):  # was 'stack expects a non-empty'
         Seq2Seq(5, 5, 4).greedy_decode(torch.zeros(3, 2, dtype=torch.long), 0)
+    with pytest.raises(TypeError, match="max_len to be an int, got float"):  # a wrong type is a TypeError
+        Seq2Seq(5, 5, 4).greedy_decode(torch.zeros(3, 2, dtype=torch.long), 2.0)
 
 
 def test_seq_batch_lengths_may_be_a_list():

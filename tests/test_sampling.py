@@ -188,6 +188,19 @@ def test_charlm_from_models():
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and all(1 <= len(x) <= 25 for x in a)
 
 
+def test_sample_sequence_takes_numpy_ints():
+    np = pytest.importorskip("numpy")
+    a = sample_sequence(MarkovModel(_table()), eos=np.int64(EOS), max_len=np.int32(5), num_samples=np.int64(2), seed=0)
+    b = sample_sequence(MarkovModel(_table()), eos=EOS, max_len=5, num_samples=2, seed=0)
+    assert len(a) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan")])
+def test_sample_sequence_temperature_hint(temperature):
+    with pytest.raises(ValueError, match="small temperature such as 1e-4"):
+        sample_sequence(MarkovModel(_table()), eos=EOS, max_len=5, seed=0, temperature=temperature)
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(temperature=0), ValueError, "temperature > 0, got 0"),
     (dict(temperature=-1.0), ValueError, "temperature > 0"),
@@ -197,8 +210,12 @@ def test_charlm_from_models():
     (dict(top_k=0), ValueError, "top_k >= 1"),
     (dict(top_k=-3), ValueError, "top_k >= 1"),
     (dict(top_k=2.5), TypeError, "top_k to be an int"),
-    (dict(max_len=0), ValueError, "max_len to be an int >= 1"),
-    (dict(num_samples=0), ValueError, "num_samples to be an int >= 1"),
+    (dict(max_len=0), ValueError, "max_len >= 1, got 0"),
+    (dict(max_len=5.0), TypeError, "max_len to be an int, got float"),  # a wrong type is a TypeError
+    (dict(max_len="5"), TypeError, "max_len to be an int, got str"),
+    (dict(num_samples=0), ValueError, "num_samples >= 1, got 0"),
+    (dict(eos=-1), ValueError, "eos >= 0, got -1"),
+    (dict(eos=True), TypeError, "eos to be an int or None, got bool"),
     (dict(eos=None), ValueError, "prompt or an eos"),
     (dict(seed=1, generator=torch.Generator()), ValueError, "seed or generator"),
     (dict(prompt=[]), ValueError, "non-empty prompt"),
@@ -207,6 +224,7 @@ def test_charlm_from_models():
     (dict(eos=V, prompt=[0]), ValueError, f"eos < the vocabulary size {V}, got {V}"),  # could never be drawn
 ])
 def test_sample_sequence_errors(kwargs, exc, match):
+    """One exception type per kind of mistake (TypeError for a wrong type), messages from rnnkit._checks."""
     args = dict(eos=EOS, max_len=5, seed=0)
     args.update(kwargs)
     with pytest.raises(exc, match=match):
@@ -299,7 +317,7 @@ def test_piano_roll_threshold_prime_and_feedback():
     (dict(mode="argmax"), "mode 'bernoulli' or 'threshold'"),
     (dict(threshold=1.0), "0 < threshold < 1"),
     (dict(temperature=0.0), "temperature > 0"),
-    (dict(num_steps=0), "num_steps to be an int >= 1"),
+    (dict(num_steps=0), "num_steps >= 1, got 0"),
     (dict(prime=torch.zeros(3, 12)), r"prime of shape \(T0, 88\), got \(3, 12\)"),
 ])
 def test_piano_roll_errors(kwargs, match):

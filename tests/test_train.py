@@ -291,8 +291,10 @@ def test_evaluate_checks_the_loss_shape_and_batch_size():
         t.evaluate((torch.zeros(4, 2),))
     t = piano_trainer()
     for bad in (0, -1):  # 0 silently meant the config's batch size, -1 divided by zero
-        with pytest.raises(ValueError, match="batch_size to be None or an int >= 1"):
+        with pytest.raises(ValueError, match=f"batch_size >= 1, got {bad}"):
             t.evaluate(rolls(3), batch_size=bad)
+    with pytest.raises(TypeError, match="batch_size to be an int, got float"):  # a wrong type is a TypeError
+        t.evaluate(rolls(3), batch_size=2.0)
 
 
 def test_model_without_trainable_parameters():

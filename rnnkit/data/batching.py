@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from .. import _checks
+
 __all__ = ["pad_batch", "pack_batch", "iterate_batches"]  # move_to, default_collate: documented in rnnkit.train
 
 
@@ -106,11 +108,7 @@ def iterate_batches(
     """
     fn = "iterate_batches"
     seqs = _check_sequences(seqs, fn)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"{fn}: expected batch_size to be an int, got {type(batch_size).__name__}")
-    batch_size = int(batch_size)  # numpy.int64 too
-    if batch_size < 1:
-        raise ValueError(f"{fn}: expected batch_size >= 1, got {batch_size}")
+    batch_size = _checks.positive_int(fn, "batch_size", batch_size)  # numpy.int64 too
     if targets is not None and not isinstance(targets, torch.Tensor) and all(
             isinstance(t, numbers.Number) for t in targets):
         targets = torch.as_tensor(targets)  # a plain list of labels [0, 1, ...]: one per sequence, like a tensor
@@ -190,7 +188,7 @@ class _TensorTuple:
         return tuple(t[i] for t in self.tensors)
 
 
-def _as_dataset(data, name: str):
+def as_dataset(data, name: str):
     if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
         if any(t.dim() == 0 for t in data):
             raise ValueError(f"Trainer: expected the {name} tuple to hold tensors with a first (example) dimension, "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import math
-import numbers
 import os
 import tempfile
 import warnings
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .. import _checks
 
 __all__ = ["load_chorales", "chorale_paths", "score_to_piano_roll", "cache_dir", "FRAMES", "LOWEST_MIDI", "NUM_KEYS"]
 
@@ -227,12 +228,10 @@ def load_chorales(
     fn = "load_chorales"
     if frames not in FRAMES:
         raise ValueError(f"{fn}: expected frames in {sorted(FRAMES)}, got {frames!r}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral):
-        raise TypeError(f"{fn}: expected split_seed to be an int, got {type(split_seed).__name__}")
+    split_seed = _checks.integer(fn, "split_seed", split_seed)
     if not -(2**63) <= split_seed < 2**64:  # torch.Generator seeds are 64-bit
         raise ValueError(f"{fn}: expected split_seed in -2**63 .. 2**64 - 1, got {split_seed}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 3):
-        raise ValueError(f"{fn}: expected limit to be None or an int >= 3 (one chorale per split), got {limit!r}")
+    limit = _checks.optional_int(fn, "limit", limit, 3)  # one chorale per split
     folder = _resolve_cache_dir(cache_dir)
     music21_version = importlib.metadata.version("music21")  # another music21 may bundle other scores: another file
 

@@ -14,21 +14,12 @@ is used, so ``torch.manual_seed`` still makes a script reproducible.
 
 from __future__ import annotations
 
-import numbers
 
 import torch
 
 from .. import _checks
 
 __all__ = ["adding_problem", "copy_task", "parity_task"]
-
-
-def _positive_int(value, name: str, fn: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine, 3.0 is not
-        raise TypeError(f"{fn}: expected {name} to be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{fn}: expected {name} >= {minimum}, got {value}")
-    return int(value)
 
 
 def adding_problem(
@@ -62,8 +53,8 @@ def adding_problem(
     Returns ``x`` of shape ``(N, T, 2)`` and ``y`` of shape ``(N,)``, both of ``dtype``. ``seq_len >= 2``.
     """
     fn = "adding_problem"
-    n = _positive_int(num_samples, "num_samples", fn)
-    t = _positive_int(seq_len, "seq_len", fn, minimum=2)
+    n = _checks.integer(fn, "num_samples", num_samples, 1)
+    t = _checks.integer(fn, "seq_len", seq_len, 2)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"{fn}: expected a floating-point dtype, got {dtype}")
     g = _checks.generator(fn, seed, generator, cpu_only=True)
@@ -105,10 +96,10 @@ def copy_task(
     Returns ``x`` and ``y`` as int64 tensors of shape ``(N, 2L + delay)``.
     """
     fn = "copy_task"
-    n = _positive_int(num_samples, "num_samples", fn)
-    length = _positive_int(seq_len, "seq_len", fn)
-    delay = _positive_int(delay, "delay", fn)
-    k = _positive_int(num_symbols, "num_symbols", fn)
+    n = _checks.integer(fn, "num_samples", num_samples, 1)
+    length = _checks.integer(fn, "seq_len", seq_len, 1)
+    delay = _checks.integer(fn, "delay", delay, 1)
+    k = _checks.integer(fn, "num_symbols", num_symbols, 1)
     g = _checks.generator(fn, seed, generator, cpu_only=True)
     symbols = torch.randint(1, k + 1, (n, length), generator=g)  # (N, L) in 1..K
     blank, delimiter = 0, k + 1
@@ -138,8 +129,8 @@ def parity_task(
     A classifier that ignores the input scores 50 %.
     """
     fn = "parity_task"
-    n = _positive_int(num_samples, "num_samples", fn)
-    t = _positive_int(seq_len, "seq_len", fn)
+    n = _checks.integer(fn, "num_samples", num_samples, 1)
+    t = _checks.integer(fn, "seq_len", seq_len, 1)
     g = _checks.generator(fn, seed, generator, cpu_only=True)
     bits = torch.randint(0, 2, (n, t), generator=g)  # (N, T) in {0, 1}
     x = bits.to(torch.float32).unsqueeze(-1)  # (N, T, 1)
