@@ -12,6 +12,7 @@ returns ``(mean_loss, count)``, so epoch averages are weighted by time steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,10 +82,17 @@ def units_for_budget(cell: str, n_in: int, n_out: int, budget: int) -> int:
     recurrent matrix plus two 88x100 matrices alone exceed 20k), so the paper's figures must count differently; this
     function gives the sizes an exact equal budget implies (20,000 -> 77 tanh, 41 GRU, 34 LSTM).
     """
-    if budget < piano_roll_parameter_count(cell, n_in, n_out, 1):
-        raise ValueError(f"units_for_budget: a {cell} model with one unit already has more than {budget} parameters")
+    return largest_fit(lambda hidden: piano_roll_parameter_count(cell, n_in, n_out, hidden), budget,
+                       f"units_for_budget: a {cell} model")
+
+
+def largest_fit(count: Callable[[int], int], budget: int, what: str) -> int:
+    """The largest hidden size ``h >= 1`` with ``count(h) <= budget`` (``count`` increases with ``h``); a
+    ``ValueError`` naming ``what`` when even one unit does not fit."""
+    if count(1) > budget:
+        raise ValueError(f"{what} with one unit already has {count(1)} parameters, more than the budget {budget}")
     hidden = 1
-    while piano_roll_parameter_count(cell, n_in, n_out, hidden + 1) <= budget:
+    while count(hidden + 1) <= budget:
         hidden += 1
     return hidden
 

@@ -17,12 +17,10 @@ Outputs in ``out``: ``results.json`` (format checked by :func:`validate_results`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -33,6 +31,7 @@ import torch
 from ..models import PianoRollModel, count_parameters, units_for_budget
 from ..train import Trainer
 from ..train_config import TrainConfig, resolve_device
+from .runs import environment, make_out_folder, torch_threads
 
 __all__ = ["Chung2014Config", "QUICK", "PAPER_TABLE2", "PAPER_UNITS", "run", "validate_results", "format_table",
            "plot_learning_curves", "lr_candidates"]
@@ -248,33 +247,6 @@ def _run(config, out, verbose: bool) -> dict:
     if verbose:
         print(format_table(results))
     return results
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Run the block with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore the old count."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def make_out_folder(out: str | None, who: str) -> None:
-    """Create the results folder ``out`` (if given) now, not after minutes of training: a file in the way or a
-    read-only place fails before anything is trained."""
-    if out is None:
-        return
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"{who}: the output folder {out} exists and is not a folder")
-    os.makedirs(out, exist_ok=True)
-
-
-def environment() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------------------------------------- results format

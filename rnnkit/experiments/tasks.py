@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.tasks import adding_problem, copy_task, parity_task
-from ..models import count_parameters, make_recurrent, recurrent_parameter_count
+from ..models import count_parameters, largest_fit, make_recurrent, recurrent_parameter_count
 from ..train import Trainer
 from ..train_config import TrainConfig, resolve_device
-from .chung2014 import environment, make_out_folder, torch_threads
+from .runs import environment, make_out_folder, torch_threads
 
 __all__ = ["TasksConfig", "QUICK", "TaskModel", "run", "validate_tasks_results"]
 
@@ -64,13 +64,9 @@ QUICK = dict(adding_lengths=(5, 10), copy_delays=(2,), parity_lengths=(4,), trai
 
 
 def _hidden_for_budget(cell: str, n_in: int, budget: int) -> int:
-    if recurrent_parameter_count(cell, n_in, 1) > budget:  # hidden=1 would silently exceed the promised budget
-        raise ValueError(f"tasks: a {cell} layer with one unit on {n_in} inputs already has "
-                         f"{recurrent_parameter_count(cell, n_in, 1)} parameters, more than the budget {budget}")
-    hidden = 1
-    while recurrent_parameter_count(cell, n_in, hidden + 1) <= budget:
-        hidden += 1
-    return hidden
+    # hidden=1 must not silently exceed the promised budget: largest_fit raises then
+    return largest_fit(lambda hidden: recurrent_parameter_count(cell, n_in, hidden), budget,
+                       f"tasks: a {cell} layer on {n_in} inputs")
 
 
 class TaskModel(nn.Module):
