@@ -33,7 +33,7 @@ test: $(STAMP) system-deps
 clean-book:
 	rm -rf _build
 
-# Grading (issue 8): every submission under grading/submitted/<student>/<assignment>/ runs in its own bubblewrap
+# Grading: every submission under grading/submitted/<student>/<assignment>/ runs in its own bubblewrap
 # sandbox (JOBS at once), is judged outside it, lands in the gradebook, and grades.csv gets a row per student.
 # AUTOGRADE_ARGS passes options, e.g. AUTOGRADE_ARGS="--db-url postgresql://... --cell-timeout 30" (see --help).
 JOBS ?= 1
@@ -45,7 +45,7 @@ autograde: $(STAMP)
 feedback: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --feedback-only $(AUTOGRADE_ARGS)
 
-# Assignments (issue 5): regenerate the student release exercises/ from solutions/ with nbgrader's API (normalised,
+# Assignments: regenerate the student release exercises/ from solutions/ with nbgrader's API (normalised,
 # byte-identical on every run; also records the assignments in grading/gradebook.db), and the grader's stored
 # expected values rnnkit/grading/fixtures/*.npz from rnnkit (CI runs `--check` to prove they are current).
 .PHONY: release fixtures

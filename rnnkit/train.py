@@ -276,8 +276,6 @@ class Trainer:
                 self.bad_epochs += 1
                 if c.patience is not None and self.bad_epochs >= c.patience:
                     h["stop_reason"] = "early_stopping"
-        if not math.isfinite(train_loss):  # cannot happen: _step raises first; kept as a guard for custom loops
-            raise FloatingPointError(f"Trainer: epoch {self.epoch} ended with a non-finite mean loss {train_loss}")
         if c.time_limit is not None and seconds >= c.time_limit and h["stop_reason"] is None:
             h["stop_reason"] = "time_limit"
 

@@ -1,4 +1,6 @@
-"""Shared pytest set-up: CPU float64 by default for exactness; CUDA variants skip cleanly without a GPU."""
+"""Shared pytest set-up: tests marked ``cuda`` skip cleanly without a GPU, and ``repo_root`` is the checkout.
+
+No default dtype is set here: each equality test builds its tensors in float64 itself (``dtype=torch.float64``)."""
 import os
 
 import pytest
