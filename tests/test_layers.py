@@ -6,12 +6,12 @@ import random
 
 import pytest
 import torch
+from references import chung2014_gru_step
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit import backends, layers
-from test_cells import chung2014_gru_step
+from rnnkit import backends
 
 DT = torch.float64
 ATOL = 1e-10
