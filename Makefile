@@ -7,11 +7,13 @@ STAMP  := $(VENV)/.installed-stamp
 # nbgrader calls `alembic` from PATH: put the venv first for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv system-deps book test clean-book
+.PHONY: venv system-deps book test clean-book constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package of the course environment (torch 2.13.0's CPU wheel included): reproducible
+# builds, while pyproject.toml keeps the ranges a library declares. `make constraints` regenerates it.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[course]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[course]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -54,3 +56,7 @@ release: $(STAMP)
 
 fixtures: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.fixtures --write
+
+# Re-pin the course environment after changing pyproject.toml's ranges: freeze what `make venv` installed.
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^rnnkit' > constraints.txt

@@ -57,9 +57,19 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser()
 
 
+def _music21_corpus():
+    """music21's corpus module; music21 is an optional dependency (``pip install 'rnnkit[chorales]'``)."""
+    try:
+        from music21 import corpus
+    except ImportError as err:
+        raise ImportError("the Bach chorales need music21, an optional dependency of rnnkit: "
+                          "pip install 'rnnkit[chorales]'") from err
+    return corpus
+
+
 def chorale_paths() -> list[Path]:
     """Candidate chorale files in music21's bundled Bach corpus, one per piece, sorted by file name."""
-    from music21 import corpus
+    corpus = _music21_corpus()
 
     best: dict[str, Path] = {}
     for p in corpus.getComposer("bach"):
@@ -115,7 +125,7 @@ def score_to_piano_roll(parts, frame: Fraction | float = 1) -> np.ndarray:
 
 
 def _parse_all(frame: Fraction, limit: int | None, progress: bool) -> tuple[list[str], list[np.ndarray]]:
-    from music21 import corpus
+    corpus = _music21_corpus()
     from tqdm import tqdm  # the text bar: works in terminals, CI logs and notebooks without ipywidgets
 
     names, rolls, seen = [], [], set()
@@ -233,6 +243,7 @@ def load_chorales(
         raise ValueError(f"{fn}: expected split_seed in -2**63 .. 2**64 - 1, got {split_seed}")
     limit = _checks.optional_int(fn, "limit", limit, 3)  # one chorale per split
     folder = _resolve_cache_dir(cache_dir)
+    _music21_corpus()  # a clear error now if music21 is missing
     music21_version = importlib.metadata.version("music21")  # another music21 may bundle other scores: another file
 
     subset = "" if limit is None else f"-first{limit}"
