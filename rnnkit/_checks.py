@@ -15,6 +15,7 @@ import numbers
 import operator
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,9 +53,10 @@ def positive_real(name: str, arg: str, value: object) -> float:
     """``value`` must be a real number (not a ``bool``), finite and > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected {arg} to be a number, got {_type_name(value)} ({value!r})")
-    if not (value > 0 and math.isfinite(value)):
+    number = float(value)
+    if not (number > 0 and math.isfinite(number)):
         raise ValueError(f"{name}: expected a finite {arg} > 0, got {value}")
-    return float(value)
+    return number
 
 
 def boolean(name: str, arg: str, value: object) -> bool:
@@ -66,14 +68,15 @@ def boolean(name: str, arg: str, value: object) -> bool:
 def dropout(name: str, value: object, num_layers: int) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected dropout to be a float, got {_type_name(value)} ({value!r})")
-    if not 0 <= value <= 1:
+    p = float(value)
+    if not 0 <= p <= 1:
         raise ValueError(f"{name}: expected dropout in [0, 1] (the probability of zeroing an element), got {value}")
-    if value > 0 and num_layers == 1:
+    if p > 0 and num_layers == 1:
         warnings.warn(
             f"{name}: dropout acts between stacked layers only, so dropout={value} does nothing with num_layers=1",
             stacklevel=4,
         )
-    return float(value)
+    return p
 
 
 def choice(name: str, arg: str, value: object, choices: Sequence[str]) -> str:
@@ -88,7 +91,7 @@ def choice(name: str, arg: str, value: object, choices: Sequence[str]) -> str:
 def backend(name: str, value: object, reset_after: bool, choices: Sequence[str]) -> str:
     """A known backend (a key of :data:`rnnkit.backends.RUNNERS`) that computes this module: ``torch`` has no
     ``reset_after=False`` GRU."""
-    choice(name, "backend", value, choices)
+    value = choice(name, "backend", value, choices)
     if value == "torch" and not reset_after:
         raise ValueError(
             f"{name}: backend 'torch' computes only reset_after=True (PyTorch's GRU), got reset_after=False; "
@@ -152,15 +155,15 @@ def initial_state(name: str, is_lstm: bool, hx: object, shape: tuple[int, ...], 
     (``c_0`` of ``c_shape``, which defaults to ``shape``)."""
     c_shape = shape if c_shape is None else c_shape
     if hx is None:
-        h0 = x.new_zeros(shape)
-        return (h0, h0 if c_shape == shape else x.new_zeros(c_shape)) if is_lstm else h0
+        zeros = x.new_zeros(shape)
+        return (zeros, zeros if c_shape == shape else x.new_zeros(c_shape)) if is_lstm else zeros
     if is_lstm:
         h0, c0 = state_pair(name, hx)
         return state(name, "h_0", h0, shape, layout, x), state(name, "c_0", c0, c_shape, layout, x)
     return state(name, "hx", hx, shape, layout, x)
 
 
-def lengths(name: str, value: object, batch: int, steps: int) -> Tensor | None:
+def lengths(name: str, value: Any, batch: int, steps: int) -> Tensor | None:
     """Lengths of a padded batch as a CPU int64 tensor with ``batch`` entries, each in ``[1, steps]``.
 
     Given as an integer tensor (any device), a NumPy integer array, or a list/tuple of ints (NumPy ints included)."""

@@ -37,7 +37,7 @@ class FusedGRU(Function):
     """``reset_after=True``: the form of torch.nn.GRU."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
         pack, linear = make_linear(use_onednn(x), x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
@@ -65,7 +65,7 @@ class FusedGRU(Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+    def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(use_onednn(x), x.shape[1])
@@ -112,7 +112,7 @@ class FusedGRUResetBefore(Function):
     """``reset_after=False``: the form of Cho et al. (2014) and Chung et al. (2014); two GEMMs per step."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
         pack, linear = make_linear(use_onednn(x), x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
@@ -139,7 +139,7 @@ class FusedGRUResetBefore(Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+    def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(use_onednn(x), x.shape[1])

@@ -49,7 +49,7 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 
 class FusedLSTM(Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):  # type: ignore[override]
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
         pack, linear = make_linear(use_onednn(x), x.shape[1])
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
@@ -84,7 +84,7 @@ class FusedLSTM(Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):  # type: ignore[override]
+    def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
         x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(use_onednn(x), x.shape[1])
@@ -126,6 +126,8 @@ class FusedLSTM(Function):
             dS = linear(A_[t], w_back, add=add)  # hbar_{t-1}
             dc.mul_(Fc_[t])  # cbar_{t-1}
         dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
+        dw_ih: Tensor | None
+        dw_hh: Tensor | None
         if need[3] and need[4]:  # the usual case: both weight gradients in one GEMM
             dw_ih, dw_hh = (_from_ofig(g, H) for g in weight_grads(dG, x, S, h0, plan))
         else:

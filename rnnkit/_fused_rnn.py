@@ -24,7 +24,7 @@ from ._fused_common import (
 
 class FusedRNN(Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):  # type: ignore[override]
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
         pack, linear = make_linear(use_onednn(x), x.shape[1])
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
         xg = input_projection(x, w_ih, add_biases(b_ih, b_hh))  # (T, B, H), one GEMM for all steps
@@ -49,7 +49,7 @@ class FusedRNN(Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout: Tensor, dh_n: Tensor):  # type: ignore[override]
+    def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(use_onednn(x), x.shape[1])
@@ -75,6 +75,8 @@ class FusedRNN(Function):
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
             dS = linear(dG_[t], w_back, add=add)  # gradient reaching the previous state
         T, B, H = S.shape
+        dw_ih: Tensor | None
+        dw_hh: Tensor | None
         if need[2] and need[3]:  # the usual case: both weight gradients in one GEMM
             dw_ih, dw_hh = weight_grads(dG, x, S, h0, plan)
         else:

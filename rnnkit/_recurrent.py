@@ -8,15 +8,19 @@ a layer is walked one way everywhere (torch.nn's parameter names ``weight_ih_l{k
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import _checks
 
-__all__ = ["State", "map_state", "recurrent_kind", "num_directions", "layer_weights", "time_major", "initial_state"]
+__all__ = ["State", "RecurrentLayer", "map_state", "state_at", "recurrent_kind", "num_directions", "layer_weights", "time_major", "initial_state"]
 
 # a GRU/RNN state is one tensor, an LSTM state the pair (h, c)
 State = Tensor | tuple[Tensor, Tensor]
+# an RNN/LSTM/GRU layer of rnnkit or torch.nn: its sizes and weights are read by name (nn.Module's __getattr__ types
+# every attribute as Tensor | Module, so the type checker cannot follow them)
+RecurrentLayer = Any
 Weights = tuple[Tensor, Tensor, "Tensor | None", "Tensor | None"]
 
 
@@ -25,7 +29,12 @@ def map_state(state: State, fn: Callable[[Tensor], Tensor]) -> State:
     return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)  # type: ignore[return-value]
 
 
-def recurrent_kind(module: nn.Module) -> str:
+def state_at(state: State, index: int) -> State:
+    """Row ``index`` of a stacked state ``(L * D, B, H)`` (of both tensors for an LSTM): ``(B, H)``."""
+    return map_state(state, lambda t: t[index])
+
+
+def recurrent_kind(module: RecurrentLayer) -> str:
     """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a recurrent *layer* (torch.nn's ``mode`` is ``"RNN_TANH"``, ...)."""
     mode = getattr(module, "mode", None)
     if hasattr(module, "num_layers") and isinstance(mode, str) and mode.split("_")[0] in ("RNN", "LSTM", "GRU"):
@@ -34,11 +43,11 @@ def recurrent_kind(module: nn.Module) -> str:
     raise TypeError(f"expected an RNN, LSTM or GRU layer (rnnkit or torch.nn), got {type(module).__name__}")
 
 
-def num_directions(module: nn.Module) -> int:
+def num_directions(module: RecurrentLayer) -> int:
     return 2 if module.bidirectional else 1
 
 
-def layer_weights(module: nn.Module, layer: int, direction: int) -> Weights:
+def layer_weights(module: RecurrentLayer, layer: int, direction: int) -> Weights:
     """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (0 forward, 1 reverse); biases are None without bias."""
     suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
     return (getattr(module, "weight_ih" + suffix), getattr(module, "weight_hh" + suffix),
@@ -56,7 +65,7 @@ def time_major(x: Tensor, batch_first: bool, who: str) -> Tensor:
     return x.transpose(0, 1) if batch_first else x
 
 
-def initial_state(who: str, module: nn.Module, hx: object, x: Tensor, batched: bool) -> State:
+def initial_state(who: str, module: RecurrentLayer, hx: object, x: Tensor, batched: bool) -> State:
     """The state a stacked layer starts from, batched: ``(L * D, B, H)`` (a pair for the LSTM).
 
     ``hx=None`` gives zeros like ``x`` (time-major ``(T, B, .)``); otherwise ``hx`` is checked against the shape the
@@ -64,10 +73,10 @@ def initial_state(who: str, module: nn.Module, hx: object, x: Tensor, batched: b
     ``torch.nn.LSTM`` with ``proj_size = P`` carries ``h`` of size ``P`` and ``c`` of size ``H``.
     """
     is_lstm = recurrent_kind(module) == "LSTM"
-    lead = (module.num_layers * num_directions(module),) + ((x.shape[1],) if batched else ())
-    hidden = (module.hidden_size,)
-    h_size = (getattr(module, "proj_size", 0) or module.hidden_size,)
+    lead: tuple[int, ...] = (module.num_layers * num_directions(module),) + ((x.shape[1],) if batched else ())
+    hidden: tuple[int, ...] = (module.hidden_size,)
+    h_size: tuple[int, ...] = (getattr(module, "proj_size", 0) or module.hidden_size,)
     layout = ("(num_layers * num_directions, batch, hidden_size)" if batched
               else "(num_layers * num_directions, hidden_size) for unbatched input")
-    hx = _checks.initial_state(who, is_lstm, hx, lead + h_size, layout, x, c_shape=lead + hidden)
-    return hx if batched else map_state(hx, lambda t: t.unsqueeze(1))  # (L * D, B, H)
+    state: State = _checks.initial_state(who, is_lstm, hx, lead + h_size, layout, x, c_shape=lead + hidden)
+    return state if batched else map_state(state, lambda t: t.unsqueeze(1))  # (L * D, B, H)

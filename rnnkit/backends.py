@@ -12,7 +12,7 @@ modules call it for a one-step sequence. A new backend is one entry here that ke
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, _VF
@@ -65,7 +65,7 @@ def run_direction_torch(mode: str, x: Tensor, hx: State, w_ih: Tensor, w_hh: Ten
     if mode == "GRU" and not reset_after:
         raise ValueError("backend 'torch' computes only reset_after=True (PyTorch's GRU)")
     rnn = _VF.rnn_tanh if nonlinearity == "tanh" else _VF.rnn_relu
-    kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": rnn}[mode]
+    kernel: Any = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN": rnn}[mode]
     params = [w for w in (w_ih, w_hh, b_ih, b_hh) if w is not None]
     options = (params, b_ih is not None, 1, 0.0, False, False)  # one layer, no dropout, unidirectional
     if reverse:
@@ -78,11 +78,14 @@ def run_direction_torch(mode: str, x: Tensor, hx: State, w_ih: Tensor, w_hh: Ten
         h_n = (result[1][0], result[2][0]) if mode == "LSTM" else result[1][0]
     else:
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        state = map_state(state, lambda t: t.index_select(1, packed.sorted_indices.to(t.device)))
+        order = packed.sorted_indices
+        assert order is not None  # enforce_sorted=False always sorts
+        state = map_state(state, lambda t: t.index_select(1, order.to(t.device)))
         result = kernel(packed.data, packed.batch_sizes, state, *options)
         output, _ = pad_packed_sequence(
             PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
             total_length=x.shape[0])  # (T, B, H)
+        assert packed.sorted_indices is not None and packed.unsorted_indices is not None  # enforce_sorted=False
         back = packed.unsorted_indices.to(x.device)
         h_n = (result[1][0], result[2][0]) if mode == "LSTM" else result[1][0]
         h_n = map_state(h_n, lambda t: t.index_select(0, back))  # rows back in the caller's order

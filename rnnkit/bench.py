@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -85,7 +86,7 @@ def _workload(mode: str, backend: str, H: int, cfg: BenchConfig, device: str):
     return fwd, fwd_bwd
 
 
-def _floor_workload(mode: str, net: torch.nn.Module, x: torch.Tensor):
+def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     """The fused backend's matrix products alone: the same helpers, shapes and kernels (:mod:`rnnkit._fused_common`),
     with random stand-ins for the states and gate gradients and no element-wise work."""
     T, B, I = x.shape
@@ -134,7 +135,7 @@ def run(cfg: BenchConfig) -> list[dict]:
             for mode in cfg.modes:
                 for H in cfg.hidden:
                     work = {b: _workload(mode, b, H, cfg, device) for b in backends}
-                    times = {(b, p): [] for b in backends for p in passes}
+                    times: dict[tuple[str, str], list[float]] = {(b, p): [] for b in backends for p in passes}
                     for r in range(cfg.warmup + cfg.repeats):
                         k = r % len(backends)
                         for b in backends[k:] + backends[:k]:  # rotate who goes first

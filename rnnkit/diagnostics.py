@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _recurrent
-from ._recurrent import State
+from ._recurrent import RecurrentLayer, State
 
 __all__ = [
     "StepGradNorms",
@@ -67,7 +67,7 @@ def _state_tensors(state: State) -> tuple[Tensor, ...]:
 
 
 def hidden_grad_norms(
-    module: nn.Module,
+    module: RecurrentLayer,
     x: Tensor,
     hx: State | None = None,
     loss_fn: Callable[[Tensor], Tensor] | None = None,

@@ -39,7 +39,7 @@ __all__ = ["run_direction"]
 try:
     from torch._C._functorch import is_functorch_wrapped_tensor
 except ImportError:  # pragma: no cover - every supported torch has it
-    is_functorch_wrapped_tensor = None
+    is_functorch_wrapped_tensor = None  # type: ignore[assignment]
 
 _warned: set[str] = set()  # reasons already reported: each fallback warns once per process
 

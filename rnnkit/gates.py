@@ -12,13 +12,15 @@ for ``(B, T, F)``.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from . import _checks, _recurrent, cells
-from ._recurrent import State
+from ._recurrent import RecurrentLayer, State
+from .cells import GRUGates, LSTMGates
 from .recurrence import scan
 
 __all__ = ["GateTraces", "SaturationStats", "gate_traces", "gate_saturation", "stack_gates"]
@@ -53,12 +55,12 @@ class SaturationStats(NamedTuple):
 
 def _run_gates(kind: str, xs: Tensor, hx: State, weights, reset_after: bool, reverse: bool) -> dict[str, Tensor]:
     """Every gate and state of one direction over ``xs (T, B, I)``: ``{name: (T, B, H)}`` in time order."""
-    def step(t: int, x_t: Tensor, state: State):
+    def step(t: int, x_t: Tensor, state: Any) -> tuple[State, LSTMGates | GRUGates]:
         if kind == "LSTM":
-            g = cells.lstm_gates(x_t, state, *weights)
-            return (g.h, g.c), g
-        g = cells.gru_gates(x_t, state, *weights, reset_after=reset_after)
-        return g.h, g
+            lstm = cells.lstm_gates(x_t, state, *weights)
+            return (lstm.h, lstm.c), lstm
+        gru = cells.gru_gates(x_t, state, weights[0], weights[1], weights[2], weights[3], reset_after=reset_after)
+        return gru.h, gru
 
     per_step, _ = scan(step, xs.unbind(0), hx, reverse=reverse)
     return {name: torch.stack([getattr(g, name) for g in per_step]) for name in per_step[0]._fields}
@@ -66,7 +68,7 @@ def _run_gates(kind: str, xs: Tensor, hx: State, weights, reset_after: bool, rev
 
 @torch.no_grad()
 def gate_traces(
-    module: nn.Module,
+    module: RecurrentLayer,
     x: Tensor,
     hx: State | None = None,
     *,
@@ -115,11 +117,11 @@ def gate_traces(
     for k in range(layer):  # the layers below feed the traced one
         outs = []
         for d in range(num_dirs):
-            h0 = _recurrent.map_state(hx, lambda s, i=k * num_dirs + d: s[i])  # (B, H)
+            h0 = _recurrent.state_at(hx, k * num_dirs + d)  # (B, H)
             weights = _recurrent.layer_weights(module, k, d)
             outs.append(_run_gates(kind, inp, h0, weights, reset_after, reverse=d == 1)["h"])  # (T, B, H)
         inp = torch.cat(outs, dim=-1)  # (T, B, dirs*H)
-    h0 = _recurrent.map_state(hx, lambda s: s[layer * num_dirs + direction])
+    h0 = _recurrent.state_at(hx, layer * num_dirs + direction)
     weights = _recurrent.layer_weights(module, layer, direction)
     gates = _run_gates(kind, inp, h0, weights, reset_after, reverse=direction == 1)  # (T, B, H) each
     if x.dim() == 2:

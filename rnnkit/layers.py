@@ -25,6 +25,7 @@ Inside, everything is time-major ``(T, B, .)`` (``T = L``, ``B = N``), the layou
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _checks, _recurrent
-from ._recurrent import map_state
+from ._recurrent import State, map_state
 from .backends import DEFAULT_BACKEND, RUNNERS
 
 __all__ = ["DEFAULT_BACKEND", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
@@ -99,7 +100,8 @@ class _RNNBase(_Recurrent):
             layer_input_size = self.input_size if layer == 0 else self.hidden_size * num_directions
             for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = {"weight_ih": (gate_size, layer_input_size), "weight_hh": (gate_size, self.hidden_size)}
+                shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gate_size, layer_input_size),
+                                                      "weight_hh": (gate_size, self.hidden_size)}
                 if self.bias:
                     shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
                 for kind, shape in shapes.items():
@@ -196,18 +198,20 @@ class _RNNBase(_Recurrent):
             outputs = []
             for direction in range(D):
                 weights = _recurrent.layer_weights(self, layer, direction)
-                out, h_n = run(self.mode, layer_input, states[layer * D + direction], *weights,
-                               lengths=lengths, reverse=direction == 1, nonlinearity=self.nonlinearity,
-                               reset_after=self.reset_after)  # out (T, B, H)
+                out, final = run(self.mode, layer_input, states[layer * D + direction], *weights,
+                                 lengths=lengths, reverse=direction == 1, nonlinearity=self.nonlinearity,
+                                 reset_after=self.reset_after)  # out (T, B, H)
                 outputs.append(out)
-                finals.append(h_n)
+                finals.append(final)
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]  # (T, B, D * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)  # between layers, like torch.nn
+        h_n: State
         if self.mode == "LSTM":
-            h_n = (torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals]))  # 2 x (L * D, B, H)
+            pairs = cast(list[tuple[Tensor, Tensor]], finals)
+            h_n = (torch.stack([h for h, _ in pairs]), torch.stack([c for _, c in pairs]))  # 2 x (L * D, B, H)
         else:
-            h_n = torch.stack(finals)  # (L * D, B, H)
+            h_n = torch.stack(cast(list[Tensor], finals))  # (L * D, B, H)
         return layer_input, h_n
 
 def _permute(state, indices: Tensor | None):

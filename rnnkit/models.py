@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # cell name -> (gates per unit, layer class, extra kwargs). "tanh" and "rnn" are the same Elman network.
-CELLS = {"tanh": (1, RNN, {"nonlinearity": "tanh"}), "rnn": (1, RNN, {"nonlinearity": "tanh"}),
+CELLS: dict[str, tuple[int, type[RNN | LSTM | GRU], dict[str, str]]] = {"tanh": (1, RNN, {"nonlinearity": "tanh"}), "rnn": (1, RNN, {"nonlinearity": "tanh"}),
          "gru": (3, GRU, {}), "lstm": (4, LSTM, {})}
 
 

@@ -18,7 +18,7 @@ Two details keep it correct and fast enough to train with:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -62,6 +62,7 @@ def run_direction(
         ``(output, h_n)``: ``output`` is ``(T, B, H)`` with ``output[t, b] = 0`` for ``t >= lengths[b]``;
         ``h_n`` is the state after each sequence's last valid step (``(h_n, c_n)`` for ``"LSTM"``).
     """
+    step: Callable[[Tensor, Any], Any]  # (x_t, state) -> new state: a tensor, or (h, c) for the LSTM
     if mode == "RNN":
         def step(x_t: Tensor, state: Tensor) -> Tensor:
             return rnn_cell(x_t, state, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -80,8 +81,8 @@ def run_direction(
         steps = torch.arange(T, device=x.device)
         valid = steps[:, None] < lengths.to(x.device)[None, :]  # (T, B) bool
 
-    def masked_step(t: int, x_t: Tensor, state: State) -> tuple[State, Tensor]:
-        new_state = step(x_t, state)
+    def masked_step(t: int, x_t: Tensor, state: Any) -> tuple[State, Tensor]:
+        new_state: Any = step(x_t, state)
         if valid is None:
             return new_state, (new_state[0] if mode == "LSTM" else new_state)  # (B, H)
         keep = valid[t].unsqueeze(1)  # (B, 1): True while sequence b is still running

@@ -68,10 +68,10 @@ def _split_loss(out) -> tuple[torch.Tensor, int]:
         loss, count = out
         if isinstance(count, torch.Tensor) and count.numel() == 1:
             count = count.item()
-        if isinstance(count, bool) or not isinstance(count, numbers.Real) or count != int(count):
+        if isinstance(count, bool) or not isinstance(count, numbers.Real) or float(count) != int(float(count)):
             # int(2.7) would silently weight the batch by 2
             raise TypeError(f"Trainer: expected the count of (mean_loss, count) to be a whole number, got {count!r}")
-        count = int(count)
+        count = int(float(count))
         if count < 1:  # the mean over no items: nothing to weight an epoch average by
             raise ValueError(f"Trainer: expected a count >= 1 (items the mean_loss averages over), got {count}")
     else:
@@ -108,9 +108,9 @@ class Trainer:
             raise TypeError(f"Trainer: expected model to be a torch.nn.Module, got {type(model).__name__}")
         self.config = config if config is not None else TrainConfig()
         if loss_fn is None:
-            if not callable(getattr(type(model), "loss", None)):
+            loss_fn = getattr(type(model), "loss", None)
+            if not callable(loss_fn):
                 raise ValueError("Trainer: pass loss_fn(model, batch), or use a model with a .loss(batch) method")
-            loss_fn = type(model).loss
         self.loss_fn = loss_fn
         self.collate_fn = collate_fn or getattr(model, "collate", None) or default_collate
         self.device = resolve_device(self.config.device)

@@ -293,7 +293,7 @@ def test_evaluate_checks_the_loss_shape_and_batch_size():
     for bad in (0, -1):  # 0 silently meant the config's batch size, -1 divided by zero
         with pytest.raises(ValueError, match=f"batch_size >= 1, got {bad}"):
             t.evaluate(rolls(3), batch_size=bad)
-    with pytest.raises(TypeError, match="batch_size to be an int, got float"):  # a wrong type is a TypeError
+    with pytest.raises(TypeError, match="batch_size to be an int or None, got float"):  # a wrong type: TypeError
         t.evaluate(rolls(3), batch_size=2.0)
 
 

@@ -100,7 +100,8 @@ def _read(path: Path, fn: str):
 
 def _pitch(value, where: str, fn: str) -> int:
     # Accept ints and integral floats (some JSON exports write 60.0); bools, NaN, 60.5 and "60" are not pitches.
-    integral = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value == int(value)
+    integral = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+                and float(value) == int(float(value)))
     if not integral:
         raise ValueError(f"{fn}: {where}: expected an integer MIDI pitch number, got {value!r} ({type(value).__name__})")
     p = int(value)

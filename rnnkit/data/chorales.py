@@ -128,7 +128,9 @@ def _parse_all(frame: Fraction, limit: int | None, progress: bool) -> tuple[list
     corpus = _music21_corpus()
     from tqdm import tqdm  # the text bar: works in terminals, CI logs and notebooks without ipywidgets
 
-    names, rolls, seen = [], [], set()
+    names: list[str] = []
+    rolls: list[np.ndarray] = []
+    seen: set[bytes] = set()  # hashes of the rolls kept, to skip duplicates
     paths = chorale_paths()
     bar = tqdm(total=limit if limit is not None else len(paths), desc="Parsing Bach chorales (music21)",
                unit="score", disable=not progress)
@@ -248,7 +250,8 @@ def load_chorales(
 
     subset = "" if limit is None else f"-first{limit}"
     path = folder / f"chorales-v{_CACHE_FORMAT}-music21_{music21_version}-{frames}{subset}.npz"
-    names = rolls = None
+    names: list[str] | None = None
+    rolls: list[np.ndarray] = []
     if path.exists() and not refresh:
         try:
             names, rolls = _load_cache(path, frames)

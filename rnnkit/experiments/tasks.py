@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +93,7 @@ class TaskModel(nn.Module):
 def _task(name: str, length: int, config: TasksConfig, cell: str, g: torch.Generator):
     """(train data, test data, model, loss_fn, score_fn, chance score) for one task at one length."""
     n = config.train_size + config.test_size
-    kw = {"backend": config.backend}
+    kw: dict[str, Any] = {"backend": config.backend}
     if name == "adding":
         x, y = adding_problem(n, length, generator=g)
         model = TaskModel(cell, 2, _hidden_for_budget(cell, 2, config.budget), 1, **kw)
@@ -122,7 +123,8 @@ def _task(name: str, length: int, config: TasksConfig, cell: str, g: torch.Gener
     else:
         raise ValueError(f"tasks: expected tasks among 'adding', 'copy', 'parity', got {name!r}")
     if cell == "lstm" and config.lstm_forget_bias is not None:
-        rnn, h = model.rnn, model.rnn.hidden_size
+        rnn: Any = model.rnn
+        h = rnn.hidden_size
         with torch.no_grad():  # gate rows i, f, g, o: the forget gate starts mostly open, so memory survives
             rnn.bias_ih_l0[h : 2 * h] = config.lstm_forget_bias
             rnn.bias_hh_l0[h : 2 * h] = 0.0
@@ -153,7 +155,7 @@ def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) ->
 
 def _run(config, out, verbose: bool) -> dict:
     start = time.perf_counter()
-    results = {"experiment": "tasks", "format_version": 1, "command": config.command or "python -m rnnkit tasks",
+    results: dict[str, Any] = {"experiment": "tasks", "format_version": 1, "command": config.command or "python -m rnnkit tasks",
                "config": dataclasses.asdict(config), "environment": environment(), "tasks": {}}
     for name in config.tasks:
         rows = []
