@@ -11,6 +11,9 @@ reverse direction steps ``t = T-1, ..., 0`` and reads ``S[t+1]``; the first step
 from __future__ import annotations
 
 import os
+import statistics
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,23 +21,28 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "make_linear", "use_onednn", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
+    "Plan", "make_plan", "make_linear", "gemm_path", "gemm_choice", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
     "input_projection", "add_biases", "matmul_for", "weight_grads",
     "one_minus_square", "sigmoid_slope",
 ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The one small product per step.
+# The one small product per step, and which kernel computes it.
 #
-# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels on a weight reordered once),
-# which for the short, wide products of a recurrence (64 x 256 times 256 x 1024) took about half the time of the MKL
-# sgemm behind torch.addmm on this machine. torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight are the
-# PyTorch operators that Inductor emits for the same product; they are internal API, so they are probed once and
-# torch.addmm is used whenever they are missing, fail, disagree, or RNNKIT_FUSED_GEMM=addmm is set. Float64 and CUDA
-# always use torch.addmm / torch.mm.
+# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels on a weight reordered once).
+# For the short, wide products of a recurrence (64 x 256 times 256 x 1024) that took half the time of the MKL sgemm
+# behind torch.addmm on one machine and was slower than it on another: which is faster depends on the CPU. So the
+# kernel is chosen by measurement, once per (device, dtype, batch, hidden, gate rows) in a process: both candidates
+# run the real per-step products (forward and backward) for a few milliseconds and the faster one is kept
+# (gemm_choice() lists the choices). torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight are the PyTorch
+# operators Inductor emits for the same product; they are internal API, so they are probed once, and torch.addmm is
+# used whenever they are missing, fail or disagree (with a warning when they exist but fail). RNNKIT_FUSED_GEMM
+# = "addmm" or "onednn" overrides the measurement. Float64 and CUDA always use torch.addmm / torch.mm.
 # --------------------------------------------------------------------------------------------------------------------
 _ONEDNN_OK: bool | None = None
+_CHOICES: dict[tuple, str] = {}  # (device, dtype, batch, hidden, gate rows) -> "onednn" | "addmm"
+_MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
 
 
 def _onednn_available() -> bool:
@@ -43,6 +51,7 @@ def _onednn_available() -> bool:
         _ONEDNN_OK = False
         op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
         if op is not None and torch.backends.mkldnn.is_available():
+            problem = None
             try:
                 g = torch.Generator().manual_seed(0)
                 a, w, add = (torch.randn(s, generator=g) for s in ((4, 8), (12, 8), (4, 12)))
@@ -52,18 +61,55 @@ def _onednn_available() -> bool:
                 packed = torch.ops.mkldnn._reorder_linear_weight(w, 4)
                 ok3 = torch.allclose(op.binary(a, add, packed, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
                 _ONEDNN_OK = bool(ok1 and ok2 and ok3)
-            except Exception:  # any failure of an internal op means: use the public one
-                _ONEDNN_OK = False
+                if not _ONEDNN_OK:
+                    problem = "its results differ from torch.addmm"
+            except Exception as err:  # any failure of an internal op means: use the public one
+                problem = f"it raised {type(err).__name__}: {err}"
+            if problem is not None:
+                warnings.warn(f"rnnkit fused backend: oneDNN's linear operator is present but unusable ({problem}); "
+                              "using torch.addmm", RuntimeWarning, stacklevel=3)
     return _ONEDNN_OK
 
 
-def use_onednn(t: Tensor) -> bool:
-    """Whether the per-step products for tensors like ``t`` go through oneDNN (CPU float32 only)."""
-    if t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() == 0:
-        return False
-    if os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower() == "addmm":
-        return False
-    return _onednn_available()
+def _seconds_per_step(onednn: bool, batch: int, hidden: int, rows: int) -> float:
+    """Median seconds of one forward plus one backward per-step product with this kernel, on these shapes."""
+    g = torch.Generator().manual_seed(0)
+    h, d = torch.randn(batch, hidden, generator=g), torch.randn(batch, rows, generator=g)
+    w = torch.randn(rows, hidden, generator=g)
+    add_f, add_b = torch.randn(batch, rows, generator=g), torch.randn(batch, hidden, generator=g)
+    pack, linear = make_linear(onednn, batch)
+    w_f, w_b = pack(w), pack(w.t())
+    times: list[float] = []
+    deadline = time.perf_counter() + _MEASURE_SECONDS
+    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
+        start = time.perf_counter()
+        linear(h, w_f, add=add_f)  # (B, rows): the forward step
+        linear(d, w_b, add=add_b)  # (B, H): the backward step
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first call pays for warm-up
+
+
+def gemm_path(x: Tensor, w_hh: Tensor) -> str:
+    """``"onednn"`` or ``"addmm"``: the kernel of the per-step (and whole-sequence) products of a layer whose input
+    is like ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0 or w_hh.numel() == 0:
+        return "addmm"
+    forced = os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower()
+    if forced == "addmm" or not _onednn_available():
+        return "addmm"
+    if forced == "onednn":
+        return "onednn"
+    key = ("cpu", "float32", x.shape[1], w_hh.shape[1], w_hh.shape[0])
+    if key not in _CHOICES:
+        with torch.no_grad():
+            onednn, addmm = (_seconds_per_step(k, *key[2:]) for k in (True, False))
+        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
+    return _CHOICES[key]
+
+
+def gemm_choice() -> dict[str, str]:
+    """The kernels chosen by measurement so far in this process: ``{"cpu float32 B=64 H=256 rows=1024": "onednn"}``."""
+    return {f"{d} {t} B={b} H={h} rows={r}": path for (d, t, b, h, r), path in sorted(_CHOICES.items())}
 
 
 def make_linear(onednn: bool, batch: int) -> tuple[Callable[[Tensor], Tensor], Callable[..., Tensor]]:
@@ -104,6 +150,7 @@ class Plan:
     reverse: bool
     valid: Tensor | None  # (T, B, 1) in the input's dtype: 1 while t < lengths[b]; None when every row runs T steps
     keep: Tensor | None  # (T, B, 1) bool, the same mask for torch.where
+    onednn: bool = False  # the products go through oneDNN (gemm_path), else torch.addmm / torch.mm
 
     @property
     def steps(self) -> range:
@@ -123,13 +170,14 @@ class Plan:
         return t + 1 if self.reverse else t - 1
 
 
-def make_plan(x: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
+def make_plan(x: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
     T, B = x.shape[0], x.shape[1]
+    onednn = gemm_path(x, w_hh) == "onednn"
     if lengths is None or bool((lengths >= T).all()):
-        return Plan(T, reverse, None, None)
+        return Plan(T, reverse, None, None, onednn)
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
     keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
-    return Plan(T, reverse, keep.to(x.dtype), keep)
+    return Plan(T, reverse, keep.to(x.dtype), keep, onednn)
 
 
 def mul_prev(A: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
@@ -156,10 +204,10 @@ def sub_prev(S: Tensor, h0: Tensor, N: Tensor, plan: Plan, out: Tensor) -> Tenso
 # --------------------------------------------------------------------------------------------------------------------
 # The large products over all T*B rows: the input projection before the loop, the gradients after it.
 # --------------------------------------------------------------------------------------------------------------------
-def matmul_for(t: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """``mm(a, b) = a @ b`` for large 2-D operands like ``t``: oneDNN where the per-step products use it (on this
+def matmul_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    """``mm(a, b) = a @ b`` for the large 2-D operands of a layer: oneDNN where its per-step products use it (on one
     machine MKL's sgemm ran these shapes 1.5-3x slower), ``torch.mm`` otherwise. Operands may be strided views."""
-    if use_onednn(t):
+    if onednn:
         plain = torch.ops.mkldnn._linear_pointwise.default
         return lambda a, b: plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
     return torch.mm
@@ -173,7 +221,7 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
         d_rest, s_rest, d_first = d[:-1], S[1:], d[-1]
     else:  # step t read S[t-1]; the first step (t = 0) read h0
         d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
-    mm = matmul_for(d)
+    mm = matmul_for(plan.onednn)
     out = torch.mm(d_first.t(), h0)  # (N, H), small
     if T > 1:
         out += mm(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
@@ -195,18 +243,18 @@ def weight_grads(d: Tensor, x: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> tup
     else:
         Z[1:, :, I:] = S[:-1]
     Z[plan.first, :, I:] = h0
-    dW = matmul_for(d)(d.reshape(T * B, N).t(), Z.view(T * B, I + H))  # (N, I + H)
+    dW = matmul_for(plan.onednn)(d.reshape(T * B, N).t(), Z.view(T * B, I + H))  # (N, I + H)
     return dW[:, :I].contiguous(), dW[:, I:].contiguous()
 
 
 def input_grads(
-    blocks: list[Tensor], x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool, need_b: bool
+    blocks: list[Tensor], x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool, need_b: bool, onednn: bool
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of ``x @ w_ih.T + b`` given ``dL/d(pre-activation)`` as ``(T*B, N_k)`` column blocks that match
     consecutive row blocks of ``w_ih`` (strided views are fine, so no block is copied): ``(dx, dw_ih, db)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
-    mm = matmul_for(x2)
+    mm = matmul_for(onednn)
     dx = dw = db = None
     rows = 0
     for d in blocks:
@@ -221,11 +269,11 @@ def input_grads(
     return (None if dx is None else dx.view(T, B, I)), dw, db
 
 
-def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
+def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None, onednn: bool) -> Tensor:
     """All input projections of the sequence in one GEMM: ``x @ w_ih.T + b``, ``(T, B, I)`` -> ``(T, B, N)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
-    if use_onednn(x2):
+    if onednn:
         out = torch.ops.mkldnn._linear_pointwise.default(x2, w_ih, b, "none", [], "")  # (T*B, N)
     else:
         out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)

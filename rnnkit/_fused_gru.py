@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
     Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
-    sub_prev, use_onednn,
+    sub_prev,
 )
 
 
@@ -38,9 +38,9 @@ class FusedGRU(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-        G = input_projection(x, w_ih, b_ih)  # (T, B, 3H) input parts, becomes the gates (r, z, n)
+        G = input_projection(x, w_ih, b_ih, plan.onednn)  # (T, B, 3H) input parts, become the gates (r, z, n)
         S = x.new_empty(T, B, H)  # (T, B, H) states in time order
         RHN = x.new_empty(T, B, H)  # (T, B, H) r * (W_hn h + b_hn), kept for delta_r
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
@@ -68,7 +68,7 @@ class FusedGRU(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
         plan: Plan = ctx.plan
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
@@ -102,7 +102,7 @@ class FusedGRU(Function):
         dN = An.mul_(torch.stack(dSs))  # (T, B, H) delta_n, input side
         dGh2 = dGh.view(T * B, 3 * H)
         blocks = [dGh2[:, : 2 * H], dN.view(T * B, H)]  # r, z as on the hidden side; n without the factor r
-        dx, dw_ih, db_ih = input_grads(blocks, x, w_ih, need[0], need[2], need[4])
+        dx, dw_ih, db_ih = input_grads(blocks, x, w_ih, need[0], need[2], need[4], plan.onednn)
         dw_hh = hprev_grad(dGh, S, h0, plan) if need[3] else None
         db_hh = dGh2.sum(0) if need[5] else None
         return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
@@ -113,11 +113,12 @@ class FusedGRUResetBefore(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
-        RZ = input_projection(x, w_ih[: 2 * H], None if b is None else b[: 2 * H])  # (T, B, 2H) -> r, z
-        N = input_projection(x, w_ih[2 * H :], None if b is None else b[2 * H :])  # (T, B, H) -> n
+        b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
+        RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.onednn)  # (T, B, 2H) -> r, z
+        N = input_projection(x, w_ih[2 * H :], b_n, plan.onednn)  # (T, B, H) -> n
         RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
         w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H), packed
         RZ_, r_, z_ = RZ.unbind(0), RZ[..., :H].unbind(0), RZ[..., H:].unbind(0)
@@ -142,7 +143,7 @@ class FusedGRUResetBefore(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
         plan: Plan = ctx.plan
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         R, Z = RZ[..., :H], RZ[..., H:]
@@ -173,7 +174,8 @@ class FusedGRUResetBefore(Function):
             add.addcmul_(d_rh, R_[t])
             dS = linear(dRZ_[t], w_rz_back, add=add)  # hbar_prev
         dN2 = An.view(T * B, H)
-        dx, dw_ih, db = input_grads([dRZ.view(T * B, 2 * H), dN2], x, w_ih, need[0], need[2], need[4] or need[5])
+        dx, dw_ih, db = input_grads([dRZ.view(T * B, 2 * H), dN2], x, w_ih, need[0], need[2], need[4] or need[5],
+                                    plan.onednn)
         dw_hh = None
         if need[3]:
             dw_hh = torch.cat([hprev_grad(dRZ, S, h0, plan), dN2.t() @ RH.reshape(T * B, H)])  # (3H, H)

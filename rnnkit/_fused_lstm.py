@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
     Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
-    use_onednn, weight_grads,
+    weight_grads,
 )
 
 
@@ -50,11 +50,12 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 class FusedLSTM(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
         b = add_biases(b_ih, b_hh)
-        G = input_projection(x, w_ih_p, None if b is None else _to_ofig(b, H))  # (T, B, 4H), becomes the gates
+        b_p = None if b is None else _to_ofig(b, H)
+        G = input_projection(x, w_ih_p, b_p, plan.onednn)  # (T, B, 4H), becomes the gates
         T, B = x.shape[0], x.shape[1]
         S, C, TC = (x.new_empty(T, B, H) for _ in range(3))  # (T, B, H): h_t, c_t, tanh(c_t) in time order
         w = pack(w_hh_p)  # W_hh in the layout the per-step GEMM reads
@@ -87,7 +88,7 @@ class FusedLSTM(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
         x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
         plan: Plan = ctx.plan
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
         O, I, Fg, Gg = G[..., :H], G[..., H : 2 * H], G[..., 2 * H : 3 * H], G[..., 3 * H :]  # (T, B, H) each
@@ -134,7 +135,7 @@ class FusedLSTM(Function):
             dw_ih = None  # from input_grads below, if needed
             dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
         dx, dw_ih_only, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3] and not need[4],
-                                         need[5] or need[6])
+                                         need[5] or need[6], plan.onednn)
         if dw_ih_only is not None:
             dw_ih = _from_ofig(dw_ih_only, H)
         db = None if db is None else _from_ofig(db, H)

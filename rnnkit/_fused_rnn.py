@@ -17,7 +17,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, one_minus_square, use_onednn,
+    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, one_minus_square,
     weight_grads,
 )
 
@@ -25,9 +25,9 @@ from ._fused_common import (
 class FusedRNN(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
-        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh))  # (T, B, H), one GEMM for all steps
+        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, H): one GEMM, all steps
         S = torch.empty_like(xg)  # (T, B, H) states in time order
         xg_, S_ = xg.unbind(0), S.unbind(0)  # per-step views, made once
         keep = None if plan.keep is None else plan.keep.unbind(0)
@@ -52,7 +52,7 @@ class FusedRNN(Function):
     def backward(ctx, dout: Tensor, dh_n: Tensor):
         x, h0, w_ih, w_hh, S = ctx.saved_tensors
         plan: Plan = ctx.plan
-        pack, linear = make_linear(use_onednn(x), x.shape[1])
+        pack, linear = make_linear(plan.onednn, x.shape[1])
         need = ctx.needs_input_grad
         # f'(pre) for every step at once, from the saved states; overwritten by delta_t during the loop
         if ctx.relu:
@@ -82,6 +82,6 @@ class FusedRNN(Function):
         else:
             dw_ih, dw_hh = None, hprev_grad(dG, S, h0, plan) if need[3] else None
         dx, dw_ih_only, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2] and not need[3],
-                                         need[4] or need[5])
+                                         need[4] or need[5], plan.onednn)
         dw_ih = dw_ih if dw_ih_only is None else dw_ih_only
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import layers
-from ._fused_common import hprev_grad, input_grads, input_projection, make_linear, make_plan, use_onednn
+from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "main"]
 
@@ -96,13 +96,13 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     h0 = torch.randn(B, H, device=x.device)
     S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
-    xg = input_projection(x, w_ih, b)  # (T, B, GH)
-    pack, linear = make_linear(use_onednn(x), B)
+    plan = make_plan(x, w_hh, None, False)  # the kernel the fused layer would choose for these shapes
+    xg = input_projection(x, w_ih, b, plan.onednn)  # (T, B, GH)
+    pack, linear = make_linear(plan.onednn, B)
     gru = mode == "GRU"  # the GRU adds W_hh h + b_hh separately (reset gate after the product)
-    plan = make_plan(x, None, False)
 
     def fwd():
-        input_projection(x, w_ih, b)  # all input projections
+        input_projection(x, w_ih, b, plan.onednn)  # all input projections
         w = pack(w_hh)
         for t in range(T):
             linear(S[t], w, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
@@ -112,7 +112,7 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
         w_back = pack(w_hh.t())
         for t in range(T):
             linear(d[t], w_back, add=h0)  # gradient reaching h_{t-1}
-        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False)
+        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.onednn)
         return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
     return fwd, fwd_bwd
@@ -240,7 +240,7 @@ def machine_info() -> dict:
     return dict(
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), cpu=cpu, cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(),
-        onednn_gemm=use_onednn(torch.zeros(1)),
+        gemm_override=os.environ.get("RNNKIT_FUSED_GEMM", "auto"),
         cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     )
 
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = dict(command="python -m rnnkit.bench " + " ".join(sys.argv[1:] if argv is None else argv),
                   **machine_info(), config=asdict(cfg))
     report["results"] = run(cfg)
+    report["gemm_choice"] = gemm_choice()  # the fused backend's per-step kernel, measured per shape
     if cfg.memory and not cfg.fwd_only:
         report["memory"] = measure_memory(cfg)
         report["memory_method"] = {d: MEMORY_METHOD["cuda" if d.startswith("cuda") else "cpu"]
@@ -332,6 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"rnnkit.bench  {report['date']}  {report['cpu']}  torch {report['torch']}  "
           f"{report['torch_threads']} threads  B={cfg.batch} T={cfg.seq_len}  median of {cfg.repeats}")
     print(format_table(report))
+    if report["gemm_choice"]:
+        print("fused GEMM kernel chosen by measurement (RNNKIT_FUSED_GEMM=" + report["gemm_override"] + "): "
+              + ", ".join(f"{shape}: {path}" for shape, path in report["gemm_choice"].items()))
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:

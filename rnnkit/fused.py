@@ -5,7 +5,8 @@ with ``backend="fused"`` (the default). What makes it fast, as measured by ``pyt
 book page "How fast is rnnkit?":
 
 * **One GEMM for every input projection** ``x.reshape(T*B, I) @ W_ih^T`` and **one small GEMM per step** for the
-  hidden projection; the element-wise gate arithmetic writes into preallocated ``(T, B, G*H)`` buffers with ``out=``.
+  hidden projection, in the kernel measured fastest for the layer's shapes at its first call (:func:`gemm_choice`);
+  the element-wise gate arithmetic writes into preallocated ``(T, B, G*H)`` buffers with ``out=``.
 * **Hand-written backward through time.** Autograd would record every gate operation of every step; here backward is
   one loop over ``t = T-1, ..., 0`` with one GEMM (two for the reset-before GRU) and one to five element-wise kernels
   per step. Every factor of the gate gradients that does not depend on the incoming gradient is computed for all
@@ -28,13 +29,13 @@ import torch
 from torch import Tensor
 
 from . import recurrence
-from ._fused_common import make_plan
+from ._fused_common import gemm_choice, make_plan
 from ._fused_gru import FusedGRU, FusedGRUResetBefore
 from ._fused_lstm import FusedLSTM
 from ._fused_rnn import FusedRNN
 from ._recurrent import State
 
-__all__ = ["run_direction"]
+__all__ = ["run_direction", "gemm_choice"]
 
 try:
     from torch._C._functorch import is_functorch_wrapped_tensor
@@ -70,8 +71,8 @@ def run_direction(
 ) -> tuple[Tensor, State]:
     r"""Run one direction of one recurrent layer over a padded, time-major batch (fused).
 
-    The :class:`rnnkit.backends.DirectionRunner` contract, as :func:`rnnkit.recurrence.run_direction`: ``x (T, B, I)``, ``hx (B, H)`` or
-    ``(h_0, c_0)``, torch.nn parameter layout, ``lengths`` a CPU int64 ``(B,)`` tensor or None; returns
+    The :class:`rnnkit.backends.DirectionRunner` contract, as :func:`rnnkit.recurrence.run_direction`:
+    ``x (T, B, I)``, ``hx (B, H)`` or ``(h_0, c_0)``, torch.nn parameter layout, ``lengths`` a CPU int64 ``(B,)`` tensor or None; returns
     ``(output (T, B, H), h_n)`` with zeros in ``output`` past each length and ``h_n`` the state after each sequence's
     last valid step. Inputs are validated by the layer (mode, nonlinearity, shapes, dtypes, devices).
     """
@@ -92,7 +93,7 @@ def run_direction(
             lengths=lengths, reverse=reverse, nonlinearity=nonlinearity, reset_after=reset_after,
         )
 
-    plan = make_plan(x, lengths, reverse)
+    plan = make_plan(x, w_hh, lengths, reverse)
     if mode == "LSTM":
         h0, c0 = states
         out, h_n, c_n = FusedLSTM.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import fused, recurrence
+from rnnkit import _fused_common, fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
@@ -262,7 +262,7 @@ def test_forward_ad_falls_back_with_one_warning(monkeypatch):
 @pytest.mark.parametrize("gemm", ["auto", "addmm"])
 @pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
 def test_float32_matches_torch_nn(mode, gemm, monkeypatch):
-    """float32 runs the per-step products through oneDNN when it is available ("auto") or torch.addmm."""
+    """float32 runs the per-step products through the kernel measured faster ("auto"), oneDNN or torch.addmm."""
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", gemm)
     c = dict(mode=mode, nonlinearity="tanh", reset_after=True, T=9, B=5, I=7, H=16, bias=True,
              lengths=[9, 4, 7, 1, 9], reverse=True, seed=4)
@@ -327,3 +327,67 @@ def test_every_tensor_follows_the_input_device(mode, ra):
             out, hn = fused.run_direction(mode, x, hx, *params, lengths=lens, reverse=reverse, reset_after=ra)
             grads = torch.autograd.grad(out.sum(), leaves(x, hx, params))
             assert out.device.type == "meta" and all(g.device.type == "meta" for g in grads)
+
+
+# ------------------------------------------------------------------------------------------------ GEMM kernel choice
+def test_float32_onednn_kernel_matches_torch_nn(monkeypatch):
+    """The oneDNN kernel itself (forced, so the measurement cannot route around it) equals torch.nn."""
+    if not _fused_common._onednn_available():
+        pytest.skip("this PyTorch build has no usable oneDNN linear operator")
+    test_float32_matches_torch_nn("LSTM", "onednn", monkeypatch)
+
+
+def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
+    monkeypatch.setattr(_fused_common, "_CHOICES", {})
+    x, hx, params, _ = make_case("GRU", 4, 3, 2, 5, dtype=torch.float32)
+    fused.run_direction("GRU", x, hx, *params)
+    choice = fused.gemm_choice()
+    if not _fused_common._onednn_available():
+        assert choice == {}  # nothing to choose between
+        return
+    key = "cpu float32 B=3 H=5 rows=15"
+    assert list(choice) == [key] and choice[key] in ("onednn", "addmm")
+    assert _fused_common.make_plan(x, params[1], None, False).onednn == (choice[key] == "onednn")
+
+
+@pytest.mark.parametrize("faster", ["onednn", "addmm"])
+def test_the_faster_kernel_is_chosen(faster, monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
+    monkeypatch.setattr(_fused_common, "_CHOICES", {})
+    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
+    monkeypatch.setattr(_fused_common, "_seconds_per_step",
+                        lambda onednn, *shape: 1.0 if onednn == (faster == "onednn") else 2.0)
+    x, w_hh = torch.zeros(4, 8, 3), torch.zeros(12, 4)
+    assert _fused_common.gemm_path(x, w_hh) == faster
+    assert fused.gemm_choice() == {"cpu float32 B=8 H=4 rows=12": faster}
+
+
+@pytest.mark.parametrize("forced", ["addmm", "onednn"])
+def test_the_environment_overrides_the_measurement(forced, monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", forced)
+    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
+    monkeypatch.setattr(_fused_common, "_seconds_per_step", lambda *a: pytest.fail("measured despite the override"))
+    assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == forced
+
+
+def test_float64_and_empty_inputs_never_use_onednn(monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "onednn")
+    f64 = torch.float64
+    assert _fused_common.gemm_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 4, dtype=f64)) == "addmm"
+    assert _fused_common.gemm_path(torch.zeros(4, 0, 3), torch.zeros(12, 4)) == "addmm"
+
+
+def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
+    if getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None) is None:
+        pytest.skip("this PyTorch build has no oneDNN linear operator")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", None)
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", broken)
+    with pytest.warns(RuntimeWarning, match="present but unusable .*RuntimeError: no kernel for this CPU"):
+        assert not _fused_common._onednn_available()
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
+    assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == "addmm"
