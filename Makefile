@@ -54,3 +54,11 @@ release: $(STAMP)
 
 fixtures: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.fixtures --write
+
+# Copy detection for instructors: compares the answer cells of every grading/submitted/<student>/<assignment>/
+# (the course's code removed) and writes grading/similarity/<assignment>.html (pairs ranked, matching code side by
+# side), .csv and .json. ASSIGNMENT="03_lstm 04_gru" limits it; SIMILARITY_ARGS passes options (see --help).
+ASSIGNMENT ?=
+.PHONY: similarity
+similarity: $(STAMP)
+	$(BIN)/python -m rnnkit.grading.similarity $(foreach a,$(ASSIGNMENT),--assignment $(a)) $(SIMILARITY_ARGS)
