@@ -378,6 +378,7 @@ def batch(tmp_path_factory):
     for student in BLANK:
         gc.submit(course, student, ASSIGNMENT, notebook_with({}))
     gc.submit(course, "garbled", ASSIGNMENT, raw=b'{"cells": [')
+    gc.submit(course, "wrong_notebook", ASSIGNMENT, gc.correct_notebook("01_rnn"))
     (course / "grading" / "submitted" / "no_notebook" / ASSIGNMENT).mkdir(parents=True)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -417,10 +418,11 @@ def test_near_copies_rank_first_and_no_independent_pair_reaches_them(batch):
 
 def test_blank_and_unreadable_submissions_are_listed_not_compared(batch):
     skipped = batch["summary"]["not_compared"]
-    assert set(skipped) == {*BLANK, "garbled", "no_notebook"}
+    assert set(skipped) == {*BLANK, "garbled", "no_notebook", "wrong_notebook"}
     for student in BLANK:
         assert "template" in skipped[student]
     assert "not valid JSON" in skipped["garbled"] and "not submitted" in skipped["no_notebook"]
+    assert "another assignment" in skipped["wrong_notebook"]
     compared = {s for p in batch["summary"]["pairs"] for s in (p["a"], p["b"])}
     assert not compared & set(skipped)
     assert set(batch["summary"]["compared"][ORIGINAL]) >= {"lstm_cell_forward", "lstm_forward", "lstm_param_count",
@@ -474,3 +476,15 @@ def test_bad_arguments_are_named(tmp_path, kwargs, words):
     shutil.copytree(gc.REPO / "exercises" / ASSIGNMENT, course / "exercises" / ASSIGNMENT)
     with pytest.raises(ValueError, match=words):
         similarity.run(course, out=tmp_path / "out", **kwargs)
+
+
+def test_student_text_is_escaped_in_the_report():
+    """Names and code are the students': a folder named like a tag or code holding markup stays text."""
+    code = "def f(v):\n    s = '</pre><script>alert(1)</script>'\n    return [v * k for k in range(10) if k % 2] + [s]\n"
+    works = [similarity.Work("<img src=x onerror=alert(1)>", code), similarity.Work("bob", code)]
+    pairs = similarity.compare(works)
+    assert pairs[0].score == 1.0
+    page = similarity.report_html(ASSIGNMENT, pairs, [similarity.Work("<b>eve</b>", reason="<i>why</i>")], 2,
+                                  similarity.THRESHOLD, similarity.NOISE, similarity.GUARANTEE)
+    assert "<script" not in page and "<img" not in page and "<b>eve" not in page and "<i>why" not in page
+    assert "&lt;img src=x" in page and "&lt;/pre&gt;&lt;script&gt;" in page

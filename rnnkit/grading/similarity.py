@@ -7,10 +7,11 @@ is found and its answer cells recognised exactly as the grader does (:func:`subm
 :func:`notebooks.read_submission`, :func:`notebooks.match_cells`); the student's own code cells count too (helpers
 live there). What the course gave is removed before comparing: every line of the released notebook (signatures,
 docstrings, nbgrader's ``# YOUR CODE HERE`` / ``raise NotImplementedError()`` stub, test cells), docstrings, and
-copydetect's boilerplate fingerprints of the release's code. A blank submission is then empty and is listed, not
-compared. The rest is compared pairwise with copydetect's winnowing fingerprints of the tokenised code (names,
-comments and layout do not count, so renaming variables or reordering helpers does not hide a copy; Schleimer,
-Wilkerson & Aiken, SIGMOD 2003), through its library API (``CodeFingerprint``, ``compare_files``).
+copydetect's boilerplate fingerprints of the release's code. A blank submission is then empty: it is listed, not
+compared, like a missing or unreadable notebook or the notebook of another assignment. The rest is compared
+pairwise with copydetect's winnowing fingerprints of the tokenised code (names, comments and layout do not count, so
+renaming variables or reordering helpers does not hide a copy; Schleimer, Wilkerson & Aiken, SIGMOD 2003), through
+its library API (``CodeFingerprint``, ``compare_files``): its own report links CSS from a CDN, so this one is ours.
 
 Writes ``<out>/<assignment>.html`` (pairs ranked by similarity, matching code highlighted side by side, and the
 students who could not be compared), ``<assignment>.csv`` (every pair) and ``<assignment>.json``, and prints the top
@@ -132,7 +133,12 @@ def collect(folder: Path | None, student: str, sources: list[notebooks.SourceNot
         if cells is None:
             reasons.append(f"{src.name}.ipynb: {why}")
             continue
-        for k, (cell, gid) in enumerate(zip(cells, notebooks.match_cells(src, cells))):
+        matched = notebooks.match_cells(src, cells)
+        if not any(gid in src.answer_ids for gid in matched):  # its own cells would be another exercise's code
+            reasons.append(f"{src.name}.ipynb: none of this assignment's answer cells were found (the notebook of "
+                           "another assignment?)")
+            continue
+        for k, (cell, gid) in enumerate(zip(cells, matched)):
             if cell.get("cell_type") != "code" or (gid is not None and gid not in src.answer_ids):
                 continue  # markdown, and the course's own cells (tests, set-up): never the student's
             code = student_code(notebooks._text(cell.get("source")), given, signatures)
