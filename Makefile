@@ -60,3 +60,11 @@ fixtures: $(STAMP)
 # Re-pin the course environment after changing pyproject.toml's ranges: freeze what `make venv` installed.
 constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^rnnkit' > constraints.txt
+
+# Copy detection for instructors: compares the answer cells of every grading/submitted/<student>/<assignment>/
+# (the course's code removed) and writes grading/similarity/<assignment>.html (pairs ranked, matching code side by
+# side), .csv and .json. ASSIGNMENT="03_lstm 04_gru" limits it; SIMILARITY_ARGS passes options (see --help).
+ASSIGNMENT ?=
+.PHONY: similarity
+similarity: $(STAMP)
+	$(BIN)/python -m rnnkit.grading.similarity $(foreach a,$(ASSIGNMENT),--assignment $(a)) $(SIMILARITY_ARGS)
