@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 

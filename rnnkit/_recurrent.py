@@ -14,7 +14,8 @@ from torch import Tensor
 
 from . import _checks
 
-__all__ = ["State", "RecurrentLayer", "map_state", "state_at", "recurrent_kind", "num_directions", "layer_weights", "time_major", "initial_state"]
+__all__ = ["State", "RecurrentLayer", "map_state", "state_at", "recurrent_kind", "num_directions", "layer_weights",
+           "time_major", "initial_state"]
 
 # a GRU/RNN state is one tensor, an LSTM state the pair (h, c)
 State = Tensor | tuple[Tensor, Tensor]

@@ -24,10 +24,11 @@ for ``(B, T, F)``.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import _recurrent
 from ._recurrent import RecurrentLayer, State

@@ -192,7 +192,7 @@ class _RNNBase(_Recurrent):
         """Layers bottom-up, each direction with the backend's runner (:data:`rnnkit.backends.RUNNERS`)."""
         run = RUNNERS[self.backend]
         D = _recurrent.num_directions(self)
-        states = list(zip(*(t.unbind(0) for t in hx))) if self.mode == "LSTM" else hx.unbind(0)
+        states = list(zip(*(t.unbind(0) for t in hx), strict=True)) if self.mode == "LSTM" else hx.unbind(0)
         layer_input, finals = x, []  # (T, B, I)
         for layer in range(self.num_layers):
             outputs = []

@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 # cell name -> (gates per unit, layer class, extra kwargs). "tanh" and "rnn" are the same Elman network.
-CELLS: dict[str, tuple[int, type[RNN | LSTM | GRU], dict[str, str]]] = {"tanh": (1, RNN, {"nonlinearity": "tanh"}), "rnn": (1, RNN, {"nonlinearity": "tanh"}),
-         "gru": (3, GRU, {}), "lstm": (4, LSTM, {})}
+CELLS: dict[str, tuple[int, type[RNN | LSTM | GRU], dict[str, str]]] = {
+    "tanh": (1, RNN, {"nonlinearity": "tanh"}), "rnn": (1, RNN, {"nonlinearity": "tanh"}),
+    "gru": (3, GRU, {}), "lstm": (4, LSTM, {})}
 
 
 def _cell(cell: str) -> tuple[int, type, dict]:
@@ -110,7 +111,7 @@ class SeqBatch:
         if not isinstance(self.lengths, Tensor):  # a list [3, 2] from hand-built batches: the losses call .to/.sum
             self.lengths = torch.as_tensor(self.lengths, dtype=torch.long)
 
-    def to(self, device) -> "SeqBatch":
+    def to(self, device) -> SeqBatch:
         return SeqBatch(self.inputs.to(device), self.targets.to(device), self.lengths)
 
 

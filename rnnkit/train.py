@@ -164,7 +164,7 @@ class Trainer:
         finally:  # also when loss_fn raises: a caller who catches it must not keep the noisy weights
             if saved is not None:
                 with torch.no_grad():
-                    for p, s in zip(self.params, saved):
+                    for p, s in zip(self.params, saved, strict=True):
                         p.copy_(s)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0  # pre-clip ||g||_2

@@ -29,9 +29,9 @@ def _assert_same_with_grads(ours, theirs, inputs_a, inputs_b, gen):
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     weights = [torch.randn(a.shape, dtype=DT, generator=gen) for a in ours]
-    sum((w * a).sum() for w, a in zip(weights, ours)).backward()
-    sum((w * b).sum() for w, b in zip(weights, theirs)).backward()
-    for a, b in zip(inputs_a, inputs_b):
+    sum((w * a).sum() for w, a in zip(weights, ours, strict=True)).backward()
+    sum((w * b).sum() for w, b in zip(weights, theirs, strict=True)).backward()
+    for a, b in zip(inputs_a, inputs_b, strict=True):
         if a is not None:
             torch.testing.assert_close(a.grad, b.grad, atol=ATOL, rtol=0)
 

@@ -72,7 +72,7 @@ def test_iterate_batches_seeded_covers_everything():
     for batch in bucketed:  # sorted by length inside each batch
         assert [len(seqs[k]) for k in batch] == sorted(len(seqs[k]) for k in batch)
     seq_targets = [s[:, 0] for s in seqs]
-    for padded, lengths, y in iterate_batches(seqs, 4, targets=seq_targets, seed=0):
+    for padded, _lengths, y in iterate_batches(seqs, 4, targets=seq_targets, seed=0):
         assert torch.equal(y, padded[..., 0])
     with pytest.raises(ValueError, match="expected 7 targets"):
         next(iterate_batches(seqs, 2, targets=labels[:3]))

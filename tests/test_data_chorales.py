@@ -67,7 +67,7 @@ def test_chorale_cache_round_trip_skips_parsing(cache, monkeypatch):
     second = load_chorales(limit=LIMIT, progress=False, cache_dir=None)
     for s in SPLITS:
         assert len(first[s]) == len(second[s])
-        assert all(torch.equal(x, y) for x, y in zip(first[s], second[s]))
+        assert all(torch.equal(x, y) for x, y in zip(first[s], second[s], strict=True))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "tampered"])
@@ -88,7 +88,7 @@ def test_corrupt_chorale_cache_is_rebuilt(cache, damage):
     with pytest.warns(RuntimeWarning, match="corrupt"):
         again = load_chorales(limit=LIMIT, progress=False)
     for s in SPLITS:
-        assert all(torch.equal(x, y) for x, y in zip(good[s], again[s]))
+        assert all(torch.equal(x, y) for x, y in zip(good[s], again[s], strict=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the rebuilt cache is valid: no second warning
         load_chorales(limit=LIMIT, progress=False)
@@ -107,7 +107,7 @@ def test_chorale_frames_option(cache):
     q = load_chorales(limit=3, progress=False)
     e = load_chorales(limit=3, progress=False, frames="eighth")
     for s in SPLITS:
-        for rq, re_ in zip(q[s], e[s]):
+        for rq, re_ in zip(q[s], e[s], strict=True):
             assert abs(re_.shape[0] - 2 * rq.shape[0]) <= 1
             # every quarter-note frame is the eighth frame sampled at the same time
             assert torch.equal(rq, re_[::2][: rq.shape[0]])

@@ -56,11 +56,11 @@ def test_teacher_forcing_pairs(corpus):
     assert x.tolist() == [e, *corpus.vocab.encode("abc").tolist()]
     assert y.tolist() == [*corpus.vocab.encode("abc").tolist(), e]
     inputs, targets = corpus.pairs(max_len=64)
-    assert all(len(a) == len(b) <= 65 and a[0] == e and b[-1] == e for a, b in zip(inputs, targets))
-    assert all(torch.equal(a[1:], b[:-1]) for a, b in zip(inputs, targets))
+    assert all(len(a) == len(b) <= 65 and a[0] == e and b[-1] == e for a, b in zip(inputs, targets, strict=True))
+    assert all(torch.equal(a[1:], b[:-1]) for a, b in zip(inputs, targets, strict=True))
     assert "".join(corpus.vocab.decode(b) for b in targets) == "".join(corpus.documents)
     seqs = corpus.sequences(max_len=64)
-    assert all(torch.equal(s[:-1], a) and torch.equal(s[1:], b) for s, a, b in zip(seqs, inputs, targets))
+    assert all(torch.equal(s[:-1], a) and torch.equal(s[1:], b) for s, a, b in zip(seqs, inputs, targets, strict=True))
     train, valid = corpus.split(0.2, seed=0)
     assert len(train) + len(valid) == len(corpus) and not set(train.documents) & set(valid.documents)
     assert train.documents == corpus.split(0.2, seed=0)[0].documents

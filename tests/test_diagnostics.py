@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit import cells, diagnostics as dg
+from rnnkit import cells
+from rnnkit import diagnostics as dg
 
 DT = torch.float64
 

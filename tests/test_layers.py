@@ -116,7 +116,8 @@ def assert_equal_forward_backward(ours, theirs, cfg, device="cpu"):
     assert set(dict(ours.named_parameters())) == set(params_b)
     for name, p in ours.named_parameters():
         assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, params_b[name].grad, atol=ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p.grad, params_b[name].grad, atol=ATOL, rtol=0,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_configurations_cover_the_required_cases():
@@ -280,7 +281,7 @@ def test_inter_layer_dropout(name, backend):
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(5, 2, 3, dtype=DT)
     # dropout=1 zeroes every layer's output before the next layer: deterministic, so it must equal torch.nn exactly
-    for a, b in zip(flat(ours(x)[1]) + [ours(x)[0]], flat(theirs(x)[1]) + [theirs(x)[0]]):
+    for a, b in zip(flat(ours(x)[1]) + [ours(x)[0]], flat(theirs(x)[1]) + [theirs(x)[0]], strict=True):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     # eval mode switches it off
     ours.eval(), theirs.eval()
@@ -381,7 +382,7 @@ def test_run_direction_contract(mode, reverse, backend):
             expected[t] = state[0] if mode == "LSTM" else state
         torch.testing.assert_close(out[:n, b], torch.stack(expected), atol=ATOL, rtol=0)
         assert torch.equal(out[n:, b], torch.zeros(T - n, H, dtype=DT))
-        for got, want in zip(flat(h_n), flat(state)):
+        for got, want in zip(flat(h_n), flat(state), strict=True):
             torch.testing.assert_close(got[b], want, atol=ATOL, rtol=0)
 
 

@@ -2,11 +2,18 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rnnkit import layers
-from rnnkit.models import (CharLM, PianoRollModel, Seq2Seq, Tagger, count_parameters, piano_roll_parameter_count,
-                           recurrent_parameter_count, units_for_budget)
+from rnnkit.models import (
+    CharLM,
+    PianoRollModel,
+    Seq2Seq,
+    Tagger,
+    count_parameters,
+    piano_roll_parameter_count,
+    recurrent_parameter_count,
+    units_for_budget,
+)
 from rnnkit.sampling import sample_sequence
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -107,7 +114,7 @@ def test_charlm_step_equals_forward_and_samples_reproducibly():
         torch.testing.assert_close(step_logits, logits[t])
     a = sample_sequence(model, eos=1, max_len=20, num_samples=2, seed=5)
     b = sample_sequence(model, eos=1, max_len=20, num_samples=2, seed=5)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("model_fn", [
@@ -199,7 +206,7 @@ def test_piano_roll_model_samples_with_rnnkit_sampling():
     a = sample_piano_roll(model, 6, num_samples=2, seed=3, num_keys=5)
     b = sample_piano_roll(model, 6, num_samples=2, seed=3, num_keys=5)
     assert [tuple(r.shape) for r in a] == [(6, 5), (6, 5)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(set(r.unique().tolist()) <= {0.0, 1.0} for r in a)
 
 

@@ -36,10 +36,11 @@ def test_same_seed_same_sample_different_seed_differs():
     a = sample_sequence(model, eos=EOS, max_len=50, num_samples=4, seed=0)
     b = sample_sequence(model, eos=EOS, max_len=50, num_samples=4, seed=0)
     c = sample_sequence(model, eos=EOS, max_len=50, num_samples=4, seed=1)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert any(len(x) != len(y) or not torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert any(len(x) != len(y) or not torch.equal(x, y) for x, y in zip(a, c, strict=True))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(sample_sequence(model, eos=EOS, generator=g1)[0], sample_sequence(model, eos=EOS, generator=g2)[0])
+    first, second = sample_sequence(model, eos=EOS, generator=g1), sample_sequence(model, eos=EOS, generator=g2)
+    assert torch.equal(first[0], second[0])
 
 
 def test_stops_at_eos_or_length_limit():
@@ -166,7 +167,7 @@ def test_module_sampled_in_eval_mode_without_grad():
     a = sample_sequence(model, eos=EOS, max_len=30, num_samples=3, seed=7)
     assert model.training and not any(model.modes)  # eval while sampling (no dropout), restored after
     b = sample_sequence(model, eos=EOS, max_len=30, num_samples=3, seed=7)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(o.dtype == torch.long and o.device.type == "cpu" for o in a)
 
 
@@ -185,14 +186,14 @@ def test_charlm_from_models():
     lm = models.CharLM(V, 16, cell="gru")
     a = sample_sequence(lm, eos=EOS, max_len=25, num_samples=2, seed=0)
     b = sample_sequence(lm, eos=EOS, max_len=25, num_samples=2, seed=0)
-    assert all(torch.equal(x, y) for x, y in zip(a, b)) and all(1 <= len(x) <= 25 for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and all(1 <= len(x) <= 25 for x in a)
 
 
 def test_sample_sequence_takes_numpy_ints():
     np = pytest.importorskip("numpy")
     a = sample_sequence(MarkovModel(_table()), eos=np.int64(EOS), max_len=np.int32(5), num_samples=np.int64(2), seed=0)
     b = sample_sequence(MarkovModel(_table()), eos=EOS, max_len=5, num_samples=2, seed=0)
-    assert len(a) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len(a) == 2 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("temperature", [0, -1.0, float("nan")])
@@ -283,8 +284,8 @@ def test_piano_roll_bernoulli_frequencies_and_reproducible():
     assert torch.allclose(stacked.mean((0, 1)), torch.sigmoid(logits), atol=0.05)
     again = sample_piano_roll(model, 400, num_samples=5, seed=0)
     other = sample_piano_roll(model, 400, num_samples=5, seed=1)
-    assert all(torch.equal(a, b) for a, b in zip(rolls, again))
-    assert not all(torch.equal(a, b) for a, b in zip(rolls, other))
+    assert all(torch.equal(a, b) for a, b in zip(rolls, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(rolls, other, strict=True))
     sharp = torch.stack(sample_piano_roll(model, 200, num_samples=2, temperature=0.1, seed=0))
     assert torch.equal(sharp.mean((0, 1)) > 0.5, logits > 0)  # low temperature: nearly deterministic
 
@@ -309,7 +310,8 @@ def test_piano_roll_threshold_prime_and_feedback():
     assert torch.equal(roll, (torch.sigmoid(logits) > 0.5).float().expand(3, 88))
     # fed: silent start frame, the two prime rows, then the sampled frames (all but the last)
     assert len(model.seen) == 1 + 2 + 2
-    assert model.seen[0].sum() == 0 and torch.equal(model.seen[1][0], prime[0]) and torch.equal(model.seen[2][0], prime[1])
+    assert model.seen[0].sum() == 0
+    assert torch.equal(model.seen[1][0], prime[0]) and torch.equal(model.seen[2][0], prime[1])
     assert torch.equal(model.seen[3][0], roll[0])
 
 
@@ -334,7 +336,7 @@ def test_piano_roll_model_from_models():
     model = models.PianoRollModel("gru", 12)
     a = sample_piano_roll(model, 16, num_samples=2, seed=0)
     b = sample_piano_roll(model, 16, num_samples=2, seed=0)
-    assert all(torch.equal(x, y) and x.shape == (16, 88) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) and x.shape == (16, 88) for x, y in zip(a, b, strict=True))
 
 
 def test_piano_roll_nan_logits_are_named():

@@ -42,7 +42,8 @@ def _check_sequences(seqs, fn: str) -> list[torch.Tensor]:
                 f"(that of sequence 0), got {tuple(s.shape[1:])} for sequence {b}"
             )
         if s.dtype != first.dtype:
-            raise ValueError(f"{fn}: expected every sequence to have dtype {first.dtype}, got {s.dtype} for sequence {b}")
+            raise ValueError(f"{fn}: expected every sequence to have dtype {first.dtype}, "
+                             f"got {s.dtype} for sequence {b}")
     return seqs
 
 
@@ -71,7 +72,8 @@ def pad_batch(
     lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)  # (B,) on CPU
     t_max = int(lengths.max())
     feature_shape = tuple(seqs[0].shape[1:])
-    padded = torch.full((t_max, len(seqs), *feature_shape), padding_value, dtype=seqs[0].dtype, device=device)  # (T, B, *F)
+    padded = torch.full((t_max, len(seqs), *feature_shape), padding_value, dtype=seqs[0].dtype,
+                        device=device)  # (T, B, *F)
     for b, s in enumerate(seqs):
         padded[: s.shape[0], b] = s.to(device)
     return padded, lengths

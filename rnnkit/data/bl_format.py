@@ -103,7 +103,8 @@ def _pitch(value, where: str, fn: str) -> int:
     integral = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
                 and float(value) == int(float(value)))
     if not integral:
-        raise ValueError(f"{fn}: {where}: expected an integer MIDI pitch number, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{fn}: {where}: expected an integer MIDI pitch number, "
+                         f"got {value!r} ({type(value).__name__})")
     p = int(value)
     if not LOWEST_MIDI <= p < LOWEST_MIDI + NUM_KEYS:
         raise ValueError(

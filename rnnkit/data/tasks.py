@@ -14,7 +14,6 @@ is used, so ``torch.manual_seed`` still makes a script reproducible.
 
 from __future__ import annotations
 
-
 import torch
 
 from .. import _checks

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["CharVocab", "CharCorpus", "load_char_corpus", "clean_text", "teacher_forcing_pair", "DEFAULT_MODULES", "ALPHABET"]
+__all__ = ["CharVocab", "CharCorpus", "load_char_corpus", "clean_text", "teacher_forcing_pair", "DEFAULT_MODULES",
+           "ALPHABET"]
 
 # Standard-library modules with plenty of prose in their docstrings (pure-Python sources, present in every CPython).
 DEFAULT_MODULES = (
@@ -73,7 +74,7 @@ class CharVocab:
         self.pad, self.eos = 0, 1
 
     @classmethod
-    def from_text(cls, text: str) -> "CharVocab":
+    def from_text(cls, text: str) -> CharVocab:
         return cls(set(text))
 
     def __len__(self) -> int:
@@ -132,7 +133,7 @@ class CharVocab:
         return {"chars": "".join(self.itos[2:])}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CharVocab":
+    def from_dict(cls, d: dict) -> CharVocab:
         """Rebuild the vocabulary that :meth:`CharVocab.to_dict` saved."""
         if not isinstance(d, dict) or not isinstance(d.get("chars"), str):
             raise ValueError(f"CharVocab.from_dict: expected {{'chars': str}} (from CharVocab.to_dict), got {d!r:.80}")
@@ -192,7 +193,7 @@ class CharCorpus:
     def __len__(self) -> int:
         return len(self.documents)
 
-    def split(self, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple["CharCorpus", "CharCorpus"]:
+    def split(self, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[CharCorpus, CharCorpus]:
         """Document-level ``(train, valid)`` split with a seeded permutation; both share this vocabulary."""
         if not 0.0 < valid_fraction < 1.0:
             raise ValueError(f"CharCorpus.split: expected 0 < valid_fraction < 1, got {valid_fraction}")
@@ -207,7 +208,7 @@ class CharCorpus:
         """Token sequences ``[EOS, c_1..c_n, EOS]`` (documents cut into chunks of at most ``max_len`` characters);
         ``s[:-1]`` and ``s[1:]`` are the teacher-forcing input and target (what ``CharLM.collate`` expects)."""
         inputs, targets = self.pairs(max_len)
-        return [torch.cat([x, y[-1:]]) for x, y in zip(inputs, targets)]
+        return [torch.cat([x, y[-1:]]) for x, y in zip(inputs, targets, strict=True)]
 
     def pairs(self, max_len: int | None = 256) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Teacher-forcing ``(inputs, targets)`` lists, one pair per document; documents longer than ``max_len``

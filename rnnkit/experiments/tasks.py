@@ -155,8 +155,9 @@ def run(config: TasksConfig, out: str | None = None, *, verbose: bool = True) ->
 
 def _run(config, out, verbose: bool) -> dict:
     start = time.perf_counter()
-    results: dict[str, Any] = {"experiment": "tasks", "format_version": 1, "command": config.command or "python -m rnnkit tasks",
-               "config": dataclasses.asdict(config), "environment": environment(), "tasks": {}}
+    results: dict[str, Any] = {
+        "experiment": "tasks", "format_version": 1, "command": config.command or "python -m rnnkit tasks",
+        "config": dataclasses.asdict(config), "environment": environment(), "tasks": {}}
     for name in config.tasks:
         rows = []
         for length in _lengths(config, name):
