@@ -18,6 +18,7 @@ import os
 import pickle
 import shlex
 import sys
+from typing import Any
 
 import torch
 
@@ -75,7 +76,7 @@ def _command(argv) -> str:
 def _reproduce(args, argv) -> int:
     from .experiments import chung2014
 
-    overrides = dict(chung2014.QUICK) if args.quick else {}
+    overrides: dict[str, Any] = dict(chung2014.QUICK) if args.quick else {}
     for name in ("data_file", "models", "epochs", "lr_search", "search_epochs", "seed", "device", "budget", "backend",
                  "time_limit", "patience", "batch_size", "paper_dataset"):
         value = getattr(args, name)
@@ -92,7 +93,7 @@ def _reproduce(args, argv) -> int:
 def _tasks(args, argv) -> int:
     from .experiments import tasks
 
-    overrides = dict(tasks.QUICK) if args.quick else {}
+    overrides: dict[str, Any] = dict(tasks.QUICK) if args.quick else {}
     for name in ("tasks", "cells", "epochs", "seed", "device", "backend", "budget", "adding_lengths", "copy_delays",
                  "parity_lengths"):
         value = getattr(args, name)
@@ -135,7 +136,7 @@ def _train(args, argv) -> int:
         max_len = 128 if args.max_len is None else args.max_len
         train, valid = train_c.sequences(max_len), valid_c.sequences(max_len)
         kwargs = {"vocab_size": len(corpus.vocab), "hidden_size": args.hidden, "cell": args.cell}
-        model = CharLM(**kwargs)
+        model: torch.nn.Module = CharLM(**kwargs)
         extra["vocab"] = corpus.vocab.to_dict()
     else:
         if args.data_file:
@@ -183,9 +184,9 @@ def _sample(args, argv) -> int:
     elif saved.get("kind") == "pianoroll":
         from .data import piano_roll_to_pitches
 
-        model = PianoRollModel(**saved["kwargs"])
-        model.load_state_dict(saved["state_dict"])
-        rolls = sample_piano_roll(model, args.max_len, temperature=args.temperature, num_samples=args.num,
+        roll_model = PianoRollModel(**saved["kwargs"])
+        roll_model.load_state_dict(saved["state_dict"])
+        rolls = sample_piano_roll(roll_model, args.max_len, temperature=args.temperature, num_samples=args.num,
                                   seed=args.seed, num_keys=saved["kwargs"]["n_keys"])
         print(json.dumps([piano_roll_to_pitches(r) for r in rolls]))
     else:
