@@ -90,6 +90,26 @@ def blank_solution(assignment: str, grade_id: str) -> str:
     return "\n".join(lines)
 
 
+def clean_export(name: str, obj=None) -> dict:
+    """The export a rule-abiding student with the reference's results would send: ``obj`` (default: the spec's
+    trusted reference, which itself may call rnnkit) run unguarded, with guard records saying nothing forbidden was
+    called and nothing was changed."""
+    import numpy as np
+
+    from rnnkit.grading import export, guard, specs
+
+    spec = specs.get(name)
+    if obj is None:
+        obj = spec.reference() if spec.kind == "value" else spec.reference
+    exported = export.collect(spec, obj, guarded=False)
+    if spec.kind == "function":
+        exported["function"] = np.array(name)
+        for i in range(int(exported["cases"])):
+            exported.update(guard.CallRecord([], True).export(f"c{i}.guard."))
+            exported[f"c{i}.changed"] = np.array([], dtype=np.str_)
+    return exported
+
+
 def find(nb, grade_id: str):
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
