@@ -33,7 +33,7 @@ test: $(STAMP) system-deps
 clean-book:
 	rm -rf _build
 
-# Grading (issue 8): every submission under grading/submitted/<student>/<assignment>/ runs in its own bubblewrap
+# Grading: every submission under grading/submitted/<student>/<assignment>/ runs in its own bubblewrap
 # sandbox (JOBS at once), is judged outside it, lands in the gradebook, and grades.csv gets a row per student.
 # AUTOGRADE_ARGS passes options, e.g. AUTOGRADE_ARGS="--db-url postgresql://... --cell-timeout 30" (see --help).
 JOBS ?= 1

@@ -1,7 +1,7 @@
 """Builders for the grading tests (not a test module): a throw-away nbgrader course made from the REAL assignments,
 the notebook a correct student would submit, hostile variants of it, generated batches, and the `make autograde` call.
 
-The full scale check of issue 8 (100 generated submissions x every assignment, sequential vs JOBS=2) is a command,
+The full scale check (100 generated submissions x every assignment, sequential vs JOBS=2) is a command,
 too slow for `make test` on 2 cores:
 
     .venv/bin/python tests/grading_cases.py scale --students 100 --jobs 2

@@ -20,18 +20,16 @@ from .static_check import Finding, check_function
 MAX_SHOWN = 3  # findings listed per check
 
 
-def student_cells(src: notebooks.SourceNotebook, executed: nbformat.NotebookNode) -> list[str]:
-    """The code the student wrote, in notebook order: every code cell of the notebook that ran except the test and
-    locked cells the grader restored from the source (their code is the instructor's)."""
-    ours = {gid for c in src.nb.cells if (gid := notebooks._nbgrader(c).get("grade_id"))
-            and not notebooks._nbgrader(c).get("solution")}
-    return [cell.source for cell in executed.cells
-            if cell.cell_type == "code" and notebooks._nbgrader(cell).get("grade_id") not in ours]
+def notebook_code(executed: nbformat.NotebookNode) -> list[str]:
+    """The code of the notebook that ran, one entry per cell (markdown cells as empty strings, so a finding's cell
+    index is the notebook's): the student's answers and the course's own setup and test cells, whose imports and
+    globals an answer may use."""
+    return [cell.source if cell.cell_type == "code" else "" for cell in executed.cells]
 
 
 def findings(src: notebooks.SourceNotebook, executed: nbformat.NotebookNode) -> dict[str, list[Finding]]:
     """check name -> what its answer uses against its rule (an empty list: nothing)."""
-    cells = student_cells(src, executed)
+    cells = notebook_code(executed)
     found: dict[str, list[Finding]] = {}
     for graded in src.graded:
         for name in graded.checks:
