@@ -4,20 +4,18 @@
 
     with recording(spec.rule, case.args, case.kwargs, fn=spec.reference) as rec:
         out = student_fn(*case.args, **case.kwargs)
-    exported.update(rec.export(f"c{i}.guard."))   # plain arrays; the judge reads them back with CallRecord.from_export
+    exported.update(rec.export(f"c{i}.guard."))   # the judge reads it back with CallRecord.from_export
 
-How it sees calls (cost: a Python callback per call, and per torch call the mode's dispatch, microseconds each):
-
-* ``sys.setprofile`` (``threading.setprofile`` for threads started meanwhile): a "call" event for every Python
-  frame however it was reached (a lambda in a dict, ``exec``'d text), a "c_call" event with the builtin object when
-  Python code calls C (``getattr(torch, "lstm" + "_cell")(...)``).
-* a :class:`torch.overrides.TorchFunctionMode`: the torch functions C code calls (``map(torch.lstm_cell, ...)``,
-  ``functools.partial``), which the profiler cannot see, and ``torch.ops.aten`` overloads.
-* identity, never names: entering builds (once per rule) an index from ``id(obj)`` and ``obj.__code__`` to the
-  public name the rule uses, resolving its patterns over the loaded modules (``torch``, ``torch.Tensor``,
-  ``torch.nn``, ``torch.nn.functional``, ``torch.autograd``, ``torch.nn.utils``, ``torch._VF``, ``rnnkit`` and its
-  submodules, any module a pattern names; never ``rnnkit.grading``). A class counts when a method of its own body
-  runs, or its inherited ``__init__``/``forward`` on an instance of it. rnnkit code loaded later is named by its file.
+How it sees calls (cost: a Python callback per call, and the mode's dispatch per torch call, microseconds each):
+``sys.setprofile`` (``threading.setprofile`` for threads started meanwhile) gets every Python frame however it was
+reached (a lambda in a dict, ``exec``'d text) and every C function Python code calls (``getattr(torch, "lstm" +
+"_cell")``); a :class:`torch.overrides.TorchFunctionMode` gets the torch functions C code calls (``map``,
+``functools.partial``, ``torch.ops.aten``). Objects are matched by identity: entering builds, once per rule, an
+index from ``id(obj)`` and ``obj.__code__`` to the public name the rule uses, resolving its patterns over the loaded
+``torch``, ``torch.Tensor``, ``torch.nn``, ``torch.nn.functional``, ``torch.autograd``, ``torch.nn.utils``,
+``torch._VF``, ``rnnkit`` (never ``rnnkit.grading``) and any module a pattern names. A class counts when a method of
+its own body runs, or its inherited ``__init__``/``forward`` on an instance of it; rnnkit code loaded later is named
+by its file.
 
 Only the student's calls count: the frame making the call must be the student's (outside torch's and rnnkit's
 folders: a notebook cell, ``exec``'d text, the student's own Module; or ``rnnkit.grading``, whose export calls the
@@ -30,16 +28,17 @@ forbidden entry is that exact name or *every* name it has is forbidden: ``torch.
 ``rnnkit.cells.lstm_cell`` also catches ``rnnkit.lstm_cell``. Method forms are objects of their own:
 ``x.log_softmax(1)`` is recorded when the rule names ``torch.Tensor.log_softmax``, not ``torch.log_softmax``.
 
-Not seen (the static check reads these names, or flags the dynamic access they need): a forbidden function handed
-to a library routine that calls it (``torch.vmap(torch.lstm_cell)``), code compiled under a torch or rnnkit file
-name, C calling C with torch functions disabled (``torch._C.DisableTorchFunction``), a copy of a given module
-(``copy.deepcopy(cell)``: forbid its class too), ``_thread`` threads, a thread's work after the call returned, a
-kernel whose ``sys``/``torch`` were patched before entering. Removing the profiler or the mode during the call
-(``sys.setprofile(None)``, popping the mode stack) is seen: the record is incomplete, which the judge fails.
+Not seen (the static check reads these names, or flags the access they need): a forbidden function handed to a
+library routine that calls it (``torch.vmap(torch.lstm_cell)``), code compiled under a torch or rnnkit file name, C
+calling C with torch functions disabled, a copy of a given module (``copy.deepcopy(cell)``: forbid its class too),
+``_thread`` threads, work after the call returned, and a kernel whose ``sys``/``torch`` or whose record (reached
+through frames or ``gc``) the student changed: the record lives in the student's kernel. Removing the profiler or
+the mode during the call (``sys.setprofile(None)``, popping the mode stack) makes the record incomplete.
 """
 from __future__ import annotations
 
 import fnmatch
+import gc
 import inspect
 import os
 import re
@@ -79,7 +78,7 @@ class CallRecord:
     complete: bool = False  # True once the guard ran, and it stayed installed for the whole call
 
     def export(self, prefix: str) -> dict[str, np.ndarray]:
-        """Plain arrays (unicode and bool only) for an export: ``{prefix}calls``, ``{prefix}complete``, ``{prefix}format``."""
+        """Plain arrays (unicode, bool) for an export: ``{prefix}calls``, ``{prefix}complete``, ``{prefix}format``."""
         return {f"{prefix}calls": np.array(self.calls, dtype=np.str_).reshape(len(self.calls)),
                 f"{prefix}complete": np.array(bool(self.complete), dtype=np.bool_),
                 f"{prefix}format": np.array(GUARD_FORMAT)}
@@ -122,8 +121,13 @@ def _resolve(dotted: str) -> Any:
     return None
 
 
-def _members(root: str) -> Iterator[tuple[str, Any]]:
+_MEMBERS: dict[str, tuple] = {}  # per namespace, once it is loaded
+
+
+def _members(root: str) -> tuple[tuple[str, Any], ...]:
     """(attribute, object) pairs of one namespace: callables that belong to its package (not ``typing.List``)."""
+    if root in _MEMBERS:
+        return _MEMBERS[root]
     if root == "torch._VF":  # a module whose __getattr__ forwards to this class
         obj, top = torch._C._VariableFunctions, "torch"
     else:
@@ -133,14 +137,16 @@ def _members(root: str) -> Iterator[tuple[str, Any]]:
     elif isinstance(obj, type):
         items = [(a, getattr(obj, a, None)) for a in dir(obj)]
     else:
-        return
+        return ()
+    kept = []
     for attr, value in items:
         home = getattr(value, "__module__", None)
         if attr.startswith("__") or not callable(value) or isinstance(value, types.ModuleType):
             continue
-        if isinstance(home, str) and (home.split(".")[0] != top or home.startswith("rnnkit.grading")):
-            continue
-        yield attr, value
+        if not (isinstance(home, str) and (home.split(".")[0] != top or home.startswith("rnnkit.grading"))):
+            kept.append((attr, value))
+    _MEMBERS[root] = tuple(kept)
+    return _MEMBERS[root]
 
 
 def _roots(rule: Rule) -> tuple[str, ...]:
@@ -166,22 +172,14 @@ def _code(function: Any) -> types.CodeType | None:
     return code if isinstance(code, types.CodeType) else None
 
 
-def _codes(obj: Any) -> Iterator[tuple[types.CodeType, type | None]]:
+def _codes(obj: Any) -> list[tuple[types.CodeType, type | None]]:
     """Code objects whose frames mean "obj was called": a function's own, or for a class the methods in its own
     body (no check needed) and its inherited ``__init__``/``forward`` (counted only for instances of it)."""
     if not isinstance(obj, type):
-        code = _code(obj)
-        if code is not None:
-            yield code, None
-        return
-    for value in vars(obj).values():
-        code = _code(value)
-        if code is not None:
-            yield code, None
-    for method in ("__init__", "forward"):
-        code = _code(getattr(obj, method, None))
-        if code is not None and method not in vars(obj):
-            yield code, obj
+        return [(code, None) for code in [_code(obj)] if code is not None]
+    own = [(code, None) for code in map(_code, vars(obj).values()) if code is not None]
+    inherited = [(_code(getattr(obj, m, None)), obj) for m in ("__init__", "forward") if m not in vars(obj)]
+    return own + [(code, cls) for code, cls in inherited if code is not None]
 
 
 @lru_cache(maxsize=4)
@@ -261,7 +259,13 @@ class _Index:
 
 @lru_cache(maxsize=64)
 def _index(rule: Rule) -> _Index:
-    return _Index(rule)
+    paused = gc.isenabled()
+    gc.disable()  # thousands of small lists: a collection over torch's objects would cost more than the build
+    try:
+        return _Index(rule)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _watched_setprofile(function):
