@@ -317,3 +317,30 @@ def test_stored_expected_values_are_out_of_the_students_reach():
     sources = {bound[k + 1] for k, arg in enumerate(bound) if arg == "--ro-bind"}
     assert not any(Path(s).resolve() in (specs.FIXTURE_DIR.resolve(), *specs.FIXTURE_DIR.resolve().parents[:2])
                    for s in sources), sources
+
+
+def test_the_visible_self_check_reads_the_kernels_cells_and_gives_the_graders_message(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        def run(code):
+            result = shell.run_cell(code, store_history=True)
+            return result.error_in_exec
+
+        run("import torch\nfrom rnnkit import grading")
+        run("def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh):\n"
+            "    cell = torch.nn.LSTMCell(w_ih.shape[1], w_hh.shape[1])\n    return cell(x, (h, c))")
+        error = run('grading.rules("lstm_cell_forward", lstm_cell_forward)')
+        assert isinstance(error, AssertionError)
+        assert "lstm_cell_forward, line 2: calls torch.nn.LSTMCell — this exercise asks you to write the LSTM " \
+               "equations yourself" in str(error)
+        # corrected in a new cell: the replaced definition no longer counts; a mention in a comment never did
+        run("def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh):\n    # not torch.nn.LSTMCell\n"
+            "    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)\n"
+            "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)\n    return torch.sigmoid(o) * torch.tanh(c), c")
+        capsys.readouterr()
+        assert run('grading.rules("lstm_cell_forward", lstm_cell_forward)') is None
+        assert "lstm_cell_forward: rules: ok" in capsys.readouterr().out
+    finally:
+        InteractiveShell.clear_instance()
