@@ -344,3 +344,33 @@ def test_the_visible_self_check_reads_the_kernels_cells_and_gives_the_graders_me
         assert "lstm_cell_forward: rules: ok" in capsys.readouterr().out
     finally:
         InteractiveShell.clear_instance()
+
+
+@pytest.mark.parametrize("assignment, grade_id, source, check, name", [
+    ("01_rnn", "rnn_cell_forward", "def rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh):\n"
+     "    return torch.rnn_tanh_cell(x, h, w_ih, w_hh, b_ih, b_hh)", "rnn_cell_forward", "torch.rnn_tanh_cell"),
+    ("03_lstm", "lstm_cell_forward", "from torch.nn import LSTMCell as Cell\n\n"
+     "def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh):\n    return Cell(4, 5)(x, (h, c))",
+     "lstm_cell_forward", "torch.nn.LSTMCell"),
+    ("04_gru", "gru_cell_from_torch", "def gru_cell_from_torch(cell, x, h):\n    return cell(x, h)",
+     "gru_cell_from_torch", "cell"),
+    ("05_long_range", "adding_problem", "import rnnkit.data as d\n\n"
+     "def adding_problem(num_samples, seq_len, *, seed=None, generator=None, dtype=torch.float32):\n"
+     "    return d.adding_problem(num_samples, seq_len, seed=seed, generator=generator, dtype=dtype)",
+     "adding_problem", "rnnkit.data.adding_problem"),
+])
+def test_the_static_check_alone_catches_a_plain_delegation(assignment, grade_id, source, check, name):
+    """The trusted parent's static half, with no sandbox and no guard: the notebook is only read."""
+    from rnnkit.grading import conduct, notebooks
+
+    src = notebooks.load_source(str(gc.REPO / "solutions" / assignment / f"{assignment}.ipynb"),
+                                str(gc.REPO / "exercises" / assignment / f"{assignment}.ipynb"))
+    nb = gc.correct_notebook(assignment)
+    gc.find(nb, grade_id).source = source
+    prepared = notebooks.prepare(src, [dict(c) for c in nb.cells])
+    found = conduct.findings(src, prepared)
+    assert [f.name for f in found[check]] == [name], found[check]
+    callers = {"rnn_cell_forward": {"rnn_forward"}, "lstm_cell_forward": {"lstm_forward", "forget_bias_retention"}}
+    assert not any(found[other] for other in found if other not in {check, *callers.get(check, ())})
+    assert not any(conduct.findings(src, notebooks.prepare(src, [dict(c) for c in gc.correct_notebook(
+        assignment).cells])).values()), "the correct notebook has no finding"
