@@ -60,9 +60,11 @@ from .rules import Rule
 GUARD_FORMAT = "rnnkit-guard-1"
 TAMPERED = "<the guard was removed or replaced>"  # not a name: only ever marks complete=False
 
-# the namespaces every rule is resolved against, in the order their names are preferred when reporting
+# the namespaces every rule is resolved against, in the order their names are preferred when reporting; one set for
+# every rule (so one name table serves them all), a rule naming another module adds it
 ROOTS = ("torch", "torch.Tensor", "torch.nn", "torch.nn.functional", "torch.autograd", "torch.nn.utils", "torch._VF",
-         "rnnkit")
+         "rnnkit", "torch.special", "torch.linalg", "torch.fft", "torch.func", "torch.distributions", "torch.testing",
+         "torch._C")
 _RNNKIT_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 _GRADING_DIR = str(Path(__file__).resolve().parent) + os.sep
 _LIBRARY_DIRS = (str(Path(torch.__file__).resolve().parent) + os.sep, _RNNKIT_DIR)
@@ -101,11 +103,23 @@ def _is_pattern(p: str) -> bool:
 
 
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """``lambda name: any(Rule-style match)`` as one regex: an fnmatch pattern, or a literal name and what is
-    under it (the same test as :meth:`Rule.forbids`, thousands of names at once)."""
-    parts = [fnmatch.translate(p) for p in patterns]
-    parts += [re.escape(p) + r"\..*" for p in patterns if not _is_pattern(p)]
-    return re.compile("|".join(parts)).fullmatch if parts else (lambda name: False)
+    """The test of :meth:`Rule.forbids` for one side, fast over thousands of names: a literal entry matches itself
+    and the names under it (set lookups of the name's prefixes), the fnmatch patterns make one small regex."""
+    literal = {p for p in patterns if not _is_pattern(p)}
+    wild = [fnmatch.translate(p) for p in patterns if _is_pattern(p)]
+    regex = re.compile("|".join(wild)).fullmatch if wild else (lambda name: None)
+
+    def matches(name: str) -> bool:
+        if regex(name):
+            return True
+        dot = name.find(".")
+        while dot != -1:
+            if name[:dot] in literal:
+                return True
+            dot = name.find(".", dot + 1)
+        return name in literal
+
+    return matches
 
 
 def _resolve(dotted: str) -> Any:
@@ -150,7 +164,7 @@ def _members(root: str) -> tuple[tuple[str, Any], ...]:
 
 
 def _roots(rule: Rule) -> tuple[str, ...]:
-    """ROOTS, then loaded rnnkit submodules, then the modules the rule's patterns name (``torch.func.*``)."""
+    """ROOTS, then loaded rnnkit submodules, then other modules the rule's patterns name."""
     extra = [m for m in list(sys.modules) if m.startswith("rnnkit.") and not m.startswith("rnnkit.grading")]
     for p in rule.forbidden + rule.allowed:
         parts = p.split(".")
@@ -158,7 +172,7 @@ def _roots(rule: Rule) -> tuple[str, ...]:
         for head in (".".join(fixed), ".".join(fixed[:-1])):
             if head and not head.startswith("rnnkit.grading") and isinstance(_resolve(head), types.ModuleType):
                 extra.append(head)
-    return tuple(dict.fromkeys(ROOTS + tuple(sorted(extra))))
+    return tuple(dict.fromkeys(ROOTS + tuple(sorted(set(extra)))))
 
 
 def _code(function: Any) -> types.CodeType | None:
