@@ -12,10 +12,9 @@ reached (a lambda in a dict, ``exec``'d text) and every C function Python code c
 "_cell")``); a :class:`torch.overrides.TorchFunctionMode` gets the torch functions C code calls (``map``,
 ``functools.partial``, ``torch.ops.aten``). Objects are matched by identity: entering builds, once per rule, an
 index from ``id(obj)`` and ``obj.__code__`` to the public name the rule uses, resolving its patterns over the loaded
-``torch``, ``torch.Tensor``, ``torch.nn``, ``torch.nn.functional``, ``torch.autograd``, ``torch.nn.utils``,
-``torch._VF``, ``rnnkit`` (never ``rnnkit.grading``) and any module a pattern names. A class counts when a method of
-its own body runs, or its inherited ``__init__``/``forward`` on an instance of it; rnnkit code loaded later is named
-by its file.
+namespaces of :data:`ROOTS`, rnnkit's submodules (never ``rnnkit.grading``) and any module a pattern names. A class
+counts when a method of its own body runs, or its inherited ``__init__``/``forward`` on an instance of it; rnnkit code
+loaded later is named by its file.
 
 Only the student's calls count: the frame making the call must be the student's (outside torch's and rnnkit's
 folders: a notebook cell, ``exec``'d text, the student's own Module; or ``rnnkit.grading``, whose export calls the
@@ -222,7 +221,6 @@ class _Index:
         self.by_id: dict[int, str] = {}
         self.by_code: dict[types.CodeType, tuple] = {}  # code -> ((name, class or None), ...); () = not forbidden
         self.transparent = {*_TRANSPARENT, _Mode.__torch_function__.__code__}  # + wrappers of forbidden functions
-        self.tensor_methods: dict[str, str] = {}  # bound Tensor methods reach the profiler as new objects
         self.keep: list = []  # the indexed objects stay alive, so their ids stay theirs
         allowed, forbidden = _matcher(rule.allowed), _matcher(rule.forbidden)
         literal = {p for p in rule.forbidden if not _is_pattern(p)}
@@ -244,8 +242,6 @@ class _Index:
             self.transparent.add(wrapper)  # clip_grad_norm_ is a @_no_grad wrapper around clip_grad_norm_
         for code, cls in _codes(obj):
             self.by_code[code] = self.by_code.get(code, ()) + ((name, cls),)
-        if name.startswith("torch.Tensor."):
-            self.tensor_methods[name.rsplit(".", 1)[1]] = name
         if isinstance(obj, types.BuiltinFunctionType) and name.startswith("torch."):
             try:
                 packet = getattr(torch.ops.aten, name.rsplit(".", 1)[1])  # torch.ops.aten.lstm_cell(...)
@@ -362,9 +358,9 @@ class _Guard:
 
     def _hook(self) -> Callable:
         """The profile function: a closure over plain locals, since it runs on every call the student makes."""
-        guard, by_id, tensor_methods = self, self.by_id, self.index.tensor_methods
+        guard, by_id = self, self.by_id
         code_entries, arg_codes, student_called = self.index.code_entries, self.arg_codes, self.student_called
-        record, hit, tensor = self.record, self._hit, torch.Tensor
+        record, hit = self.record, self._hit
 
         def profile(frame, event, arg) -> None:
             if not guard.active:
@@ -376,9 +372,7 @@ class _Guard:
                     key = id(arg)
                     if key in _TAMPER_IDS:
                         record(TAMPERED)
-                    name = by_id.get(key)
-                    if name is None and tensor_methods and isinstance(getattr(arg, "__self__", None), tensor):
-                        name = tensor_methods.get(arg.__name__)  # x.log_softmax(1) calls a new bound method
+                    name = by_id.get(key)  # (x.log_softmax(1) calls a new bound method: the mode sees that one)
                     if name is not None and student_called(frame):
                         record(name)
                 elif event == "call":
