@@ -107,8 +107,11 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     literal = {p for p in patterns if not _is_pattern(p)}
     wild = [fnmatch.translate(p) for p in patterns if _is_pattern(p)]
     regex = re.compile("|".join(wild)).fullmatch if wild else (lambda name: None)
+    heads = tuple(re.split(r"[*?\[]", p)[0] for p in patterns)  # every match starts with one of these
 
     def matches(name: str) -> bool:
+        if not name.startswith(heads):
+            return False
         if regex(name):
             return True
         dot = name.find(".")
