@@ -30,8 +30,8 @@ TARGET = "sample_until_eos"  # solution cell grade_id and check name
 CELL_TIMEOUT = 10
 SUBMISSION_TIMEOUT = 180
 WRONG = f"""def {TARGET}(step_fn, h0, start, eos, max_len, temperature, generator):
-    return [eos]
-"""
+    return [eos + 1]
+"""  # right on no case (a sample ends with eos or has max_len symbols): partial credit gives it nothing
 
 pytestmark = pytest.mark.slow
 
@@ -75,16 +75,16 @@ def build_cases(paths: dict) -> dict:
              "        if s == eos:\n            return out\n    return out")))
     case("wrong_values", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG))
     case("wrong_shape", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "return [eos]", "return torch.tensor([[eos]])")))
+        "return [eos + 1]", "return torch.tensor([[eos]])")))
     case("nan", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "return [eos]", "return [float('nan')]")))
+        "return [eos + 1]", "return [float('nan')]")))
     case("loop_top_level", "lost", ["per cell"], lambda nb: _prepend(nb, TARGET, "while True:\n    pass"))
     case("loop_in_function", "lost", ["per cell"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "    return [eos]", "    while True:\n        pass")))
+        "    return [eos + 1]", "    while True:\n        pass")))
     case("sys_exit", "lost", ["SystemExit"], lambda nb: _prepend(nb, TARGET, "import sys\nsys.exit()"))
     case("os_exit", "lost", ["killed the kernel"], lambda nb: _prepend(nb, TARGET, "import os\nos._exit(0)"))
     case("segfault", "lost", ["kernel died"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "    return [eos]", "    import ctypes\n    return ctypes.string_at(0)")))
+        "    return [eos + 1]", "    import faulthandler\n    return faulthandler._sigsegv()")))
     case("import_error", "lost", ["ImportError"], lambda nb: _prepend(nb, TARGET, "from rnnkit import no_such_name"))
     case("malformed_json", "zero", ["not valid JSON"], raw=b'{"cells": [{"cell_type": "code", ')
     case("solution_cell_deleted", "lost", ["NameError"], lambda nb: nb.cells.remove(gc.find(nb, TARGET)))
@@ -108,10 +108,10 @@ def build_cases(paths: dict) -> dict:
         "rnnkit.grading.check = lambda *a, **k: print('passed')\n"
         "builtins.round = lambda *a, **k: 0\nbuiltins.sum = lambda *a, **k: 0\n")))
     case("always_equal", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "    return [eos]", "    class Anything(list):\n        def __eq__(self, other):\n            return True\n"
+        "    return [eos + 1]", "    class Anything(list):\n        def __eq__(self, other):\n            return True\n"
         "    return Anything([eos])")))
     case("float_subclass", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
-        "    return [eos]", "    class F(float):\n        def __eq__(self, other):\n            return True\n"
+        "    return [eos + 1]", "    class F(float):\n        def __eq__(self, other):\n            return True\n"
         "        __hash__ = float.__hash__\n    return [F(eos)]")))
     case("ast_hook_and_run_cell", "lost", [f"FAIL {TARGET}"], lambda nb: (_set(nb, TARGET, WRONG), _insert_before(
         nb, f"test_{TARGET}",
