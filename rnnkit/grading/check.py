@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import inspect
 import json
 import os
 import shutil
@@ -128,8 +129,6 @@ def _cell_history(obj) -> list[str]:
     if shell is not None:
         history = shell.user_ns.get("In", [])
         return _latest([cell for cell in history if isinstance(cell, str) and cell.strip()])
-    import inspect
-
     try:
         return [inspect.getsource(obj)]
     except (OSError, TypeError):
