@@ -48,8 +48,10 @@ feedback: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --feedback-only $(AUTOGRADE_ARGS)
 
 # Assignments: regenerate the student release exercises/ from solutions/ with nbgrader's API (normalised,
-# byte-identical on every run; also records the assignments in grading/gradebook.db), and the grader's stored
-# expected values rnnkit/grading/fixtures/*.npz from rnnkit (CI runs `--check` to prove they are current).
+# byte-identical on every run; each notebook's Rules paragraph is first rewritten from the rule table in
+# rnnkit/grading/specs/table.py; also records the assignments in grading/gradebook.db), and the grader's stored
+# expected values solutions/fixtures/*.npz from rnnkit (instructors only: never in the package students import;
+# CI runs `--check` to prove they are current).
 .PHONY: release fixtures
 release: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.release

@@ -23,7 +23,6 @@ For every ``<submitted>/<student>/<assignment>/`` (nbgrader's ``CourseDirectory.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import queue
@@ -32,17 +31,15 @@ import sys
 import tempfile
 import time
 import warnings
-import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from . import notebooks, reasons, sandbox, submissions
+from . import conduct, export, judge, notebooks, reasons, sandbox, specs, submissions
 
 MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
-MAX_EXPORT_UNPACKED = 64 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
 KERNEL_START_TRIES = 3  # sandbox runs of a notebook whose kernel never started (a transient failure, not the student's)
 
 
@@ -98,6 +95,7 @@ class Graded:
     autograded_nb: nbformat.NotebookNode
     seconds: float
     log: str | None = None  # what the instructor should know about this submission (printed)
+    manual: set[str] = field(default_factory=set)  # grade_ids an instructor should look at (needs manual grade)
 
 
 def _copy_student_files(folder: Path, dest: Path, skip: str) -> None:
@@ -118,58 +116,53 @@ def _copy_student_files(folder: Path, dest: Path, skip: str) -> None:
             shutil.copyfile(path, dest / rel, follow_symlinks=False)
 
 
-def _load_export(data: bytes) -> dict:
-    from . import export
-
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        infos = zf.infolist()
-        if len(infos) > 100_000 or sum(i.file_size for i in infos) > MAX_EXPORT_UNPACKED:
-            raise ValueError("export too large")
-    return export.load(data)
+def _judge_export(name: str, data: bytes) -> tuple[float, str]:
+    """(score, message) of one check from the sandbox's untrusted bytes."""
+    try:
+        verdict = judge.compare(name, export.load(data))
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to read is a failed check
+        return 0.0, f"{name}: the exported result could not be read as plain data ({type(exc).__name__})"
+    return verdict.score, verdict.message
 
 
 def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: sandbox.Result | None,
                    why_not_run: str | None, limits: sandbox.Limits, note: str | None = None) -> Graded:
-    """Trusted: turn the sandbox's exports into scores and generated messages for every graded cell."""
-    from . import judge
+    """Trusted: turn the sandbox's exports into scores and generated messages for every graded cell.
 
-    records = result.records if result else {}
-    cell_records: dict[int, dict] = {}
-    for name, data in records.items():
-        if name.startswith("cell/") and name.endswith(".json"):
-            try:
-                cell_records[int(name[5:-5])] = dict(json.loads(data.decode()))
-            except (ValueError, TypeError, UnicodeDecodeError):
-                pass
+    A check first meets its rule statically (:mod:`conduct`: a finding scores 0, a dynamic one also asks for a
+    manual grade), then the judge scores its exported cases (the share that pass, 0 for a forbidden call or a
+    modified input recorded in the sandbox)."""
+    cell_records = result.cell_records() if result else {}
     executed = prepared if prepared is not None else notebooks.prepare(job.source, None)
     index_of = {c.metadata.get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(executed.cells)}
     incidents = reasons.incidents(executed, cell_records, {cell.grade_id for cell in job.source.graded}, limits)
     scrub = notebooks.Scrubber(job.source.hidden_lines)
     answers = set().union(*(notebooks.defined_names(c.source) for c in executed.cells
                             if c.metadata.get("nbgrader", {}).get("solution")))
-    scores, messages = {}, {}
+    found = conduct.findings(job.source, executed) if prepared is not None and not why_not_run else {}
+    scores, messages, manual = {}, {}, set()
     for cell in job.source.graded:
         index = index_of.get(cell.grade_id)
-        lines, passed = [], 0
+        lines, earned = [], 0.0
         for name in cell.checks:
-            data = records.get(f"export/{index}/{name}.npz")
+            data = result.export(index, name) if result else None
             if why_not_run:
-                ok, text = False, f"{name}: not graded — {why_not_run}"
+                score, text = 0.0, f"{name}: not graded — {why_not_run}"
+            elif found.get(name):
+                score, text = 0.0, conduct.message(name, found[name])
+                if conduct.needs_manual_grade(found[name]):
+                    manual.add(cell.grade_id)
             elif data is None:
                 why = reasons.reason(cell_records.get(index), result, limits, answers, scrub)
-                ok, text = False, f"{name}: no result — {why}"
+                score, text = 0.0, f"{name}: no result — {why}"
                 earlier = [said for i, said in incidents if index is not None and i < index][-3:]
                 if earlier:
                     text += "\n     earlier in your notebook: " + "; ".join(earlier)
             else:
-                try:
-                    ok, text = judge.compare(name, _load_export(data))
-                except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to read is a failed check
-                    ok, text = False, f"{name}: the exported result could not be read as plain data " \
-                                      f"({type(exc).__name__})"
-            passed += bool(ok)
-            lines.append(("PASS " if ok else "FAIL ") + text)
-        score = round(cell.points * passed / len(cell.checks), 4)
+                score, text = _judge_export(name, data)
+            earned += score
+            lines.append(("PASS " if score == 1.0 else "FAIL ") + text)
+        score = round(cell.points * earned / len(cell.checks), 4)
         scores[cell.grade_id] = score
         messages[cell.grade_id] = "\n".join(lines) + f"\nScore: {score:g} / {cell.points:g}\n"
     log = note
@@ -178,7 +171,7 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
                                             f"({reasons.kernel_error(result)}): grade it again "
                                             "(AUTOGRADE_ARGS='--student ... --assignment ...')"]))
     nb = notebooks.autograded(job.source, executed, cell_records, messages, note)
-    return Graded(scores, messages, nb, result.seconds if result else 0.0, log)
+    return Graded(scores, messages, nb, result.seconds if result else 0.0, log, manual)
 
 
 def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path) -> Graded:
@@ -235,7 +228,7 @@ def _write_gradebook(gb, api, job: Job, graded: Graded) -> None:
     for grade in submitted.grades:
         if grade.name in graded.scores:
             grade.auto_score = graded.scores[grade.name]
-            grade.needs_manual_grade = False
+            grade.needs_manual_grade = grade.name in graded.manual
     submitted.flagged = False
     gb.db.commit()
     dest = Path(api.coursedir.format_path(api.coursedir.autograded_directory, job.student, job.assignment))
@@ -288,6 +281,9 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
     from tqdm import tqdm
 
     sandbox.check_available()
+    if not specs.FIXTURE_DIR.is_dir():  # the judge compares with them; without, it would judge live values only
+        raise RuntimeError(f"no stored expected values in {specs.FIXTURE_DIR} (run `make fixtures`, or set "
+                           "RNNKIT_FIXTURES to the folder that holds them)")
     # nbgrader's own add_submission trips SQLAlchemy's autoflush warning on every new submission (harmless)
     warnings.filterwarnings("ignore", message=".*not in session.*")
     with tempfile.TemporaryDirectory(prefix="rnnkit-autograde-") as tmp:

@@ -14,6 +14,9 @@ An export is a flat ``dict[str, numpy.ndarray]`` saved with :func:`numpy.savez` 
     "c{i}.l{j}.dtype"  str    tensors: "torch.float32", ...
     "c{i}.l{j}.shape"  int64  tensors: the shape
     "c{i}.l{j}.value"  array  tensors, numbers, strings: the values (tensors keep their numpy dtype)
+    "function"         str    the student's function's name (function specs, guarded runs)
+    "c{i}.changed"     str[]  arguments the call modified in place (guarded runs)
+    "c{i}.guard.*"     arrays the guard's record of forbidden calls (:meth:`rnnkit.grading.guard.CallRecord.export`)
 
 Structure letters: ``T`` tensor, ``f`` float, ``i`` int, ``b`` bool, ``s`` str, ``n`` None, ``?`` anything else;
 ``(a,b)`` a tuple or list, ``{k:a,m:b}`` a dict with sorted string keys. Exact types: a ``float`` subclass or a
@@ -21,14 +24,20 @@ Structure letters: ``T`` tensor, ``f`` float, ``i`` int, ``b`` bool, ``s`` str, 
 """
 from __future__ import annotations
 
+import inspect
 import io
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
-EXPORT_FORMAT = "rnnkit-grading-1"
+from . import guard
+
+EXPORT_FORMAT = "rnnkit-grading-2"
+MAX_UNPACKED = 64 * 2**20  # an export whose arrays would unpack to more is refused (zip bombs)
+MAX_ENTRIES = 100_000
 MAX_ELEMENTS = 1_000_000  # values of a bigger tensor are not exported (its type and shape still are)
 MAX_LEAVES = 256
 MAX_DEPTH = 6
@@ -147,9 +156,18 @@ def save(exported: dict[str, np.ndarray], path: str | os.PathLike) -> None:
 
 
 def load(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
-    """Read an export without unpickling anything (``allow_pickle=False``); ``source`` is a path or the bytes."""
+    """Read an export without unpickling anything (``allow_pickle=False``); ``source`` is a path or the bytes.
+
+    Untrusted bytes: an archive that would unpack to more than MAX_UNPACKED bytes or MAX_ENTRIES arrays (a zip
+    bomb) is refused with ValueError before anything is decompressed."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    with zipfile.ZipFile(source) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES or sum(i.file_size for i in infos) > MAX_UNPACKED:
+            raise ValueError("export too large")
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     with np.load(source, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
 
@@ -162,10 +180,62 @@ def text(exported: dict[str, np.ndarray], key: str, default: str | None = None) 
     return str(value)
 
 
-def collect(spec, obj: Any) -> dict[str, np.ndarray]:
+def _argument_names(obj: Any, case) -> list[tuple[str, Any]]:
+    """(name, value) of every argument of one call, named as the student's function names its parameters."""
+    try:
+        params = [p.name for p in inspect.signature(obj).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    named = [(params[k] if k < len(params) else f"number {k + 1}", value) for k, value in enumerate(case.args)]
+    return named + list(case.kwargs.items())
+
+
+def _tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
+    """The tensors an argument holds: itself, the items of a list/tuple, a module's parameters and buffers."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, torch.nn.Module):
+        return [*value.parameters(), *value.buffers()]
+    if isinstance(value, (list, tuple)) and depth < 2:
+        return [t for item in value for t in _tensors(item, depth + 1)]
+    return []
+
+
+def _snapshot(named: list[tuple[str, Any]]) -> list[tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
+    return [(name, [(t, t.detach().clone()) for t in _tensors(value)]) for name, value in named]
+
+
+def _changed(snapshot) -> list[str]:
+    """Names of the arguments whose tensors differ now from their copies (values, shape or dtype)."""
+    changed = []
+    for name, pairs in snapshot:
+        for now, before in pairs:
+            now = now.detach()
+            if now.shape != before.shape or now.dtype != before.dtype:
+                changed.append(name)
+                break
+            if now.is_floating_point():  # NaN != NaN: an unchanged NaN input is still unchanged
+                now, before = torch.nan_to_num(now), torch.nan_to_num(before)
+            if not torch.equal(now, before):
+                changed.append(name)
+                break
+    return changed
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch for ch in str(name) if ch.isalnum() or ch in "_ ")[:60] or "?"
+
+
+def collect(spec, obj: Any, *, guarded: bool = True) -> dict[str, np.ndarray]:
     """Run ``obj`` (a function, or for a "value" spec the value itself) on every case of ``spec`` and export
     what came back. Exceptions raised by ``obj`` are recorded per case, never propagated (KeyboardInterrupt, the
-    grader's per-cell timeout, still stops it)."""
+    grader's per-cell timeout, still stops it).
+
+    ``guarded`` (the student's function): each call runs inside :func:`rnnkit.grading.guard.recording`, whose
+    record of forbidden calls is exported as ``c{i}.guard.*``, and every tensor argument is compared before and
+    after the call: ``c{i}.changed`` lists the arguments the function modified in place. The trusted references
+    run unguarded."""
     if spec.kind == "value":
         return {**header(spec.name, 1), **export_value(0, obj)}
     default = torch.get_default_dtype()
@@ -175,13 +245,25 @@ def collect(spec, obj: Any) -> dict[str, np.ndarray]:
     finally:
         torch.set_default_dtype(default)
     out = header(spec.name, len(cases))
+    if guarded:
+        out["function"] = _text(_safe_name(getattr(obj, "__name__", spec.name)))
     for i, case in enumerate(cases):
+        snapshot = _snapshot(_argument_names(obj, case)) if guarded else []
+        record = None
         try:
             with torch.set_grad_enabled(spec.grad_enabled):
-                result = obj(*case.args, **case.kwargs)
+                if guarded:
+                    with guard.recording(spec.rule, case.args, case.kwargs, fn=spec.reference) as record:
+                        result = obj(*case.args, **case.kwargs)
+                else:
+                    result = obj(*case.args, **case.kwargs)
             out.update(export_value(i, result))
         except (Exception, SystemExit) as exc:  # the student's own error: recorded, shown, scored 0
             out.update(export_error(i, exc))
+        if guarded:
+            if record is not None:
+                out.update(record.export(f"c{i}.guard."))
+            out[f"c{i}.changed"] = np.array([_safe_name(n) for n in _changed(snapshot)], dtype=np.str_)
     return out
 
 

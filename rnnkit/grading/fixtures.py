@@ -1,8 +1,10 @@
-"""Stored expected values of every grading spec, next to the grader and outside ``exercises/``.
+"""Stored expected values of every grading spec: writing and checking them (reading: :func:`specs.stored_export`).
 
-Each spec's reference export lives in ``rnnkit/grading/fixtures/<name>.npz``. The judge compares a student's result
-with both these files and the values it recomputes live from ``rnnkit``, so a change to ``rnnkit`` that shifts an
-expected value shows up as a stale fixture in CI instead of silently moving the grades.
+Each spec's reference export lives in ``solutions/fixtures/<name>.npz`` (``$RNNKIT_FIXTURES`` overrides the folder),
+with the instructor's sources: not in the installed package, which every student kernel can read, and not in the
+sandbox, which binds only the package. The judge compares a student's result with both these files and the values it
+recomputes live from ``rnnkit``, so a change to ``rnnkit`` that shifts an expected value shows up as a stale fixture
+in CI instead of silently moving the grades.
 
 Commands (``make fixtures`` runs the first; CI runs the second)::
 
@@ -14,50 +16,35 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import lru_cache
-from pathlib import Path
 
 from . import export, specs
+from .judge import compare_exports
 
-FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
-
-
-def path(name: str) -> Path:
-    return FIXTURE_DIR / f"{name}.npz"
-
-
-@lru_cache(maxsize=None)
-def load(name: str) -> dict | None:
-    """The stored export of spec ``name``, or None when there is none."""
-    p = path(name)
-    return export.load(p) if p.is_file() else None
+FIXTURE_DIR = specs.FIXTURE_DIR
+path = specs.fixture_path
 
 
 def write() -> list[str]:
     """Regenerate every fixture from the live references; returns the names written."""
-    from .judge import expected_export
-
-    FIXTURE_DIR.mkdir(exist_ok=True)
+    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
     for stale in FIXTURE_DIR.glob("*.npz"):
         if stale.stem not in specs.REGISTRY:
             stale.unlink()
     for name in specs.names():
-        export.save(expected_export(name), path(name))
-    load.cache_clear()
+        export.save(specs.expected_export(name), path(name))
+    specs.stored_export.cache_clear()
     return specs.names()
 
 
 def check() -> list[str]:
     """Problems with the stored fixtures (empty when all are current)."""
-    from .judge import compare_exports, expected_export
-
     problems = []
     for name in specs.names():
-        stored = load(name)
+        stored = specs.stored_export(name)
         if stored is None:
             problems.append(f"{name}: missing {path(name)}")
             continue
-        live = expected_export(name)
+        live = specs.expected_export(name)
         if set(stored) != set(live):
             problems.append(f"{name}: stored entries differ from the live reference's")
             continue

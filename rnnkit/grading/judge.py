@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-from . import export, specs
+from . import export, guard, specs
+from .rules import Rule
+
+MAX_FAILED_SHOWN = 2  # failing cases described in full; the others are only named
 
 
 class Verdict(NamedTuple):
-    passed: bool
+    passed: bool  # every case passed
     message: str
+    score: float = 0.0  # share of the check's points earned: the weights of the passing cases over all weights
 
 
 _TYPE_WORDS = {"torch.Tensor": "a torch.Tensor", "float": "a Python float", "int": "a Python int",
@@ -33,19 +36,6 @@ _HINTS = {("float", "torch.Tensor"): " (use .item() to turn a 1-element tensor i
           ("int", "torch.Tensor"): " (use int(...) or .item())",
           ("int", "float"): " (use int(...) or integer arithmetic: //)",
           ("torch.Tensor", "other:numpy.ndarray"): " (build it with torch, not numpy)"}
-
-
-@lru_cache(maxsize=None)
-def expected_export(name: str) -> dict:
-    """The reference's export on the spec's cases, computed live in this (trusted) process."""
-    spec = specs.get(name)
-    obj = spec.reference() if spec.kind == "value" else spec.reference
-    exported = export.collect(spec, obj)
-    for i in range(int(exported["cases"])):
-        if export.text(exported, f"c{i}.status") != "ok":
-            raise RuntimeError(f"grading spec {name!r}: the reference failed on case {i}: "
-                               f"{export.text(exported, f'c{i}.error')}")
-    return exported
 
 
 def _type_word(name: str) -> str:
@@ -163,6 +153,9 @@ def compare_case(spec: specs.Spec, got: dict, want: dict, case: int) -> str | No
         if _describe(got_structure) == _describe(want_structure):
             return f"the result should be {_describe(want_structure)}, but the types of its items differ " \
                    "(" + _first_type_difference(spec, got, want, want_structure) + ")"
+        if not spec.leaf_names and want_structure.startswith("(") and got_structure.startswith("("):
+            # a list whose length is part of the answer (a sample): say that it differs, never the expected length
+            return f"the result is {_describe(got_structure)}: not the expected number of items"
         return f"the result should be {_describe(want_structure)}, got {_describe(got_structure)}"
     n_leaves = sum(1 for key in want if key.endswith(".type"))
     for j in range(n_leaves):
@@ -191,30 +184,76 @@ def compare_exports(spec: specs.Spec, got: dict, want: dict) -> list[tuple[int, 
     return failures
 
 
-def compare(name: str, exported: dict) -> Verdict:
-    """Judge one check: the student's export against the live reference and the stored fixture."""
-    from . import fixtures
+def rule_message(function: str, called: str, rule: Rule) -> str:
+    """The feedback line for a forbidden call seen while the function ran (the static check words its own)."""
+    return f"{function}: calls {called} — {rule.why}"
 
+
+def _conduct(spec: specs.Spec, exported: dict) -> str | None:
+    """Why the whole check fails whatever its values (a forbidden call, a modified input, a missing or tampered
+    record of the calls), or None. Only for function specs: a value has no call to watch."""
+    if spec.kind != "function":
+        return None
+    function = export.text(exported, "function", spec.name)
+    for i in range(int(exported.get("cases", 0))):
+        if export.text(exported, f"c{i}.status") is None:
+            continue  # the case never ran: compare_case says so
+        record = guard.CallRecord.from_export(exported, f"c{i}.guard.")
+        if record is None:
+            return f"{function}: the grader's record of what your function called is missing or unreadable"
+        if not record.complete:
+            return f"{function}: the grader's watch on what your function calls was switched off or altered " \
+                   "while it ran"
+        if record.calls:
+            return rule_message(function, record.calls[0], spec.rule)
+        changed = exported.get(f"c{i}.changed")
+        if changed is None or changed.dtype.kind != "U" or changed.ndim != 1:
+            return f"{function}: the grader's record of its inputs is missing or unreadable"
+        if changed.size:
+            return f"{function} changed its argument {str(changed[0])} in place (case '{_labels(spec)[i]}'): " \
+                   "compute new tensors and leave the inputs as they were"
+    return None
+
+
+def _labels(spec: specs.Spec) -> list[str]:
+    return [case.label for case in spec.make_cases()] if spec.kind == "function" else ["the value"]
+
+
+def compare(name: str, exported: dict) -> Verdict:
+    """Judge one check: the student's export against the live reference and the stored fixture.
+
+    A check scores the weighted share of its cases that pass (partial credit); a forbidden call, a modified input
+    or a missing record of either scores 0. The message names every failing case."""
     try:
         spec = specs.get(name)
     except KeyError:
         return Verdict(False, f"{name}: unknown check")
     if export.text(exported, "spec") != name or export.text(exported, "format") != export.EXPORT_FORMAT:
         return Verdict(False, f"{name}: the exported results are missing or belong to another check")
-    stored = fixtures.load(name)
-    if stored is None:
+    stored = specs.stored_export(name)
+    if stored is None and specs.FIXTURE_DIR.is_dir():  # no folder at all: a student's copy, judged live only
         return Verdict(False, f"{name}: grader error: no fixture stored (instructor: run `make fixtures`)")
-    labels = [case.label for case in spec.make_cases()] if spec.kind == "function" else ["the value"]
+    if int(exported.get("cases", -1)) != int(specs.expected_export(name)["cases"]):
+        return Verdict(False, f"{name}: the exported results have the wrong number of cases")
+    conduct = _conduct(spec, exported)
+    if conduct:
+        return Verdict(False, conduct)
+    labels = _labels(spec)
+    weights = [case.weight for case in spec.make_cases()] if spec.kind == "function" else [1.0]
     failures: dict[int, str] = {}
-    for want in (expected_export(name), stored):  # both must agree with the student's result
+    for want in filter(None, (specs.expected_export(name), stored)):  # both must agree with the student's result
         for i, message in compare_exports(spec, exported, want):
             failures.setdefault(i, message)
+    n = len(labels)
     if not failures:
-        return Verdict(True, f"{name}: passed ({len(labels)} case{'s' * (len(labels) != 1)})")
-    i = min(failures)
-    more = f" ({len(failures) - 1} more of {len(labels)} cases fail)" if len(failures) > 1 else ""
-    where = f"case '{labels[i]}': " if spec.kind == "function" else ""
-    return Verdict(False, f"{name}: {where}{failures[i]}{more}")
+        return Verdict(True, f"{name}: passed ({n} case{'s' * (n != 1)})", 1.0)
+    score = sum(w for i, w in enumerate(weights) if i not in failures) / sum(weights)
+    if spec.kind != "function":
+        return Verdict(False, f"{name}: {failures[0]}", score)
+    lines = [f"{name}: {n - len(failures)} of {n} cases pass"]
+    for k, i in enumerate(sorted(failures)):
+        lines.append(f"  case '{labels[i]}': " + (failures[i] if k < MAX_FAILED_SHOWN else "fails"))
+    return Verdict(False, "\n".join(lines), score)
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
@@ -226,7 +265,8 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
         except Exception as exc:  # a grader bug or an unreadable export: scored 0, reported
             verdict = Verdict(False, f"grader error while judging: {type(exc).__name__}")
             print(f"rnnkit.grading.judge: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        stdout.write(json.dumps({"passed": bool(verdict.passed), "message": verdict.message}) + "\n")
+        stdout.write(json.dumps({"passed": bool(verdict.passed), "message": verdict.message,
+                                 "score": float(verdict.score)}) + "\n")
         stdout.flush()
 
 

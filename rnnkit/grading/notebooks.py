@@ -46,6 +46,7 @@ class GradedCell:
     grade_id: str
     points: float
     checks: list[str]  # grading.check names called in the cell, in order
+    functions: dict[str, str] = field(default_factory=dict)  # check name -> the answer it is given (a name)
 
 
 @dataclass
@@ -63,18 +64,25 @@ class SourceNotebook:
                 and _nbgrader(c).get("grade_id")}
 
 
-def check_names(source: str) -> list[str]:
-    """Names passed as the first argument of ``grading.check(...)`` / ``check(...)`` calls in a cell."""
+def check_calls(source: str) -> list[tuple[str, str | None]]:
+    """(check name, the answer's name) of every ``grading.check("name", answer)`` / ``check(...)`` call in a
+    cell; the answer's name is None when it is not a plain name (``check("x", f(1))``)."""
     cleaned = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-    names = []
+    calls = []
     for node in ast.walk(ast.parse(cleaned)):
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
             func = node.func
             if (isinstance(func, ast.Attribute) and func.attr == "check") or (
                     isinstance(func, ast.Name) and func.id == "check"):
-                names.append(node.args[0].value)
-    return names
+                target = node.args[1] if len(node.args) > 1 else None
+                calls.append((node.args[0].value, target.id if isinstance(target, ast.Name) else None))
+    return calls
+
+
+def check_names(source: str) -> list[str]:
+    """Names passed as the first argument of ``grading.check(...)`` / ``check(...)`` calls in a cell."""
+    return [name for name, _ in check_calls(source)]
 
 
 def _hidden_lines(source: str) -> list[str]:
@@ -100,11 +108,12 @@ def load_source(path: str, release_path: str) -> SourceNotebook:
         if cell.cell_type == "code":
             src.hidden_lines += _hidden_lines(cell.source)
         if md.get("grade") and not md.get("solution") and cell.cell_type == "code":
-            checks = check_names(cell.source)
-            if not checks:
+            calls = check_calls(cell.source)
+            if not calls:
                 raise ValueError(f"{path}: graded cell {md.get('grade_id')!r} calls no grading.check(...): the "
                                  "sandboxed grader only trusts checks judged outside the student's kernel")
-            src.graded.append(GradedCell(md["grade_id"], float(md.get("points") or 0), checks))
+            src.graded.append(GradedCell(md["grade_id"], float(md.get("points") or 0), [n for n, _ in calls],
+                                         {n: f for n, f in calls if f}))
     return src
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -74,8 +75,27 @@ class Result:
     seconds: float = 0.0
     uid: int | None = None  # the uid the sandbox ran as
 
+    # the records' names are the runner's (rnnkit.grading.runner): decoded here, once
+    def cell_records(self) -> dict[int, dict]:
+        """The runner's record of each executed cell (``cell/<index>.json``) by cell index; an unreadable one is
+        left out (the sandbox's bytes are untrusted)."""
+        cells: dict[int, dict] = {}
+        for name, data in self.records.items():
+            if name.startswith("cell/") and name.endswith(".json"):
+                try:
+                    record = json.loads(data.decode())
+                    if isinstance(record, dict):
+                        cells[int(name[5:-5])] = record
+                except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+                    pass
+        return cells
 
-def _mount_args(input_dir: Path, slot_uid: int, etc_dir: Path, limits: Limits) -> list[str]:
+    def export(self, index: int | None, name: str) -> bytes | None:
+        """The bytes of the export ``name`` that cell ``index`` left (``export/<index>/<name>.npz``), or None."""
+        return None if index is None else self.records.get(f"export/{index}/{name}.npz")
+
+
+def _mount_args(input_dir: Path, etc_dir: Path, limits: Limits) -> list[str]:
     args: list[str] = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -113,7 +133,7 @@ def _mount_args(input_dir: Path, slot_uid: int, etc_dir: Path, limits: Limits) -
     return args
 
 
-def _environment(slot_uid: int) -> dict[str, str]:
+def _environment() -> dict[str, str]:
     venv_bin = str(Path(sys.prefix) / "bin")
     return {
         "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": "/home/student", "USER": "student",
@@ -148,9 +168,9 @@ def command(input_dir: Path, notebook: str, uid: int, limits: Limits, etc_dir: P
             "--die-with-parent", "--new-session", "--hostname", "grader", "--clearenv"]
     if not root:
         cmd += ["--unshare-user", "--disable-userns"]
-    for key, value in _environment(uid).items():
+    for key, value in _environment().items():
         cmd += ["--setenv", key, value]
-    cmd += _mount_args(input_dir, uid, etc_dir, limits)
+    cmd += _mount_args(input_dir, etc_dir, limits)
     cmd += ["--chdir", "/home/student"]
     if root:
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",

@@ -9,12 +9,17 @@ kernel and the trusted judge build identical inputs, and the judge never needs i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .. import export
 from ..rules import Rule
+from .table import RULES
 
 # (rtol, atol) per expected dtype; a spec may override any entry
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -33,6 +38,8 @@ class Case:
     label: str
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+    # share of the check's points: a check scores sum(weights of passing cases) / sum(weights)
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class Spec:
     judge: Callable[[dict, dict, int], str | None] | None = None
     # what the check covers, one line, for the book and the instructor's docs
     summary: str = ""
-    # what the answer must not use (rnnkit.grading.rules); None: no rule (e.g. a value the student computes freely)
+    # what the answer must not use: filled in by register() from the one table, specs/table.py
     rule: Rule | None = None
 
     def tolerance(self, dtype: str) -> tuple[float, float]:
@@ -65,10 +72,14 @@ REGISTRY: dict[str, Spec] = {}
 
 
 def register(spec: Spec) -> Spec:
+    """Add ``spec`` to the registry with its rule from :data:`table.RULES` (every graded check has one)."""
     if spec.name in REGISTRY:
         raise ValueError(f"grading spec {spec.name!r} is registered twice")
     if spec.kind not in ("function", "value"):
         raise ValueError(f"grading spec {spec.name!r}: kind must be 'function' or 'value', got {spec.kind!r}")
+    if spec.name not in RULES:
+        raise ValueError(f"grading spec {spec.name!r} has no rule in rnnkit/grading/specs/table.py")
+    spec = replace(spec, rule=RULES[spec.name])
     REGISTRY[spec.name] = spec
     return spec
 
@@ -81,6 +92,36 @@ def get(name: str) -> Spec:
 
 def names() -> list[str]:
     return sorted(REGISTRY)
+
+
+# ------------------------------------------------------------------------------ expected values: live and stored
+# The stored expected values live with the instructor's sources, never in the installed package: every student
+# kernel imports rnnkit, and the sandbox binds the package (not solutions/) read-only.
+FIXTURE_DIR = Path(os.environ.get("RNNKIT_FIXTURES") or Path(__file__).resolve().parents[3] / "solutions" / "fixtures")
+
+
+def fixture_path(name: str) -> Path:
+    return FIXTURE_DIR / f"{name}.npz"
+
+
+@lru_cache(maxsize=None)
+def stored_export(name: str) -> dict | None:
+    """The stored export of spec ``name``, or None when there is none."""
+    p = fixture_path(name)
+    return export.load(p) if p.is_file() else None
+
+
+@lru_cache(maxsize=None)
+def expected_export(name: str) -> dict:
+    """The reference's export on the spec's cases, computed live in this (trusted) process."""
+    spec = get(name)
+    obj = spec.reference() if spec.kind == "value" else spec.reference
+    exported = export.collect(spec, obj, guarded=False)
+    for i in range(int(exported["cases"])):
+        if export.text(exported, f"c{i}.status") != "ok":
+            raise RuntimeError(f"grading spec {name!r}: the reference failed on case {i}: "
+                               f"{export.text(exported, f'c{i}.error')}")
+    return exported
 
 
 # ---------------------------------------------------------------------------------------- case-building helpers
