@@ -41,9 +41,15 @@ JOBS ?= 1
 autograde: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --jobs $(JOBS) $(AUTOGRADE_ARGS)
 
-# (Re)generate the students' HTML feedback from the autograded notebooks and the gradebook.
+# (Re)generate the students' HTML feedback from the autograded notebooks and the gradebook, and grades.csv.
 feedback: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --feedback-only $(AUTOGRADE_ARGS)
+
+# Rewrite grading/grades.csv from the gradebook as it is (after grading by hand in the formgrader); of
+# AUTOGRADE_ARGS it reads --root, --db-url and --export.
+.PHONY: export
+export: $(STAMP)
+	$(BIN)/python -m rnnkit.grading.gradebook $(AUTOGRADE_ARGS)
 
 # Assignments (issue 5): regenerate the student release exercises/ from solutions/ with nbgrader's API (normalised,
 # byte-identical on every run; also records the assignments in grading/gradebook.db), and the grader's stored
