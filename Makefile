@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian packages the tests drive: headless Chromium (browser check), bubblewrap (grading sandbox),
-# PostgreSQL (gradebook at scale). Installs only what is missing; needs root or sudo on Debian/Ubuntu.
+# PostgreSQL (gradebook at scale), Node.js/npm (the JupyterHub proxy of the deployment test). Installs only what is missing; needs root or sudo on Debian/Ubuntu.
 system-deps:
 	bash .ci/system-deps.sh
 
