@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -275,11 +276,12 @@ def _course(cls: Class, db_url: str) -> None:
 def _start_hub(cls: Class, proxy_bin: Path) -> None:
     hub_dir = cls.tmp / "hub"
     hub_dir.mkdir(mode=0o700)
-    settings = {  # deploy/rnnkit.env, for this machine
-        "HUB_AUTHENTICATOR": "pam", "HUB_ADMINS": USERS["teach"], "COURSE_STUDENTS": str(cls.tmp / "students.txt"),
-        "COURSE_ID": "rnnkit", "COURSE_GRADER": USERS["grader"], "COURSE_ROOT": str(cls.course),
-        "NBGRADER_EXCHANGE": str(cls.tmp / "exchange"), "HUB_SPAWNER": "local",
-        "HUB_DB_URL": "sqlite:///jupyterhub.sqlite", "HUB_BIND_URL": cls.hub,
+    documented = dict(re.findall(r'^([A-Z0-9_]+)="?([^"\n]*)"?$', (REPO / "deploy" / "rnnkit.env").read_text(), re.M))
+    assert documented["HUB_AUTHENTICATOR"] == "pam"  # the default login, as shipped
+    settings = {**documented,  # deploy/rnnkit.env, with this machine's accounts, paths and free ports
+        "HUB_ADMINS": USERS["teach"], "COURSE_STUDENTS": str(cls.tmp / "students.txt"),
+        "COURSE_GRADER": USERS["grader"], "COURSE_ROOT": str(cls.course),
+        "NBGRADER_EXCHANGE": str(cls.tmp / "exchange"), "HUB_SPAWNER": "local", "HUB_BIND_URL": cls.hub,
         "HUB_API_PORT": str(_free_port()), "HUB_PROXY_API_PORT": str(_free_port()),
         "FORMGRADER_PORT": str(_free_port()), "JUPYTER_CONFIG_PATH": str(cls.tmp / "etc-jupyter"),
     }

@@ -97,6 +97,10 @@ def test_a_hand_copied_submission_is_dated_by_its_file_time(tmp_path, stub_sandb
     assert gc.read_export(course / "grades.csv")[("ann", "01_rnn")]["timestamp"].startswith("2026-11-02 10:30:00")
     stamp = course / "grading" / "autograded" / "ann" / "01_rnn" / "timestamp.txt"
     assert stamp.read_text().startswith("2026-11-02 10:30:00")
+    # the formgrader lists it as autograded (it compares the submission's timestamp.txt, none, with the gradebook's)
+    [row] = autograde.course_api(course, **{"CourseDirectory.db_url": _db(course)}).get_submissions("01_rnn")
+    assert row["autograded"] and row["timestamp"] is None, row
+    assert not (notebook.parent / "timestamp.txt").exists()  # the submission itself is left as it was
 
 
 def test_release_feedback_finds_the_submission_secret(tmp_path, stub_sandbox):

@@ -300,7 +300,7 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                     seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
             if export_to:  # relative paths are under the course root
-                export_to = gradebook.export_csv(gb, Path(root, export_to), sorted(sources))
+                export_to = gradebook.export_csv(gb, Path(root, export_to), sorted(sources), api.coursedir)
         if feedback and todo:
             generate_feedback(api, sorted({j.assignment for j in todo}), students)
         gradebook.hand_back(root)

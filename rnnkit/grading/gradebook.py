@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import os
 import sys
@@ -25,17 +26,19 @@ import nbformat
 MAX_SECRET_BYTES = 4096  # nbgrader writes 128 hex digits; the file comes from the student's side of the exchange
 
 
-def submission_time(coursedir, folder: Path) -> datetime.datetime | None:
-    """When the work was handed in (UTC): the exchange's ``timestamp.txt`` or, for a submission copied in by hand,
-    the newest modification time of its notebooks (the folder's own time when it holds none)."""
+def collected_time(coursedir, folder: Path) -> datetime.datetime | None:
+    """When the exchange says the work was handed in (its ``timestamp.txt``, UTC), or None."""
     try:
-        stamp = coursedir.get_existing_timestamp(str(folder))
+        return coursedir.get_existing_timestamp(str(folder)) or None
     except Exception:  # noqa: BLE001 - timestamp.txt comes with the submission: a hand-copied one may hold anything
-        stamp = None  # (nbgrader's reader raises, then fails on its own error path: it stopped the whole batch)
+        # (nbgrader's reader raises, then fails on its own error path: it stopped the whole batch)
         print(f"autograde: {folder.parent.name}/{folder.name}: timestamp.txt is not a date, the notebook's file "
               "time is used", file=sys.stderr)
-    if stamp:
-        return stamp
+        return None
+
+
+def file_time(folder: Path) -> datetime.datetime | None:
+    """When a submission copied in by hand was last changed (UTC): its newest notebook, else the folder itself."""
     times = [p.lstat().st_mtime for p in folder.rglob("*.ipynb") if p.is_file() and not p.is_symlink()]
     try:
         seconds = max(times) if times else folder.lstat().st_mtime
@@ -57,29 +60,48 @@ def record_scores(submitted_notebook, scores: dict[str, float], needs_manual: se
 def write(gb, coursedir, student: str, assignment: str, notebook: str, folder: Path,
           scores: dict[str, float], autograded_nb, needs_manual: set[str] | frozenset = frozenset()) -> None:
     """One graded notebook into the gradebook and ``autograded/<student>/<assignment>/`` (with ``timestamp.txt``
-    and ``submission_secret.txt``, which generate_feedback carries on into ``feedback/``)."""
-    timestamp = submission_time(coursedir, folder)
+    and ``submission_secret.txt``, which generate_feedback carries on into ``feedback/``, where release_feedback
+    reads both). The gradebook keeps the exchange's date only, as nbgrader does (the formgrader compares it with the
+    submission's own ``timestamp.txt``); a submission copied in by hand is dated by its file time in
+    ``autograded/`` and so in ``grades.csv`` (:func:`export_csv`)."""
+    collected = collected_time(coursedir, folder)
+    dated = collected or file_time(folder)
     gb.update_or_create_student(student)
-    gb.update_or_create_submission(assignment, student, **({"timestamp": timestamp} if timestamp else {}))
+    gb.update_or_create_submission(assignment, student, **({"timestamp": collected} if collected else {}))
     record_scores(gb.find_submission_notebook(notebook, assignment, student), scores, needs_manual)
     gb.db.commit()
     dest = Path(coursedir.format_path(coursedir.autograded_directory, student, assignment))
     dest.mkdir(parents=True, exist_ok=True)
     nbformat.write(autograded_nb, str(dest / f"{notebook}.ipynb"))
-    if timestamp:
-        (dest / "timestamp.txt").write_text(str(timestamp))
+    if dated:
+        (dest / "timestamp.txt").write_text(str(dated))
     secret = folder / "submission_secret.txt"
     if secret.is_file() and not secret.is_symlink() and secret.stat().st_size <= MAX_SECRET_BYTES:
         (dest / "submission_secret.txt").write_bytes(secret.read_bytes())
 
 
-def export_csv(gb, to: str | Path, assignments: list[str] | None = None) -> str:
-    """``grades.csv`` from the gradebook as it is now (nbgrader's CsvExportPlugin), every assignment by default."""
+def export_csv(gb, to: str | Path, assignments: list[str] | None = None, coursedir=None) -> str:
+    """``grades.csv`` from the gradebook as it is now (nbgrader's CsvExportPlugin), every assignment by default.
+    With ``coursedir``, a row with no timestamp (a submission copied in by hand) gets the date the autograder
+    used, from ``autograded/<student>/<assignment>/timestamp.txt``."""
     from nbgrader.plugins.export import CsvExportPlugin
 
     to = Path(to).resolve()
     to.parent.mkdir(parents=True, exist_ok=True)
     CsvExportPlugin(to=str(to), assignment=list(assignments or [])).export(gb)
+    if coursedir is not None:
+        with open(to, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames, list(reader)
+        for row in rows:
+            stamp = Path(coursedir.format_path(coursedir.autograded_directory, row["student_id"],
+                                               row["assignment"])) / "timestamp.txt"
+            if not row["timestamp"] and stamp.is_file():
+                row["timestamp"] = stamp.read_text().strip()
+        with open(to, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
     return str(to)
 
 
@@ -112,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)  # `make export` passes AUTOGRADE_ARGS: the grading options are not ours
     api = course_api(args.root, **({"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {}))
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
-        to = export_csv(gb, args.export or Path(args.root) / "grading" / "grades.csv")
+        to = export_csv(gb, args.export or Path(args.root) / "grading" / "grades.csv", coursedir=api.coursedir)
     hand_back(args.root)
     print(f"grades in {to}")
     return 0
