@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # Debian packages the tests drive: headless Chromium (browser check), bubblewrap (grading sandbox),
-# PostgreSQL (gradebook at scale). Installs only what is missing; needs root or sudo on Debian/Ubuntu.
+# PostgreSQL (gradebook at scale), Node.js/npm (the JupyterHub proxy of the deployment test). Installs only what is missing; needs root or sudo on Debian/Ubuntu.
 system-deps:
 	bash .ci/system-deps.sh
 
@@ -43,9 +43,15 @@ JOBS ?= 1
 autograde: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --jobs $(JOBS) $(AUTOGRADE_ARGS)
 
-# (Re)generate the students' HTML feedback from the autograded notebooks and the gradebook.
+# (Re)generate the students' HTML feedback from the autograded notebooks and the gradebook, and grades.csv.
 feedback: $(STAMP)
 	$(BIN)/python -m rnnkit.grading.autograde --feedback-only $(AUTOGRADE_ARGS)
+
+# Rewrite grading/grades.csv from the gradebook as it is (after grading by hand in the formgrader); of
+# AUTOGRADE_ARGS it reads --root, --db-url and --export.
+.PHONY: export
+export: $(STAMP)
+	$(BIN)/python -m rnnkit.grading.gradebook $(AUTOGRADE_ARGS)
 
 # Assignments: regenerate the student release exercises/ from solutions/ with nbgrader's API (normalised,
 # byte-identical on every run; each notebook's Rules paragraph is first rewritten from the rule table in

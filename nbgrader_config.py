@@ -6,6 +6,9 @@ student release in ``exercises/<assignment>/`` (committed; regenerate with ``mak
 """
 import os
 
+from nbconvert.exporters import NotebookExporter
+from nbgrader.converters.base import NbGraderException
+
 c = get_config()  # noqa: F821  (provided by traitlets when nbgrader loads this file)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -34,3 +37,26 @@ c.OverwriteCells.add_missing_cells = True
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.enforce_metadata = True
+
+# nbgrader's own autograde (`nbgrader autograde`, the formgrader's Autograde button) would run student code
+# unsandboxed, in the grader's account, and write the hidden tests into the autograded notebook and so into the
+# feedback. This course grades with `make autograde` (rnnkit/grading/autograde.py) instead; nbgrader's autograde
+# stops here, before it touches the gradebook or grading/autograded/ (the exporter is made before anything is read).
+REFUSAL = ("nbgrader autograde is switched off for this course: it would run student code outside the sandbox and "
+           "put the hidden tests into the feedback. Grade with `make autograde` in the course root (as root on the "
+           "grading machine; AUTOGRADE_ARGS='--assignment A --student S' for one submission), then use the "
+           "formgrader to review, grade by hand and release feedback.")
+
+
+class SandboxedGradingOnly(NotebookExporter):
+    def __init__(self, *args, parent=None, **kwargs):
+        if parent is not None:
+            parent.log.error(REFUSAL)
+        raise NbGraderException(REFUSAL)
+
+
+c.Autograde.exporter_class = SandboxedGradingOnly
+
+# The grading machine's own settings (its PostgreSQL gradebook): deploy/grader_nbgrader_config.py copied to
+# grading/nbgrader_config.py, git-ignored and readable by the grader account only. Absent on development machines.
+load_subconfig("nbgrader_config.py", path=GRADING)  # noqa: F821  (provided by traitlets, like get_config)

@@ -5,7 +5,8 @@
 #   .ci/postgres.sh            # -> postgresql://nbgrader:nbgrader@127.0.0.1:5432/nbgrader
 #
 # Needs root (or sudo) and the Debian package `postgresql` (which creates the cluster "main").
-# The role has CREATEDB so tests can make a throw-away database per run.
+# The role has CREATEDB so tests can make a throw-away database per run. The defaults are the gradebook URL of
+# deploy/grader_nbgrader_config.py (a deployment that changes them copies the printed URL there).
 set -euo pipefail
 ROLE="${RNNKIT_PG_ROLE:-nbgrader}"
 PASSWORD="${RNNKIT_PG_PASSWORD:-nbgrader}"

@@ -105,7 +105,10 @@ def course(tmp_path_factory):
                           "CourseDirectory.db_url": db_url,
                           "CourseDirectory.submitted_directory": str(tmp / "submitted"),
                           "CourseDirectory.autograded_directory": str(tmp / "autograded"),
-                          "CourseDirectory.feedback_directory": str(tmp / "feedback")})
+                          "CourseDirectory.feedback_directory": str(tmp / "feedback"),
+                          # the instructor's own notebooks: nbgrader's autograde, which the course config switches
+                          # off for student work (it runs unsandboxed), is re-enabled here on purpose
+                          "Autograde.exporter_class": "nbconvert.exporters.NotebookExporter"})
     return {"tmp": tmp, "db_url": db_url, "api": api, "released": released}
 
 

@@ -267,7 +267,7 @@ def test_a_garbage_timestamp_in_one_submission_does_not_stop_the_batch(tmp_path,
         assert (course / "grading" / "autograded" / student / "01_rnn" / "01_rnn.ipynb").exists()
     loose_nb = nbformat.read(str(course / "grading" / "autograded" / "mm" / "01_rnn" / "01_rnn.ipynb"), as_version=4)
     assert "your folder `01_RNN` was graded as assignment 01_rnn" in loose_nb.cells[0].source
-    assert "aa/01_rnn: timestamp.txt is not a date, ignored" in capsys.readouterr().err
+    assert "aa/01_rnn: timestamp.txt is not a date, the notebook's file time is used" in capsys.readouterr().err
 
 
 def test_a_float32_output_for_float64_inputs_is_named_once():
@@ -370,9 +370,9 @@ def test_a_notebook_made_big_by_its_outputs_is_still_read(tmp_path):
     assert all("outputs" not in c for c in cells)
 
 
-def test_a_nested_notebook_runs_beside_its_own_files(tmp_path, monkeypatch):
-    """An unzipped upload's notebook imports a helper module next to it: the sandbox must hold that file beside the
-    notebook it runs (it was copied with its sub-folder, one level off, so the import failed)."""
+def test_a_nested_notebook_runs_alone_and_its_neighbours_are_reported(tmp_path, monkeypatch):
+    """An unzipped upload's notebook is still found one folder down, but only it (and the release's files) go into
+    the sandbox: a file beside it could be anyone's (a planted torch.py), so it is listed for the instructor."""
     from rnnkit.grading import sandbox
 
     job = _job(tmp_path)
@@ -383,11 +383,12 @@ def test_a_nested_notebook_runs_beside_its_own_files(tmp_path, monkeypatch):
     seen = {}
 
     def look(inp, notebook, **kwargs):
-        seen["files"] = sorted(p.name for p in Path(inp).iterdir())
+        seen["files"] = sorted(str(p.relative_to(inp)) for p in Path(inp).rglob("*"))
         return sandbox.Result(records={"done.json": b"{}"})
 
-    _run_job(job, tmp_path, look, monkeypatch)
-    assert seen["files"] == ["01_rnn.ipynb", "helpers.py"]
+    graded = _run_job(job, tmp_path, look, monkeypatch)
+    assert seen["files"] == ["01_rnn.ipynb"]
+    assert "not copied into the sandbox" in graded.log and "hw1/helpers.py" in graded.log
 
 
 def test_a_failed_visible_test_shows_its_own_message():

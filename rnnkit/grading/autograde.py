@@ -8,16 +8,18 @@ For every ``<submitted>/<student>/<assignment>/`` (nbgrader's ``CourseDirectory.
 
 1. the trusted parent finds the notebook (:mod:`submissions`: a renamed, nested or loosely filed one is graded
    with a note), rebuilds the notebook to run (:func:`notebooks.prepare`: the source's test and locked cells, the
-   student's answers, recognised by content when their metadata was lost) and copies the files beside it into a
-   private folder;
+   student's answers, recognised by content when their metadata was lost) into a private folder, with only the
+   files the release shipped beside it (a collected tree is first made the grader's alone: :func:`submissions.protect`;
+   other files found beside the notebook are reported, never copied);
 2. :func:`sandbox.run` executes it in bubblewrap with ``RNNKIT_GRADING_EXPORT`` set, so the hidden
    ``grading.check(...)`` calls only export plain data (``.npz``) — ``N`` sandboxes at once with ``--jobs N``;
 3. here, in the parent, each graded cell's checks (names parsed from the SOURCE notebook in ``solutions/``) are
    judged with :func:`rnnkit.grading.judge.compare` on the exports loaded with ``allow_pickle=False``; a cell scores
    ``points x passed checks / checks``, so a crash or a timeout costs only the checks it stopped;
 4. scores go into nbgrader's gradebook (any ``db_url``: sqlite or PostgreSQL), one writer (this process) however
-   many sandboxes run; the autograded notebook holds the student's cells and generated verdicts only, so
-   formgrader, ``generate_feedback`` and ``export`` keep working and never show hidden tests or expected values;
+   many sandboxes run, keeping manual grades and flags as nbgrader does (:mod:`gradebook`); the autograded
+   notebook holds the student's cells and generated verdicts only, so formgrader, ``generate_feedback`` and
+   ``export`` keep working and never show hidden tests or expected values;
 5. ``grades.csv`` is written with nbgrader's CSV export: one row per student and assignment, always.
 """
 from __future__ import annotations
@@ -37,9 +39,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import conduct, export, judge, notebooks, reasons, sandbox, specs, submissions
-
-MAX_COPIED_BYTES = 50 * 2**20  # the student's other files copied into the sandbox, in total
+from . import conduct, export, gradebook, judge, notebooks, reasons, sandbox, specs, submissions
 KERNEL_START_TRIES = 3  # sandbox runs of a notebook whose kernel never started (a transient failure, not the student's)
 
 
@@ -83,9 +83,10 @@ class Job:
     notebook: str
     source: notebooks.SourceNotebook
     folder: Path  # <submitted>/<student>/<assignment>
-    release: Path | None = None  # the assignment's release folder: its data files overwrite the student's copies
+    release: Path | None = None  # the assignment's release folder: its files are the only ones beside the notebook
     siblings: tuple[str, ...] = ()  # the assignment's other notebooks: never graded in this one's place
     note: str | None = None  # shown to the student and printed (e.g. the folder was named differently)
+    refused: str | None = None  # why the submitted tree cannot be graded safely (see submissions.protect)
 
 
 @dataclass
@@ -96,24 +97,6 @@ class Graded:
     seconds: float
     log: str | None = None  # what the instructor should know about this submission (printed)
     manual: set[str] = field(default_factory=set)  # grade_ids an instructor should look at (needs manual grade)
-
-
-def _copy_student_files(folder: Path, dest: Path, skip: str) -> None:
-    """Regular files only (no symlinks, devices), at most MAX_COPIED_BYTES in total, no notebooks but ours."""
-    budget = MAX_COPIED_BYTES
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))]
-        for name in filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(folder)
-            if name == skip or name.startswith(".") or path.is_symlink() or not path.is_file():
-                continue
-            size = path.stat().st_size
-            if size > budget:
-                continue
-            budget -= size
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest / rel, follow_symlinks=False)
 
 
 def _judge_export(name: str, data: bytes) -> tuple[float, str]:
@@ -176,6 +159,8 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
 
 def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path) -> Graded:
     """Prepare (trusted), execute (sandbox), judge (trusted) one submitted notebook."""
+    if job.refused:
+        return judge_notebook(job, None, None, job.refused, limits, job.note)
     path, note = submissions.locate(job.folder, job.notebook, job.siblings)
     if path is None:
         cells, why = None, note or "the notebook was not submitted"
@@ -193,7 +178,6 @@ def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path
         try:
             inp = work / "input"
             inp.mkdir()
-            _copy_student_files(path.parent, inp, path.name)  # its neighbours: a helper module it imports
             if job.release is not None:  # instructor-provided files win, as in nbgrader's autograde
                 for item in job.release.rglob("*"):
                     if item.is_file() and item.suffix != ".ipynb" and not item.is_symlink():
@@ -212,30 +196,11 @@ def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path
                 slots.put(slot)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return judge_notebook(job, prepared, result, why, limits, note)
-
-
-def _write_gradebook(gb, api, job: Job, graded: Graded) -> None:
-    try:
-        timestamp = api.coursedir.get_existing_timestamp(str(job.folder))
-    except Exception:  # noqa: BLE001 - timestamp.txt comes with the submission: a hand-copied one may hold anything
-        timestamp = None  # (nbgrader's reader raises, then fails on its own error path: it stopped the whole batch)
-        print(f"autograde: {job.student}/{job.assignment}: timestamp.txt is not a date, ignored", file=sys.stderr)
-    gb.update_or_create_student(job.student)
-    kwargs = {"timestamp": timestamp} if timestamp else {}
-    gb.update_or_create_submission(job.assignment, job.student, **kwargs)
-    submitted = gb.find_submission_notebook(job.notebook, job.assignment, job.student)
-    for grade in submitted.grades:
-        if grade.name in graded.scores:
-            grade.auto_score = graded.scores[grade.name]
-            grade.needs_manual_grade = grade.name in graded.manual
-    submitted.flagged = False
-    gb.db.commit()
-    dest = Path(api.coursedir.format_path(api.coursedir.autograded_directory, job.student, job.assignment))
-    dest.mkdir(parents=True, exist_ok=True)
-    nbformat.write(graded.autograded_nb, str(dest / f"{job.notebook}.ipynb"))
-    if timestamp:
-        (dest / "timestamp.txt").write_text(str(timestamp))
+    graded = judge_notebook(job, prepared, result, why, limits, note)
+    if path is not None:  # only the notebook and the release's files went in: say what else was there
+        graded.log = "; ".join(filter(None, [graded.log, submissions.unshipped(job.folder, path, job.release,
+                                                                              job.siblings)])) or None
+    return graded
 
 
 def discover(api, assignments: list[str] | None, students: list[str] | None, release_dir: Path):
@@ -254,8 +219,10 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
         sources[name] = [notebooks.load_source(str(p), str(release_dir / name / p.name))
                          for p in sorted((source_root / name).glob("*.ipynb"))]
     submitted = Path(cd.root) / cd.submitted_directory
+    owner = submissions.grader_owner(Path(cd.root))
     jobs, all_students = [], []
     if submitted.is_dir():
+        submissions.protect(submitted, owner, recursive=False)
         # folders here come from `nbgrader collect` (the instructor's side): follow them even if linked, so that no
         # student is ever skipped; inside a submission nothing is followed (see notebooks.read_submission)
         for student_dir in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")
@@ -263,12 +230,14 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
             if students and student_dir.name not in students:
                 continue
             all_students.append(student_dir.name)
+            refused = submissions.protect(student_dir, owner)
             folders = submissions.assignment_folders(student_dir, every)
             for name in names:
                 if name in folders:
                     folder, note = folders[name]
                     jobs += [Job(student_dir.name, name, src.name, src, folder, release_dir / name,
-                                 tuple(s.name for s in sources[name] if s is not src), note) for src in sources[name]]
+                                 tuple(s.name for s in sources[name] if s is not src), note, refused)
+                             for src in sources[name]]
     return sources, jobs, all_students
 
 
@@ -277,7 +246,6 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
               export_to: str | Path | None = "grading/grades.csv", feedback: bool = True, progress: bool = True) -> dict:
     """Grade everything found; returns {"graded": n, "seconds": [(job, sandbox seconds), ...], "export": path}."""
     from nbgrader.api import Gradebook
-    from nbgrader.plugins.export import CsvExportPlugin
     from tqdm import tqdm
 
     sandbox.check_available()
@@ -318,32 +286,34 @@ def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] |
                     if graded.log:
                         print(f"autograde: {job.student}/{job.assignment}: {graded.log}", file=sys.stderr)
                     try:
-                        _write_gradebook(gb, api, job, graded)
+                        gradebook.write(gb, api.coursedir, job.student, job.assignment, job.notebook, job.folder,
+                                        graded.scores, graded.autograded_nb, needs_manual=graded.manual)
                     except Exception as exc:  # noqa: BLE001 - the other students' grades must still be written
                         gb.db.rollback()
                         print(f"autograde: {job.student}/{job.assignment}: NOT WRITTEN to the gradebook "
                               f"({type(exc).__name__}: {exc})", file=sys.stderr)
                     seconds.append((f"{job.student}/{job.assignment}/{job.notebook}", round(graded.seconds, 2)))
                     bar.set_postfix_str(f"{job.student}/{job.assignment}")
-            if export_to:
-                export_to = Path(root, export_to).resolve()  # relative paths are under the course root
-                export_to.parent.mkdir(parents=True, exist_ok=True)
-                export_to = str(export_to)
-                CsvExportPlugin(to=export_to, assignment=sorted(sources)).export(gb)
+            if export_to:  # relative paths are under the course root
+                export_to = gradebook.export_csv(gb, Path(root, export_to), sorted(sources), api.coursedir)
         if feedback and todo:
             generate_feedback(api, sorted({j.assignment for j in todo}), students)
+        gradebook.hand_back(root)
     return {"graded": len(todo), "seconds": seconds, "export": export_to}
 
 
 def generate_feedback(api, assignments: list[str] | None = None, students: list[str] | None = None) -> None:
     """nbgrader's generate_feedback (HTML from the autograded notebooks and the gradebook): one nbgrader run per
-    assignment, or per (assignment, student) when only some students were graded."""
+    assignment, or per (assignment, student) when only some students were graded (a student with no autograded
+    copy of that assignment, i.e. who did not submit it, is skipped: nbgrader would fail on them)."""
     autograded = Path(api.coursedir.root) / api.coursedir.autograded_directory
     if assignments is None:
         assignments = sorted({a.name for s in autograded.iterdir() if s.is_dir()
                               for a in s.iterdir() if a.is_dir()}) if autograded.is_dir() else []
     for assignment in assignments:
         for student in students or [None]:
+            if student is not None and not (autograded / student / assignment).is_dir():
+                continue
             result = api.generate_feedback(assignment, student_id=student, force=True)
             if not result.get("success"):
                 print(f"feedback {assignment} {student or '(all students)'} failed: {result.get('error')}",
@@ -367,10 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--report", help="write per-notebook sandbox seconds and totals to this JSON file")
     args = parser.parse_args(argv)
-    if args.feedback_only:
-        generate_feedback(course_api(args.root, **(
-            {"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {})), args.assignment,
-            args.student)
+    if args.feedback_only:  # and grades.csv, which may have changed by hand since (formgrader)
+        api = course_api(args.root, **({"CourseDirectory.db_url": database_url(args.db_url)} if args.db_url else {}))
+        generate_feedback(api, args.assignment, args.student)
+        gradebook.main(["--root", args.root, *(["--db-url", args.db_url] if args.db_url else []),
+                        *(["--export", args.export] if args.export else [])])
         return 0
     limits = None
     if args.cell_timeout or args.timeout or args.memory:

@@ -2,11 +2,17 @@
 browser download) are untidy: a renamed notebook, a notebook one folder down, an assignment folder named
 "01_RNN". A human grader would grade what was handed in, so the grader does too, and says so in a note; what it
 cannot place is listed, never silently scored 0. Only names are read here; nothing is executed or followed.
+
+Collected work is protected before it is read (:func:`protect`): nbgrader's collect leaves folders writable by
+every account, so one student could plant a ``torch.py`` beside another's notebook. The tree is made the grader's
+alone, and only the notebook and the files the release shipped go into the sandbox (:func:`unshipped` lists the
+rest for the instructor).
 """
 from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -90,3 +96,71 @@ def assignment_folders(student_dir: Path, every: list[str]) -> dict[str, tuple[P
                   f"{student_dir.name}/<assignment>/ with <assignment> one of {', '.join(every)}): not graded",
                   file=sys.stderr)
     return found
+
+
+def grader_owner(root: Path) -> tuple[int, int]:
+    """(uid, gid) of the account that owns the course root: the grader account (formgrader, collect)."""
+    info = root.stat()
+    return info.st_uid, info.st_gid
+
+
+def protect(folder: Path, owner: tuple[int, int], recursive: bool = True) -> str | None:
+    """Make ``folder`` (and, if ``recursive``, everything in it) the grader's alone: owned by ``owner`` (when run as
+    root) and mode 0700 (folders) / 0600 (files), so no other account can add, replace or change a file between
+    collect and grading. Returns None, or why it could not be done (not root, and a file belongs to another account,
+    who could change it back): that submission is then not graded, and the reason is printed for the instructor.
+    Links are neither followed nor changed (the grader never follows them), nor are files with several hard links
+    (changing one would change a file elsewhere on the machine: collect copies, so only a hand-made tree has them)."""
+    uid, gid = owner
+    root = os.geteuid() == 0
+    foreign = []
+    for _pass in range(2):  # the first pass locks every folder; the second sees entries added before it did
+        for path in [folder, *(_walk(folder) if recursive else [])]:
+            try:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode) or (not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1):
+                    continue  # a link's target, or an inode shared with a path elsewhere, is not the grader's
+                if root and (info.st_uid, info.st_gid) != (uid, gid):
+                    os.chown(path, uid, gid, follow_symlinks=False)
+                elif not root and info.st_uid != os.geteuid():
+                    foreign.append(str(path))
+                    continue
+                mode = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+                if stat.S_IMODE(info.st_mode) != mode:
+                    os.chmod(path, mode)
+            except FileNotFoundError:
+                continue
+    if not foreign:
+        return None
+    listing = ", ".join(shown(str(Path(p).relative_to(folder.parent))) for p in sorted(set(foreign))[:5])
+    print(f"autograde: {folder.name}: not graded: {listing} belong to another account, which could change them "
+          f"while they are graded; run make autograde as root (it takes them over) or chown them to the grader",
+          file=sys.stderr)
+    return "your submission could not be graded safely (its files belong to another account): a grading problem, " \
+           "your instructor was told"
+
+
+def _walk(folder: Path) -> list[str]:
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        paths += [os.path.join(dirpath, n) for n in dirnames + filenames]
+    return paths
+
+
+def unshipped(folder: Path, notebook: Path, release: Path | None, siblings: tuple[str, ...] = ()) -> str | None:
+    """What the instructor should know about the other files in a submission: none of them reaches the sandbox
+    (only the graded notebook and the release's files do), so a helper module a student wrote is not importable
+    there, and a file planted beside someone's notebook cannot change how it runs."""
+    known = {"timestamp.txt", "submission_secret.txt", *(f"{s}.ipynb" for s in siblings)}
+    extra = []
+    for path in map(Path, _walk(folder)):
+        rel = path.relative_to(folder)
+        if path == notebook or not path.is_file() or path.is_symlink() or str(rel) in known \
+                or any(part.startswith(".") or part == "__MACOSX" for part in rel.parts) \
+                or (release is not None and (release / rel).is_file()):
+            continue
+        extra.append(shown(str(rel)))
+    if not extra:
+        return None
+    listing = ", ".join(sorted(extra)[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+    return f"not copied into the sandbox (only the notebook and the release's files are): {listing}"
