@@ -94,6 +94,7 @@ def run_direction_torch(mode: str, x: Tensor, hx: State, w_ih: Tensor, w_hh: Ten
     return output, h_n
 
 
+#: backend name -> its :class:`DirectionRunner`; layers and cells look their backend up here
 RUNNERS: dict[str, DirectionRunner] = {
     "reference": recurrence.run_direction,
     "fused": fused.run_direction,

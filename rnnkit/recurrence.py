@@ -18,7 +18,7 @@ Two details keep it correct and fast enough to train with:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,9 +27,6 @@ from ._recurrent import State
 from .cells import gru_cell, lstm_cell, rnn_cell
 
 __all__ = ["run_direction", "scan"]
-
-S = TypeVar("S")  # the carried state
-O = TypeVar("O")  # what each step emits
 
 
 def run_direction(
@@ -99,13 +96,13 @@ def run_direction(
     return torch.stack(outputs), state  # (T, B, H), state after each sequence's last valid step
 
 
-def scan(step: Callable[[int, Tensor, S], tuple[S, O]], xs: Sequence[Tensor], state: S, *,
-         reverse: bool = False) -> tuple[list[O], S]:
+def scan(step: Callable[[int, Tensor, Any], tuple[Any, Any]], xs: Sequence[Tensor], state: Any, *,
+         reverse: bool = False) -> tuple[list[Any], Any]:
     """``state, out_t = step(t, xs[t], state)`` for ``t = 0, ..., T-1`` (``T-1, ..., 0`` when ``reverse``).
 
     Returns the per-step outputs **in time order** (``outputs[t]`` belongs to ``xs[t]``, also when ``reverse``) and
     the last state. ``xs`` should come from ``x.unbind(0)``, not ``x[t]`` per step (see the module docstring)."""
-    outputs: list[O] = []
+    outputs: list[Any] = []
     for t in reversed(range(len(xs))) if reverse else range(len(xs)):
         state, out = step(t, xs[t], state)
         outputs.append(out)
