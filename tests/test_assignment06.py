@@ -273,3 +273,77 @@ def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
             for word in words:
                 assert word in feedback, f"{student}: feedback lacks {word!r}"
         assert all(s < 240 for s in seconds.values()), seconds
+
+
+# ------------------------------------------------------------------ correct answers written differently keep their marks
+def _vocab_differently(names):
+    chars = []
+    for name in names:
+        chars.extend(c for c in name if c not in chars)
+    return ["\n", *sorted(chars)]
+
+
+def _encode_differently(names, vocab):
+    text = "\n" + "".join(name + "\n" for name in names)
+    return torch.tensor([vocab.index(c) for c in text]).long()
+
+
+def _decode_differently(ids, vocab):
+    return "".join(map(vocab.__getitem__, torch.as_tensor(ids, dtype=torch.long).tolist()))
+
+
+def _tbptt_differently(stream, batch_size, num_steps):
+    rows = (stream.numel() - 1) // batch_size
+    pairs = torch.stack([stream[:-1][: rows * batch_size], stream[1:][: rows * batch_size]])  # (2, rows * B)
+    grid = pairs.reshape(2, batch_size, rows).permute(0, 2, 1)  # (2, rows, B)
+    return [tuple(grid[:, t : t + num_steps].unbind(0)) for t in range(0, rows, num_steps)]
+
+
+def _train_differently(model, optimizer, batches, max_norm):
+    losses, state = [], None
+    for x, y in batches:
+        if state is not None:
+            state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        optimizer.zero_grad(set_to_none=True)
+        logits, state = model(x, state)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(factor)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _perplexity_differently(model, batches):
+    nll, n, state = [], 0, None
+    with torch.no_grad():
+        for x, y in batches:
+            logits, state = model(x, state)
+            nll.append(-torch.log_softmax(logits, -1).gather(2, y[..., None]).squeeze(2).reshape(-1))
+            n += y.numel()
+    return float(torch.exp(torch.cat(nll).sum() / n))
+
+
+def _sample_differently(model, temperature, generator, max_len=20):
+    out, state, last = [], None, torch.zeros(1, 1, dtype=torch.long)
+    with torch.no_grad():
+        while len(out) < max_len:
+            logits, state = model(last, state)
+            last = torch.multinomial((logits[-1, 0] / temperature).softmax(-1), num_samples=1, generator=generator)[None]
+            out.append(last.item())
+            if out[-1] == 0:
+                return out
+    return out
+
+
+@pytest.mark.parametrize("check, fn", [
+    ("build_vocab", _vocab_differently), ("encode_names", _encode_differently), ("decode_ids", _decode_differently),
+    ("tbptt_batches", _tbptt_differently), ("train_epoch", _train_differently),
+    ("perplexity", _perplexity_differently), ("sample_name", _sample_differently)])
+def test_a_correct_answer_written_differently_passes(check, fn):
+    verdict = judge.compare(check, export.collect(specs.get(check), fn))
+    assert verdict.passed, verdict.message
