@@ -27,7 +27,7 @@ from ..rules import Rule
 EOS = "\n"  # id 0, like the end-of-sequence symbol of assignment 1
 EVAL_BATCH, EVAL_STEPS = 32, 50  # how the judge batches the test names (the notebook's perplexity uses the same)
 THRESHOLDS = (8.0, 9.0, 10.0, 12.0)  # one 0.5-point check each: perplexity at most this
-MAX_HIDDEN, MAX_LAYERS, MAX_EMBEDDING = 512, 3, 256  # bigger exports are refused (the judge must stay fast)
+MAX_HIDDEN, MAX_LAYERS, MAX_EMBEDDING = 256, 3, 256  # bigger exports are refused (the judge must stay fast)
 
 
 # ------------------------------------------------------------------------------------- vocabulary and encoding
