@@ -186,8 +186,9 @@ def _perplexity_cases() -> list[Case]:
 @torch.no_grad()
 def _sample(model, temperature, generator, max_len=20):
     ids, state, token = [], None, 0
+    device = next(model.parameters()).device
     for _ in range(max_len):
-        logits, state = model(torch.tensor([[token]]), state)  # (1, 1, V)
+        logits, state = model(torch.tensor([[token]], device=device), state)  # (1, 1, V)
         probs = torch.softmax(logits[0, 0] / temperature, dim=-1)  # (V,)
         token = int(torch.multinomial(probs, 1, generator=generator))
         ids.append(token)
