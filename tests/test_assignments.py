@@ -33,7 +33,8 @@ def _graded_cells(name: str) -> list[dict]:
 
 
 def test_the_assignments_exist():
-    assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range", "06_char_lm"]
+    assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range", "06_char_lm",
+                           "07_backward"]
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -332,7 +333,8 @@ def test_some_parts_do_depend_on_earlier_ones():
                      "03_lstm": {"lstm_cell_forward"}, "04_gru": {"gru_cell_forward"},
                      "05_long_range": {"adding_problem"},
                      "06_char_lm": {"clip_grad_norm", "next_symbol_log_probs", "sample_until_eos", "build_vocab", "encode",
-                                    "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"}}, found
+                                    "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"},
+                     "07_backward": {"lstm_cell_backward", "gru_cell_backward"}}, found
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)

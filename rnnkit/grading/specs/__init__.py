@@ -141,4 +141,4 @@ def sequence_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]
     return cases
 
 
-from . import a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm  # noqa: E402,F401  (registers the specs)
+from . import a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm, a07_backward  # noqa: E402,F401  (registers the specs)
