@@ -119,8 +119,8 @@ def _bptt_cases(seed: int, lstm: bool) -> list[Case]:
             x[n:, b] = 0.0
             grad_out[n:, b] = 0.0
         state = [randn(g, batch, n_h, dtype=dtype, scale=0.5) for _ in range(2 if lstm else 1)]
-        weights = (randn(g, gates * n_h, n_in, dtype=dtype, scale=0.5), randn(g, gates * n_h, n_h, dtype=dtype, scale=0.5),
-                   randn(g, gates * n_h, dtype=dtype, scale=0.5), randn(g, gates * n_h, dtype=dtype, scale=0.5))
+        weights = tuple(randn(g, *shape, dtype=dtype, scale=0.5) for shape in
+                        ((gates * n_h, n_in), (gates * n_h, n_h), (gates * n_h,), (gates * n_h,)))
         final = [randn(g, batch, n_h, dtype=dtype) for _ in range(2 if lstm else 1)]
         kwargs = {} if lstm else {"reset_after": k % 2 == 0}
         if not lstm:
@@ -183,22 +183,23 @@ _RULE = Rule(forbidden=("torch.autograd.*", "torch.Tensor.backward", "torch.func
              why="write the backward pass yourself with tensor algebra (the grader calls your functions with autograd "
                  "switched off)")
 
-register(Spec("lstm_cell_backward", _lstm_cell_cases, _lstm_cell_backward, leaf_names=tuple(sorted(LSTM_CELL_KEYS)),
-              grad_enabled=False, tolerances=_TOLERANCES, rule=_RULE,
-              summary="one LSTM step backwards: gradients of x, h, c, w_ih, w_hh, b_ih, b_hh from dh', dc' "
-                      "(batched, B=1, unbatched, float32/64)"))
-register(Spec("gru_cell_backward_reset_after", _gru_cell_cases(True), _gru_cell_backward, leaf_names=tuple(sorted(GRU_CELL_KEYS)),
-              grad_enabled=False, tolerances=_TOLERANCES, rule=_RULE,
-              summary="one GRU step backwards, PyTorch's formulation: r multiplies (W_hn h + b_hn)"))
-register(Spec("gru_cell_backward_reset_before", _gru_cell_cases(False), _gru_cell_backward, leaf_names=tuple(sorted(GRU_CELL_KEYS)),
-              grad_enabled=False, tolerances=_TOLERANCES, rule=_RULE,
-              summary="one GRU step backwards, Cho et al.'s formulation: W_hn (r * h)"))
-register(Spec("lstm_bptt", lambda: _bptt_cases(704, lstm=True), _lstm_bptt, leaf_names=tuple(sorted(LSTM_BPTT_KEYS)),
-              grad_enabled=False, tolerances=_TOLERANCES, rule=_RULE,
-              summary="BPTT through an LSTM layer over a padded batch with lengths: every parameter, x, h0, c0"))
-register(Spec("gru_bptt", lambda: _bptt_cases(705, lstm=False), _gru_bptt, leaf_names=tuple(sorted(GRU_BPTT_KEYS)),
-              grad_enabled=False, tolerances=_TOLERANCES, rule=_RULE,
-              summary="BPTT through a GRU layer over a padded batch with lengths, both formulations"))
+def _register(name: str, make_cases, reference, keys: tuple[str, ...], summary: str) -> None:
+    """A backward-pass check: a dict of gradients (leaves in sorted-key order), autograd switched off, the rule."""
+    register(Spec(name, make_cases, reference, leaf_names=tuple(sorted(keys)), grad_enabled=False,
+                  tolerances=_TOLERANCES, rule=_RULE, summary=summary))
+
+
+_register("lstm_cell_backward", _lstm_cell_cases, _lstm_cell_backward, LSTM_CELL_KEYS,
+          "one LSTM step backwards: gradients of x, h, c, w_ih, w_hh, b_ih, b_hh from dh', dc' "
+          "(batched, B=1, unbatched, float32/64)")
+_register("gru_cell_backward_reset_after", _gru_cell_cases(True), _gru_cell_backward, GRU_CELL_KEYS,
+          "one GRU step backwards, PyTorch's formulation: r multiplies (W_hn h + b_hn)")
+_register("gru_cell_backward_reset_before", _gru_cell_cases(False), _gru_cell_backward, GRU_CELL_KEYS,
+          "one GRU step backwards, Cho et al.'s formulation: W_hn (r * h)")
+_register("lstm_bptt", lambda: _bptt_cases(704, lstm=True), _lstm_bptt, LSTM_BPTT_KEYS,
+          "BPTT through an LSTM layer over a padded batch with lengths: every parameter, x, h0, c0")
+_register("gru_bptt", lambda: _bptt_cases(705, lstm=False), _gru_bptt, GRU_BPTT_KEYS,
+          "BPTT through a GRU layer over a padded batch with lengths, both formulations")
 register(Spec("lstm_state_grad_norms", _norm_cases, _state_grad_norms, leaf_names=("dh_norms", "dc_norms"),
               grad_enabled=False, tolerances={**_TOLERANCES, "torch.float64": (1e-6, 1e-12)}, rule=_RULE,
               summary="per-step ||dL/dh_t|| and ||dL/dc_t|| of an LSTM, loss on the last state (100 steps)"))
