@@ -34,7 +34,7 @@ def _graded_cells(name: str) -> list[dict]:
 
 def test_the_assignments_exist():
     assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range", "06_char_lm",
-                           "07_backward"]
+                           "07_backward", "08_seq2seq"]
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -334,7 +334,9 @@ def test_some_parts_do_depend_on_earlier_ones():
                      "05_long_range": {"adding_problem"},
                      "06_char_lm": {"clip_grad_norm", "next_symbol_log_probs", "sample_until_eos", "build_vocab", "encode",
                                     "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"},
-                     "07_backward": {"lstm_cell_backward", "gru_cell_backward"}}, found
+                     "07_backward": {"lstm_cell_backward", "gru_cell_backward"},
+                     "08_seq2seq": {"gru_cell_forward", "bidirectional_encoder", "teacher_forcing_loss", "greedy_search",
+                                    "beam_search"}}, found
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
