@@ -99,7 +99,7 @@ MISTAKES = [
      ("    return (torch.stack(losses) * mask).sum() / mask.sum()", "    return torch.stack(losses).mean()"),
      "padding included", "teacher_forcing_loss"),
     ("EOS step left out of the loss", "loss", "test_loss",
-     ("mask = torch.arange(tgt.shape[0]).unsqueeze(1) < tgt_lengths", "mask = torch.arange(tgt.shape[0]).unsqueeze(1) < tgt_lengths - 1"),
+     ("< tgt_lengths.to(tgt.device)  # (T', B)", "< tgt_lengths.to(tgt.device) - 1"),
      "the EOS step is not counted", "teacher_forcing_loss"),
     ("greedy that does not stop at EOS", "greedy", "test_greedy",
      ("        if token == eos:\n            break\n", ""), "then EOS (0.4)", "greedy_search"),
