@@ -34,8 +34,9 @@ def _graded_cells(name: str) -> list[dict]:
     return [c for c in nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
 
 
-def test_the_five_assignments_exist():
-    assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range"]
+def test_the_assignments_exist():
+    assert ASSIGNMENTS == ["01_rnn", "02_gradients", "03_lstm", "04_gru", "05_long_range", "06_char_lm",
+                           "07_backward", "08_seq2seq"]
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -384,7 +385,12 @@ def test_some_parts_do_depend_on_earlier_ones():
     found = {name: set().union(*(used for _, used in _part_dependencies(name))) for name in ASSIGNMENTS}
     assert found == {"01_rnn": {"rnn_cell_forward"}, "02_gradients": {"clip_grad_norm", "clip_grad_value"},
                      "03_lstm": {"lstm_cell_forward"}, "04_gru": {"gru_cell_forward"},
-                     "05_long_range": {"adding_problem"}}, found
+                     "05_long_range": {"adding_problem"},
+                     "06_char_lm": {"clip_grad_norm", "next_symbol_log_probs", "sample_until_eos", "build_vocab", "encode",
+                                    "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"},
+                     "07_backward": {"lstm_cell_backward", "gru_cell_backward"},
+                     "08_seq2seq": {"gru_cell_forward", "bidirectional_encoder", "teacher_forcing_loss", "greedy_search",
+                                    "beam_search"}}, found
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)

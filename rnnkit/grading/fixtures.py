@@ -50,7 +50,9 @@ def check() -> list[str]:
             continue
         for i, message in compare_exports(specs.get(name), stored, live):
             problems.append(f"{name}: case {i}: stored fixture disagrees with rnnkit: {message}")
-    extra = sorted(p.stem for p in FIXTURE_DIR.glob("*.npz") if p.stem not in specs.REGISTRY)
+    # *_reference.npz: trained models the judges of 06 and 08 rebuild (instructors' files, not a check's export)
+    extra = sorted(p.stem for p in FIXTURE_DIR.glob("*.npz")
+                   if p.stem not in specs.REGISTRY and not p.stem.endswith("_reference"))
     problems += [f"{name}: fixture without a spec" for name in extra]
     return problems
 

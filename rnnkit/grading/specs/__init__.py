@@ -2,7 +2,7 @@
 ``rnnkit`` (or ``torch``), and the tolerances the judge applies per dtype.
 
 A spec is what a hidden test names: ``grading.check("lstm_cell_forward", lstm_cell_forward)``. One module per
-assignment registers its specs (``a01_rnn.py`` ... ``a05_long_range.py``).
+assignment registers its specs (``a01_rnn.py`` ... ``a08_seq2seq.py``).
 
 Cases are built from ``torch.Generator`` seeds only (never the global RNG, never ``rnnkit``), so the student's
 kernel and the trusted judge build identical inputs, and the judge never needs inputs from the kernel.
@@ -182,4 +182,6 @@ def sequence_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]
     return cases
 
 
-from . import a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range  # noqa: E402,F401  (registers the specs)
+# importing the assignment modules registers their specs
+from . import (a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm, a07_backward,  # noqa: E402,F401
+               a08_seq2seq)

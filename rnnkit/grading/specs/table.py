@@ -1,4 +1,4 @@
-"""The rule table: for every graded check of the five assignments, what its answer must not use and what it may.
+"""The rule table: for every graded check of the eight assignments, what its answer must not use and what it may.
 
 This is the one place the rules are written. :func:`~rnnkit.grading.specs.register` attaches each entry to its spec
 (a spec without an entry is an error), the notebooks' "Rules" paragraphs are generated from it
@@ -98,6 +98,38 @@ GATED_MODEL = Rule(
     why="this part asks for your own model class on rnnkit's layers, trained on your own adding_problem data",
     allowed=("rnnkit.RNN", "rnnkit.GRU", "rnnkit.LSTM", "rnnkit.Trainer", "rnnkit.TrainConfig"))
 
+# assignment 06 (char lm)
+CHARLM_OWN = Rule(forbidden=("rnnkit.*",), why="this part asks you to write it yourself with torch")
+CHARLM_TRAIN = Rule(forbidden=("rnnkit.*", "torch.nn.utils.clip_grad_*", "torch.nn.utils.clip_grads_with_norm_",
+                         "torch.nn.utils.get_total_norm"),
+              why="clip with your own clip_grad_norm from Assignment 2 (one norm over all gradients) and write the "
+                  "training loop yourself", allowed=("torch.nn.functional.cross_entropy",))
+CHARLM_PERPLEXITY = Rule(forbidden=("rnnkit.*", "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
+                              "torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss"),
+                   why="add up the negative log-likelihood yourself, from your next_symbol_log_probs of Assignment 1",
+                   allowed=("torch.log_softmax",))
+CHARLM_SAMPLE = Rule(forbidden=("rnnkit.*",), why="sample with your own sample_until_eos from Assignment 1")
+CHARLM_MODEL = Rule(forbidden=("rnnkit.*", "torch.nn.utils.clip_grad_*"),
+              why="build the model the notebook hands out and train it with your own train_epoch",
+              allowed=("rnnkit.CharLM", "rnnkit.models.CharLM"))
+
+# assignment 07 (backward)
+BACKWARD_RULE = Rule(forbidden=("torch.autograd.*", "torch.Tensor.backward", "torch.func.*", "torch.enable_grad",
+                        "torch.set_grad_enabled", "rnnkit.*", "torch.nn.LSTM*", "torch.nn.GRU*", "torch.lstm_cell",
+                        "torch.gru_cell", "torch._VF.*"),
+             why="write the backward pass yourself with tensor algebra (the grader calls your functions with autograd "
+                 "switched off)")
+
+
+# assignment 08 (seq2seq)
+SEQ2SEQ_NO_LAYERS = ("rnnkit.*", "torch.nn.GRU*", "torch.nn.RNN*", "torch.nn.LSTM*", "torch.gru_cell", "torch._VF.*")
+SEQ2SEQ_ENCODER = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="build the encoder from your own gru_cell_forward of Assignment 4")
+SEQ2SEQ_LOSS = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="run the model the notebook hands out step by step yourself",
+             allowed=("torch.nn.functional.cross_entropy",))
+SEQ2SEQ_SEARCH = Rule(forbidden=("rnnkit.*", "torch.nn.*"), why="write the search yourself; it only calls step_fn")
+SEQ2SEQ_MODEL = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="train the Seq2Seq the notebook hands out, built on your own functions")
+
+
 RULES: dict[str, Rule] = {
     # assignment 1
     "rnn_cell_forward": RNN_CELL,
@@ -129,4 +161,33 @@ RULES: dict[str, Rule] = {
     "adding_problem": GENERATOR,
     "copy_task": GENERATOR,
     "adding_gated_beats_baseline": GATED_MODEL,
+    # 06 char lm
+    "build_vocab": CHARLM_OWN,
+    "encode_names": CHARLM_OWN,
+    "decode_ids": CHARLM_OWN,
+    "tbptt_batches": CHARLM_OWN,
+    "train_epoch": CHARLM_TRAIN,
+    "perplexity": CHARLM_PERPLEXITY,
+    "sample_name": CHARLM_SAMPLE,
+    "names_perplexity_8": CHARLM_MODEL,
+    "names_perplexity_9": CHARLM_MODEL,
+    "names_perplexity_10": CHARLM_MODEL,
+    "names_perplexity_12": CHARLM_MODEL,
+    # 07 backward
+    "lstm_state_grad_norms": BACKWARD_RULE,
+    "gradient_path": BACKWARD_RULE,
+    "lstm_cell_backward": BACKWARD_RULE,
+    "gru_cell_backward_reset_after": BACKWARD_RULE,
+    "gru_cell_backward_reset_before": BACKWARD_RULE,
+    "lstm_bptt": BACKWARD_RULE,
+    "gru_bptt": BACKWARD_RULE,
+    # 08 seq2seq
+    "bi_encoder": SEQ2SEQ_ENCODER,
+    "teacher_forcing_loss": SEQ2SEQ_LOSS,
+    "greedy_search": SEQ2SEQ_SEARCH,
+    "beam_search": SEQ2SEQ_SEARCH,
+    "reverse_accuracy_40": SEQ2SEQ_MODEL,
+    "reverse_accuracy_55": SEQ2SEQ_MODEL,
+    "reverse_accuracy_70": SEQ2SEQ_MODEL,
+    "reverse_accuracy_75": SEQ2SEQ_MODEL,
 }
