@@ -34,7 +34,15 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, mul_prev, one_minus_square, sigmoid_slope,
+    Plan,
+    add_biases,
+    hprev_grad,
+    input_grads,
+    input_projection,
+    make_linear,
+    mul_prev,
+    one_minus_square,
+    sigmoid_slope,
     weight_grads,
 )
 

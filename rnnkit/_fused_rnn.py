@@ -17,7 +17,13 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ._fused_common import (
-    Plan, add_biases, hprev_grad, input_grads, input_projection, make_linear, one_minus_square,
+    Plan,
+    add_biases,
+    hprev_grad,
+    input_grads,
+    input_projection,
+    make_linear,
+    one_minus_square,
     weight_grads,
 )
 

@@ -26,9 +26,9 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm

@@ -9,15 +9,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 import torch
+from test_assignments import _run_visible
 
-import grading_cases as gc
 from rnnkit.data.names import NAMES_FILE, load_names
 from rnnkit.grading import export, judge, sandbox, specs
 from rnnkit.grading.specs import a06_char_lm as a06
-from test_assignments import _run_visible
 
 NAME = "06_char_lm"
 CHECKS = ["build_vocab", "encode_names", "decode_ids", "tbptt_batches", "train_epoch", "perplexity", "sample_name",

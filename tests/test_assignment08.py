@@ -10,14 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 import torch
+from test_assignments import _run_visible
 
-import grading_cases as gc
 from rnnkit.grading import export, judge, sandbox, specs
 from rnnkit.grading.specs import a08_seq2seq as a08
-from test_assignments import _run_visible
 
 NAME = "08_seq2seq"
 ACCURACY = [f"reverse_accuracy_{round(t * 100)}" for t in a08.THRESHOLDS]

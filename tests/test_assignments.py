@@ -11,8 +11,15 @@ import nbformat
 import pytest
 
 from rnnkit.grading import specs
-from rnnkit.grading.release import (REPO_ROOT, assignments, generate, nbgrader_api, rules_markdown, solution_lines,
-                                   sync_rules)
+from rnnkit.grading.release import (
+    REPO_ROOT,
+    assignments,
+    generate,
+    nbgrader_api,
+    rules_markdown,
+    solution_lines,
+    sync_rules,
+)
 from rnnkit.grading.rules import describe
 
 ASSIGNMENTS = assignments()

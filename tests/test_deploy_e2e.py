@@ -14,7 +14,6 @@ environment; npm: configurable-http-proxy), cached under .cache/e2e/ (git-ignore
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -28,10 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-import pytest
-
 import grading_cases as gc
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "e2e"

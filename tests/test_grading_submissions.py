@@ -7,10 +7,10 @@ import copy
 import json
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 
-import grading_cases as gc
 from rnnkit.grading import notebooks, submissions
 
 

@@ -19,10 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 
-import grading_cases as gc
 from rnnkit.grading import sandbox
 
 ASSIGNMENT = "01_rnn"

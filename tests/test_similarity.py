@@ -11,19 +11,19 @@ from __future__ import annotations
 import builtins
 import contextlib
 import html
-import keyword
 import io
 import json
+import keyword
 import random
 import re
 import shutil
 import tokenize
 
+import grading_cases as gc
 import nbformat
 import pytest
 import torch
 
-import grading_cases as gc
 from rnnkit.grading import notebooks, similarity
 
 ASSIGNMENT = "03_lstm"

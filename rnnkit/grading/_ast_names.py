@@ -9,9 +9,9 @@ import ast
 import builtins
 import re
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 from ._ast_scopes import Binding, Program, Scope
 from .rules import Rule

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
 
 _MAX_CELL = 300_000          # characters: a longer cell is not parsed (it counts as a cell that does not parse)
 _MAX_TRANSFORM = 50_000      # characters: IPython's transformer is slow on huge cells; the regex is linear

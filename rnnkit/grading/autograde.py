@@ -40,6 +40,7 @@ from pathlib import Path
 import nbformat
 
 from . import conduct, export, gradebook, judge, notebooks, reasons, sandbox, specs, submissions
+
 KERNEL_START_TRIES = 3  # sandbox runs of a notebook whose kernel never started (a transient failure, not the student's)
 
 

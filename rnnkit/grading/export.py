@@ -181,7 +181,7 @@ def text(exported: dict[str, np.ndarray], key: str, default: str | None = None) 
 
 
 def _argument_names(obj: Any, case) -> list[tuple[str, Any]]:
-    """(name, value) of every argument of one call, named as the student's function names its parameters."""
+    """(name, value) of every argument of one call, named as ``obj`` names its parameters."""
     try:
         params = [p.name for p in inspect.signature(obj).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -248,7 +248,8 @@ def collect(spec, obj: Any, *, guarded: bool = True) -> dict[str, np.ndarray]:
     if guarded:
         out["function"] = _text(_safe_name(getattr(obj, "__name__", spec.name)))
     for i, case in enumerate(cases):
-        snapshot = _snapshot(_argument_names(obj, case)) if guarded else []
+        # named as the notebook's signature names them (the reference's), whatever the student called them
+        snapshot = _snapshot(_argument_names(spec.reference, case)) if guarded else []
         record = None
         try:
             with torch.set_grad_enabled(spec.grad_enabled):

@@ -42,12 +42,24 @@ from __future__ import annotations
 import ast
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
-from ._ast_names import (CALL_ATTRS, DYNAMIC, DYNAMIC_ATTRS, FILE, SAFE_PASS, UNKNOWN, Resolver, TooComplex,
-                         constant_name, dynamic_sources, equivalents, unparse)
+from ._ast_names import (
+    CALL_ATTRS,
+    DYNAMIC,
+    DYNAMIC_ATTRS,
+    FILE,
+    SAFE_PASS,
+    UNKNOWN,
+    Resolver,
+    TooComplex,
+    constant_name,
+    dynamic_sources,
+    equivalents,
+    unparse,
+)
 from ._ast_scopes import Program, Scope, bind_program
 from .rules import Rule
 

@@ -10,10 +10,11 @@ kernel and the trusted judge build identical inputs, and the judge never needs i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -56,6 +57,9 @@ class Spec:
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
     # False: call the student's function under torch.no_grad() (e.g. manual backprop must not use autograd)
     grad_enabled: bool = True
+    # arguments the function is meant to change in place (a training step updates its model and optimizer); any
+    # other argument changed in place fails the check
+    may_change: tuple[str, ...] = ()
     # optional custom comparison of one case: (student, expected, case_index) -> failure message or None,
     # where student/expected are the per-case dicts of the export with the "c{i}." prefix stripped
     judge: Callable[[dict, dict, int], str | None] | None = None
@@ -104,14 +108,14 @@ def fixture_path(name: str) -> Path:
     return FIXTURE_DIR / f"{name}.npz"
 
 
-@lru_cache(maxsize=None)
+@cache
 def stored_export(name: str) -> dict | None:
     """The stored export of spec ``name``, or None when there is none."""
     p = fixture_path(name)
     return export.load(p) if p.is_file() else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def expected_export(name: str) -> dict:
     """The reference's export on the spec's cases, computed live in this (trusted) process."""
     spec = get(name)
@@ -183,5 +187,4 @@ def sequence_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]
 
 
 # importing the assignment modules registers their specs
-from . import (a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm, a07_backward,  # noqa: E402,F401
-               a08_seq2seq)
+from . import a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm, a07_backward, a08_seq2seq  # noqa: E402,F401

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import FIXTURE_DIR, Case, Spec, generator, randn, register
 from .. import export
+from . import FIXTURE_DIR, Case, Spec, generator, randn, register
 
 BOS, EOS, VOCAB = 0, 1, 12  # tokens 2..11 are the digits 0..9
 MIN_LEN, MAX_LEN = 3, 7  # digits per string
