@@ -67,6 +67,8 @@ ROOTS = ("torch", "torch.Tensor", "torch.nn", "torch.nn.functional", "torch.auto
          "torch._C")
 _RNNKIT_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 _GRADING_DIR = str(Path(__file__).resolve().parent) + os.sep
+# the model a notebook hands out, which the cases pass to the student's function: library code, like rnnkit's
+_HANDOUT = _GRADING_DIR + "specs" + os.sep + "_handout.py"
 _LIBRARY_DIRS = (str(Path(torch.__file__).resolve().parent) + os.sep, _RNNKIT_DIR)
 _real_setprofile = sys.setprofile  # taken when grading is imported, before any student code could replace it
 _real_getprofile = sys.getprofile
@@ -348,6 +350,8 @@ class _Guard:
         while caller is not None and caller.f_code in transparent:
             caller = caller.f_back
         path = caller.f_code.co_filename if caller is not None else ""
+        if path == _HANDOUT:
+            return False
         return not path.startswith(_LIBRARY_DIRS) or path.startswith(_GRADING_DIR)
 
     def _hit(self, frame, entries: tuple, identity: bool) -> None:

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from .. import export
 from . import FIXTURE_DIR, Case, Spec, generator, randn, register
+from ._handout import VOCAB, Reference
 
-BOS, EOS, VOCAB = 0, 1, 12  # tokens 2..11 are the digits 0..9
+BOS, EOS = 0, 1  # tokens 2..11 (VOCAB = 12) are the digits 0..9
 MIN_LEN, MAX_LEN = 3, 7  # digits per string
 THRESHOLDS = (0.4, 0.55, 0.7, 0.75)  # one 0.5-point check each: held-out exact-match accuracy at least this
 HELD_OUT, HELD_OUT_SEED = 1000, 8080  # the judge's strings: a seed the notebook never uses
@@ -73,38 +74,6 @@ def _encoder_cases() -> list[Case]:
                          ((3 * n_h, n_in), (3 * n_h, n_h), (3 * n_h,), (3 * n_h,))) for _ in range(2)]
         cases.append(Case(label, (x, torch.tensor(lengths, dtype=torch.long), *weights)))
     return cases
-
-
-# ------------------------------------------------------------------------------ the encoder-decoder, trusted
-class Reference(torch.nn.Module):
-    """The notebook's encoder-decoder with the reference cells: embeddings, a bidirectional GRU encoder (H units each
-    way), a GRU decoder of 2H units that starts from the encoder's final states and reads [embedding, context] at
-    every step (d2l §10.7), and a linear output layer. Its state_dict keys are the notebook's."""
-
-    def __init__(self, embed: int = 16, hidden: int = 32, vocab: int = VOCAB):
-        super().__init__()
-        self.src_embed = torch.nn.Embedding(vocab, embed)
-        self.tgt_embed = torch.nn.Embedding(vocab, embed)
-        shapes = ((3 * hidden, embed), (3 * hidden, hidden), (3 * hidden,), (3 * hidden,))
-        self.enc_fwd = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(s)) for s in shapes])
-        self.enc_bwd = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(s)) for s in shapes])
-        dec = ((6 * hidden, embed + 2 * hidden), (6 * hidden, 2 * hidden), (6 * hidden,), (6 * hidden,))
-        self.dec = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(s)) for s in dec])
-        self.out = torch.nn.Linear(2 * hidden, vocab)
-        with torch.no_grad():  # like torch.nn.GRU: uniform in +-1/sqrt(units of the cell)
-            for cell, units in ((self.enc_fwd, hidden), (self.enc_bwd, hidden), (self.dec, 2 * hidden)):
-                for p in cell:
-                    p.uniform_(-units ** -0.5, units ** -0.5)
-
-    def encode(self, src, lengths):
-        return _bi_encoder(self.src_embed(src), lengths, tuple(self.enc_fwd), tuple(self.enc_bwd))
-
-    def decode_step(self, token, state, context):
-        from rnnkit.cells import gru_cell
-
-        x = torch.cat([self.tgt_embed(token), context], dim=-1)  # (B, E + 2H)
-        state = gru_cell(x, state, *self.dec)  # (B, 2H)
-        return self.out(state), state  # (B, V), (B, 2H)
 
 
 def _tiny(seed: int, dtype=torch.float64, embed: int = 3, hidden: int = 4) -> Reference:
