@@ -19,6 +19,7 @@ How a chapter makes a figure (the pattern every page follows)::
 * The page shows the figure once: numbered, captioned, with alt text, through ``{glue:figure}``. The code cell is tagged
   ``remove-output`` so its displayed copy is not shown a second time (``hide-input`` folds the drawing code away; leave
   it out where the code is the lesson).
+* A number the prose quotes (``{glue:text}`n_lines```) is stored with :func:`record`, which needs no ``myst_nb`` either.
 * The downloaded ``.ipynb`` shows the figure too: :func:`show` emits an ordinary ``image/png`` output (``glue(...,
   display=True)``), which every Jupyter front end displays; tags only change the rendered page. Run again in a plain
   kernel without ``myst_nb`` (``pip install rnnkit``), :func:`show` simply displays the image.
@@ -39,7 +40,7 @@ from typing import Any
 import matplotlib
 
 __all__ = ["COLUMN_PX", "CSS_PX_PER_INCH", "SAVE_DPI", "MIN_FONT_PT", "STYLE_KEY", "STYLE_NAME", "COLORS",
-           "style", "figure", "png_bytes", "show"]
+           "style", "figure", "png_bytes", "show", "record"]
 
 COLUMN_PX = 960          # main column width (CSS px) at a 1280 px window; course.css gives the column this room
 CSS_PX_PER_INCH = 100    # figure.dpi: how wide one inch of figure is shown, in CSS px
@@ -162,3 +163,18 @@ def show(fig, name: str | None = None) -> None:
             glue(name, image, display=True)
             return
     display(image)
+
+
+def record(name: str, value: Any) -> None:
+    """Store ``value`` under ``name`` for ``{glue:text}`` in a book build, without displaying it.
+
+    Outside a build, in a kernel without ``myst_nb`` (a downloaded chapter run after ``pip install rnnkit``), it does
+    nothing: the chapters print every number they quote.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"record() expected a str glue name, got {type(name).__name__}")
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    glue(name, value, display=False)

@@ -60,17 +60,25 @@ def test_figure_argument_errors(kwargs, err, match):
         plotting.figure(**kwargs)
 
 
-def _displayed(monkeypatch, hide_myst_nb: bool):
-    """Call show() and return what it sent to IPython's display machinery."""
+def _capture(monkeypatch, hide_myst_nb: bool) -> list:
+    """Record every display call that show()/record() make, through IPython directly or through myst_nb's glue."""
+    import IPython.core.display_functions as df
     import IPython.display
 
     sent = []
-    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: sent.append(("display", objs, kw)))
-    import IPython.core.display_functions as df
-
-    monkeypatch.setattr(df, "display", lambda *objs, **kw: sent.append(("display", objs, kw)))
+    fake = lambda *objs, **kw: sent.append((objs, kw))  # noqa: E731
+    monkeypatch.setattr(IPython.display, "display", fake)
+    monkeypatch.setattr(df, "display", fake)
     if hide_myst_nb:
         monkeypatch.setitem(sys.modules, "myst_nb", None)  # `import myst_nb` raises ImportError
+    else:
+        glue_module = pytest.importorskip("myst_nb.ext.glue")
+        monkeypatch.setattr(glue_module, "ipy_display", fake)
+    return sent
+
+
+def _show(monkeypatch, hide_myst_nb: bool) -> list:
+    sent = _capture(monkeypatch, hide_myst_nb)
     fig, ax = plotting.figure(width=0.5)
     ax.plot([0, 1])
     plotting.show(fig, "fig_x")
@@ -79,20 +87,31 @@ def _displayed(monkeypatch, hide_myst_nb: bool):
 
 
 def test_show_without_myst_nb_displays_an_image(monkeypatch):
-    sent = _displayed(monkeypatch, hide_myst_nb=True)
-    assert len(sent) == 1
-    image = sent[0][1][0]
+    (objs, kw), = _show(monkeypatch, hide_myst_nb=True)
+    image = objs[0]
     data, meta = image.data, image._repr_png_()[1]
     assert data.startswith(b"\x89PNG") and meta == {"width": plotting.COLUMN_PX // 2,
                                                      "height": plotting.COLUMN_PX // 5}  # retina: shown at half
 
 
 def test_show_with_myst_nb_glues_a_displayed_png(monkeypatch):
-    pytest.importorskip("myst_nb")
-    sent = _displayed(monkeypatch, hide_myst_nb=False)
-    # glue(display=True) calls IPython's display with a raw bundle: plain image/png plus the scrapbook name
-    (kind, objs, kw), = sent
-    bundle = objs[0]
-    assert kw.get("raw") is True and "image/png" in bundle
+    # glue(display=True) displays a raw bundle: plain image/png (what Jupyter shows) plus the scrapbook name
+    (objs, kw), = _show(monkeypatch, hide_myst_nb=False)
+    assert kw.get("raw") is True and "image/png" in objs[0]
     assert kw["metadata"]["scrapbook"] == {"name": "fig_x", "mime_prefix": ""}
     assert kw["metadata"]["image/png"]["width"] == plotting.COLUMN_PX // 2
+
+
+def test_record_is_a_no_op_without_myst_nb(monkeypatch):
+    sent = _capture(monkeypatch, hide_myst_nb=True)
+    plotting.record("n_lines", 743)
+    assert sent == []
+    with pytest.raises(TypeError, match="str glue name, got int"):
+        plotting.record(3, 1)
+
+
+def test_record_glues_a_hidden_value_with_myst_nb(monkeypatch):
+    sent = _capture(monkeypatch, hide_myst_nb=False)
+    plotting.record("n_lines", 743)
+    (objs, kw), = sent
+    assert objs[0] == {"application/papermill.record/text/plain": "743"}
