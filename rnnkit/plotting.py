@@ -19,16 +19,17 @@ How a chapter makes a figure (the pattern every page follows)::
 * The page shows the figure once: numbered, captioned, with alt text, through ``{glue:figure}``. The code cell is tagged
   ``remove-output`` so its displayed copy is not shown a second time (``hide-input`` folds the drawing code away; leave
   it out where the code is the lesson).
-* A number the prose quotes (``{glue:text}`n_lines```) is stored with :func:`record`, which needs no ``myst_nb`` either.
+* A number the prose quotes with the ``glue:text`` role is stored with :func:`record`, which needs no ``myst_nb``
+  either.
 * The downloaded ``.ipynb`` shows the figure too: :func:`show` emits an ordinary ``image/png`` output (``glue(...,
   display=True)``), which every Jupyter front end displays; tags only change the rendered page. Run again in a plain
   kernel without ``myst_nb`` (``pip install rnnkit``), :func:`show` simply displays the image.
 
-Sizes: a figure ``w`` inches wide is shown ``w * 100`` CSS pixels wide (:data:`CSS_PX_PER_INCH`), whatever the screen;
-the PNG holds twice as many pixels (:data:`SAVE_DPI`) so text stays sharp on high-density screens. A full-width figure
-is :data:`COLUMN_PX` wide -- the main column at a 1280 px window (``book/_static/course.css``) -- so one point of font
-size is 100/72 = 1.39 CSS px, and :func:`show` refuses a figure with text smaller than :data:`MIN_FONT_PT` (9 pt =
-12.5 px) or wider than the column. Every PNG carries a ``rnnkit-style`` text chunk (:data:`STYLE_KEY`), which the book's
+Sizes: a figure ``w`` inches wide is shown ``w * 100`` CSS pixels wide (``CSS_PX_PER_INCH``), whatever the screen;
+the PNG holds twice as many pixels (``SAVE_DPI``) so text stays sharp on high-density screens. A full-width figure
+is ``COLUMN_PX`` wide -- the main column at a 1280 px window (``book/_static/course.css``) -- so one point of font
+size is 100/72 = 1.39 CSS px, and :func:`show` refuses a figure with text smaller than ``MIN_FONT_PT`` (9 pt =
+12.5 px) or wider than the column. Every PNG carries a ``rnnkit-style`` text chunk (``STYLE_KEY``), which the book's
 tests read to check that each figure on the site came from here.
 """
 
@@ -85,7 +86,7 @@ def style() -> None:
 def figure(rows: int = 1, cols: int = 1, *, width: float = 1.0, aspect: float = 0.4, **subplots_kw: Any):
     """A course-style figure ``width`` (fraction of the main column) wide and ``aspect * width`` tall.
 
-    Returns ``(fig, axes)`` as :func:`matplotlib.pyplot.subplots` does (one ``Axes`` for 1x1, else an array).
+    Returns ``(fig, axes)`` as ``matplotlib.pyplot.subplots`` does (one ``Axes`` for 1x1, else an array).
     """
     import matplotlib.pyplot as plt
 
@@ -126,7 +127,7 @@ def _check_legible(fig) -> float:
 
 
 def png_bytes(fig) -> bytes:
-    """``fig`` as PNG bytes at :data:`SAVE_DPI`, stamped with the course style (the ``rnnkit-style`` text chunk).
+    """``fig`` as PNG bytes at ``SAVE_DPI``, stamped with the course style (the ``rnnkit-style`` text chunk).
 
     The canvas is kept as laid out (no tight bounding box), so the PNG is exactly ``figwidth * SAVE_DPI`` pixels wide.
     """
