@@ -344,20 +344,7 @@ def _toc_pages() -> list[str]:
     return re.findall(r"(?:root|file):\s*(\S+)", (REPO / "_toc.yml").read_text())
 
 
-def _pending(pages: dict[str, str]):
-    """``pytest.param``s for the TOC pages; a page named in ``pages`` is a strict xfail with that reason (it turns
-    into a failure the moment the page is fixed, so the entry must then be removed)."""
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=pages[name.split("/")[-1]]))
-            if name.split("/")[-1] in pages else name for name in _toc_pages()]
-
-
-# pages whose layout is still being reworked by their chapter's author (remove an entry when its page passes)
-LAYOUT_PENDING: dict[str, str] = {
-    "05_lstm_vs_gru": "a printed command and a code line are wider than the column at 1280 px (being reworked)",
-}
-
-
-@pytest.mark.parametrize("name", _pending(LAYOUT_PENDING))
+@pytest.mark.parametrize("name", _toc_pages())
 def test_layout_fits_the_column_at_laptop_and_phone_sizes(site, server, browser, name):
     """The page at 1280x800, 1440x900 and 390x844: no element of the main column is wider than the column.
 
@@ -393,14 +380,7 @@ _FIGURES = """() => [...document.querySelectorAll('article.bd-article img')].map
 })"""
 
 
-# chapters whose figures are still being converted to rnnkit.plotting (remove an entry when its page passes)
-FIGURES_PENDING: dict[str, str] = {
-    "05_lstm_vs_gru": "its two result figures are plt.show() images, not numbered rnnkit.plotting figures (being reworked)",
-}
-
-
-@pytest.mark.parametrize("name", [p for p in _pending(FIGURES_PENDING)
-                                  if re.search(r"/(0\d_|perf)", p if isinstance(p, str) else p.values[0])])
+@pytest.mark.parametrize("name", [p for p in _toc_pages() if re.search(r"/(0\d_|perf)", p)])
 def test_every_figure_is_a_numbered_course_style_figure(site, server, browser, name):
     """Each image of a chapter is a numbered figure with caption and alt text, drawn by rnnkit.plotting (its PNG
     carries the style stamp), and at 1280 px it is shown at its full design width, so its smallest font (>= 9 pt at
