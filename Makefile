@@ -35,6 +35,19 @@ test: $(STAMP) system-deps
 clean-book:
 	rm -rf _build
 
+# Publish the built site (run `make book` first) to the gh-pages branch of PUBLISH_REMOTE with ghp-import: the
+# branch holds exactly _build/html plus .nojekyll (GitHub Pages would otherwise hide _static/ and _images/).
+# GitHub Pages then serves it (Settings -> Pages -> Deploy from a branch: gh-pages). The workflow in
+# .github/workflows/book.yml is the automatic alternative.
+PUBLISH_REMOTE ?= origin
+PUBLISH_BRANCH ?= gh-pages
+SITE ?= _build/html
+.PHONY: publish
+publish: $(STAMP)
+	@test -f $(SITE)/index.html || { echo "no site in $(SITE): run 'make book' first"; exit 1; }
+	$(BIN)/ghp-import --no-jekyll --push --force --no-history --remote $(PUBLISH_REMOTE) \
+		--branch $(PUBLISH_BRANCH) --message "Publish the course site from $$(git rev-parse --short HEAD)" $(SITE)
+
 # Grading: every submission under grading/submitted/<student>/<assignment>/ runs in its own bubblewrap
 # sandbox (JOBS at once), is judged outside it, lands in the gradebook, and grades.csv gets a row per student.
 # AUTOGRADE_ARGS passes options, e.g. AUTOGRADE_ARGS="--db-url postgresql://... --cell-timeout 30" (see --help).

@@ -1,6 +1,6 @@
 """``python -m rnnkit`` (or ``rnnkit``): the course's command line. Thin: parse arguments, call the modules.
 
-    rnnkit reproduce chung2014 [--data-file PATH] [--models tanh,gru,lstm] [--epochs N] [--lr-search K] ...
+    rnnkit reproduce chung2014 [--seeds N] [--data-file PATH] [--models tanh,gru,lstm] [--epochs N] [--lr-search K] ...
     rnnkit tasks [--tasks adding,copy,parity] [--cells tanh,gru,lstm] [--quick] ...
     rnnkit train charlm|pianoroll --out MODEL.pt [--cell gru] [--hidden 128] [--epochs 5] ...
     rnnkit sample MODEL.pt [--temperature 0.8] [--top-k 10] [--seed 0] ...
@@ -78,7 +78,7 @@ def _reproduce(args, argv) -> int:
 
     overrides: dict[str, Any] = dict(chung2014.QUICK) if args.quick else {}
     for name in ("data_file", "models", "epochs", "lr_search", "search_epochs", "seed", "device", "budget", "backend",
-                 "time_limit", "patience", "batch_size", "paper_dataset"):
+                 "time_limit", "patience", "batch_size", "paper_dataset", "seeds", "workers"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -216,14 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--paper-dataset", choices=["Nottingham", "JSB Chorales", "MuseData", "Piano-midi"],
                      help="row of the paper's Table 2 to print beside ours (default: guessed from the file name)")
     rep.add_argument("--epochs", type=int, help="maximum epochs per run")
-    rep.add_argument("--lr-search", type=int, help="K learning-rate candidates per model")
+    rep.add_argument("--seeds", type=int, help="repeats of the whole protocol per model, seeds --seed, --seed + 1, "
+                     "... (default 3)")
+    rep.add_argument("--workers", type=int, help="processes running (model, seed) runs side by side (default 2)")
+    rep.add_argument("--lr-search", type=int, help="K learning-rate candidates per model (a geometric grid)")
     rep.add_argument("--search-epochs", type=int, help="epochs per candidate before the best one continues")
     rep.add_argument("--budget", type=int, help="equal parameter budget instead of the paper's 100/46/36 units")
     rep.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     rep.add_argument("--batch-size", type=int, help="sequences per update")
     rep.add_argument("--time-limit", type=_non_negative_seconds,
-                     help="wall-clock seconds per model, search included (0: no limit)")
-    _add_run_options(rep, "results/chung2014", seed_help="seed for weights, data order, noise and the lr draw")
+                     help="wall-clock seconds per (model, seed) run, search included (0: no limit)")
+    _add_run_options(rep, "results/chung2014", seed_help="first seed for weights, data order and noise")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
 

@@ -10,6 +10,7 @@ without it the browser tests FAIL with a message saying how to install it -- the
 from __future__ import annotations
 
 import functools
+import html as html_lib
 import http.server
 import json
 import os
@@ -282,3 +283,213 @@ def test_search_finds_a_chapter_for_forget_gate(site, server, browser):
         _assert_nothing_missing()
     finally:
         page.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# layout: nothing in the main column is wider than the column, at a laptop, a large laptop and a phone size
+
+VIEWPORTS = {"1280x800": (1280, 800), "1440x900": (1440, 900), "390x844": (390, 844)}
+# the only boxes allowed to scroll sideways: wide tables always; on a phone also displayed equations and code
+_SCROLL_BOXES = ".pst-scrollable-table-container, .table-wrapper"
+_PHONE_SCROLL_BOXES = _SCROLL_BOXES + ", .math, pre, div.highlight"
+
+_OVERFLOW = """(scrollBoxes) => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });     // folded code and answers count too
+  document.querySelectorAll('button.toggle-button-hidden').forEach(b => b.click());  // folded answers open
+  const col = document.querySelector('article.bd-article');
+  if (!col) return ['no article.bd-article on the page'];
+  const box = col.getBoundingClientRect();
+  const out = [];
+  const describe = (el) => {
+    const cls = (el.className && el.className.baseVal === undefined ? el.className : '').toString().split(' ')[0];
+    return `<${el.tagName.toLowerCase()}${cls ? '.' + cls : ''}> "${(el.textContent || '').trim().slice(0, 50)}"`;
+  };
+  if (col.scrollWidth > col.clientWidth + 1) out.push(`the column scrolls: ${col.scrollWidth} > ${col.clientWidth} px`);
+  for (const el of col.querySelectorAll('*')) {
+    if (el.closest('mjx-container')) continue;                              // MathJax's own layout: judged below
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;                          // not rendered (closed, hidden)
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden' || cs.position === 'fixed') continue;
+    const scroller = el.closest(scrollBoxes);
+    const inside = scroller && scroller !== el;                             // content of an allowed scroll box
+    if (inside) continue;
+    if (el === scroller) continue;                                          // the allowed box itself may scroll
+    const math = el.matches('.math') && el.querySelector('mjx-container');
+    if (math) {                     // a formula: MathJax's box must fit its element (scrollWidth counts glyph overhang)
+      const need = math.getBoundingClientRect().width;
+      if (need > el.clientWidth + 1)
+        out.push(`${describe(el)}: formula ${Math.round(need)} px wide in ${el.clientWidth} px`);
+      else if (r.right > box.right + 1 || r.left < box.left - 1)
+        out.push(`${describe(el)} spans ${Math.round(r.left)}..${Math.round(r.right)} px, ` +
+                 `outside the column ${Math.round(box.left)}..${Math.round(box.right)} px`);
+      continue;
+    }
+    if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1 && cs.overflowX !== 'visible')
+      out.push(`${describe(el)} holds ${el.scrollWidth} px in ${el.clientWidth} px (scrolls or clips)`);
+    else if (r.right > box.right + 1 || r.left < box.left - 1)
+      out.push(`${describe(el)} spans ${Math.round(r.left)}..${Math.round(r.right)} px, ` +
+               `outside the column ${Math.round(box.left)}..${Math.round(box.right)} px`);
+  }
+  return [...new Set(out)];
+}"""
+
+
+def _content_pages(site: Path) -> list[Path]:
+    return [p for p in _pages(site) if p.name not in GENERATED and p.name != "index.html"]
+
+
+def _toc_pages() -> list[str]:
+    """Every page the table of contents lists (``book/01_rnn``, ...), known before the site is built."""
+    return re.findall(r"(?:root|file):\s*(\S+)", (REPO / "_toc.yml").read_text())
+
+
+@pytest.mark.parametrize("name", _toc_pages())
+def test_layout_fits_the_column_at_laptop_and_phone_sizes(site, server, browser, name):
+    """The page at 1280x800, 1440x900 and 390x844: no element of the main column is wider than the column.
+
+    Screenshots of the first chapters and the landing page at each size land in _build/screenshots/.
+    """
+    shots = REPO / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for size, (w, h) in VIEWPORTS.items():
+        page = browser.new_page(viewport={"width": w, "height": h})
+        try:
+            page.goto(urljoin(server, f"{name}.html"), wait_until="networkidle")
+            page.evaluate(_WAIT_MATHJAX)
+            boxes = _PHONE_SCROLL_BOXES if w < 960 else _SCROLL_BOXES
+            failures += [f"at {size}: {p}" for p in page.evaluate(_OVERFLOW, boxes)]
+            stem = name.split("/")[-1]
+            if stem in ("01_rnn", "02_gradients", "intro"):
+                page.screenshot(path=str(shots / f"{stem}_{size}.png"))
+        finally:
+            page.close()
+    assert not failures, f"{len(failures)} elements wider than the main column:\n" + "\n".join(failures[:60])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# figures: every figure is numbered, captioned, has alt text, and comes from rnnkit.plotting's course style
+
+_FIGURES = """() => [...document.querySelectorAll('article.bd-article img')].map(img => {
+  const fig = img.closest('figure');
+  return {src: img.currentSrc || img.src, alt: img.getAttribute('alt') || '', shown: img.getBoundingClientRect().width,
+          natural: img.naturalWidth, number: fig ? (fig.querySelector('.caption-number') || {}).textContent || '' : '',
+          legend: fig ? !!fig.querySelector('.legend') : false,
+          caption: fig ? (fig.querySelector('.caption-text') || {}).textContent || '' : ''};
+})"""
+
+
+@pytest.mark.parametrize("name", [p for p in _toc_pages() if re.search(r"/(0\d_|perf)", p)])
+def test_every_figure_is_a_numbered_course_style_figure(site, server, browser, name):
+    """Each image of a chapter is a numbered figure with caption and alt text, drawn by rnnkit.plotting (its PNG
+    carries the style stamp), and at 1280 px it is shown at its full design width, so its smallest font (>= 9 pt at
+    100 px per inch) renders at >= 9 px."""
+    from PIL import Image
+
+    from rnnkit import plotting
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(urljoin(server, f"{name}.html"), wait_until="networkidle")
+        page.evaluate(_IMAGES)  # decode every image
+        figures = page.evaluate(_FIGURES)
+    finally:
+        page.close()
+    failures = []
+    for fig in figures:
+        label = f"{fig['number'] or 'unnumbered image'} ({fig['src'].rsplit('/', 1)[-1][:16]})"
+        if not fig["number"].startswith("Fig. ") or len(fig["caption"]) < 20:
+            failures.append(f"{label}: not a numbered figure with a caption")
+        if len(fig["alt"]) < 20:
+            failures.append(f"{label}: no alt text (the figure directive's :alt:)")
+        if fig["legend"]:  # an option's continuation line is parsed as the caption, the caption as a legend
+            failures.append(f"{label}: the caption is split (caption {fig['caption'][:40]!r} + a legend); keep each "
+                            "directive option on one line and the caption to one paragraph")
+        local = site / urlparse(fig["src"]).path.lstrip("/")
+        try:
+            png = Image.open(local)
+        except OSError as err:
+            failures.append(f"{label}: cannot read {local}: {err}")
+            continue
+        stamp = png.info.get(plotting.STYLE_KEY, "")
+        if not stamp.startswith(plotting.STYLE_NAME):
+            failures.append(f"{label}: not drawn by rnnkit.plotting (no {plotting.STYLE_KEY} stamp in the PNG)")
+            continue
+        fields = dict(kv.split("=") for kv in stamp.split("; ")[1:])
+        css_width, min_pt = float(fields["css_width_px"]), float(fields["min_font_pt"])
+        if abs(png.width - css_width * plotting.SAVE_DPI / plotting.CSS_PX_PER_INCH) > 1:
+            failures.append(f"{label}: PNG is {png.width} px wide, expected {css_width:.0f} CSS px at 2x")
+        rendered = min_pt * plotting.CSS_PX_PER_INCH / 72 * fig["shown"] / css_width
+        if rendered < 9 - 1e-6:
+            failures.append(f"{label}: shown {fig['shown']:.0f} px wide of {css_width:.0f}, so its smallest "
+                            f"text ({min_pt:g} pt) renders at {rendered:.1f} px < 9 px")
+    assert figures, f"{name} shows no figure"
+    assert not failures, "\n".join(failures[:60])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# downloaded notebooks rerun in a clean kernel, without myst_nb, and show their figures
+
+RERUN_CHAPTERS = ("01_rnn", "02_gradients")
+
+
+@pytest.mark.parametrize("chapter", RERUN_CHAPTERS)
+def test_downloaded_chapter_notebook_reruns_and_shows_its_figures(site, tmp_path, chapter):
+    """The page's download (``_sources/book/<chapter>.ipynb``) executes with nbconvert in a fresh kernel, in a folder
+    outside the repository, where ``import myst_nb`` fails (as after ``pip install rnnkit``); every figure cell
+    displays an image/png and no cell errors."""
+    import nbformat
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    html = (site / "book" / f"{chapter}.html").read_text()
+    assert f"_sources/book/{chapter}.ipynb" in html, "the page has no .ipynb download link"
+    nb_path = tmp_path / f"{chapter}.ipynb"
+    shutil.copy(site / "_sources" / "book" / f"{chapter}.ipynb", nb_path)
+    nb = nbformat.read(nb_path, as_version=4)
+    built_pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert built_pngs >= 4, f"the downloaded {chapter}.ipynb shows only {built_pngs} images as built"
+    for cell in nb.cells:  # run from scratch: nothing of the build's outputs may remain
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    shadow = tmp_path / "no_myst_nb"
+    (shadow / "myst_nb").mkdir(parents=True)
+    (shadow / "myst_nb" / "__init__.py").write_text("raise ImportError('myst_nb is not installed here')\n")
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = str(shadow) + (os.pathsep + env_path if env_path else "")
+    try:
+        ExecutePreprocessor(timeout=600, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[:1]
+    figure_cells = [c for c in nb.cells if c.cell_type == "code" and "plotting.show(" in c.source]
+    assert len(figure_cells) >= 4
+    blank = [c.source.splitlines()[0] for c in figure_cells
+             if not any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert not blank, f"figure cells that displayed no image: {blank}"
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not any("papermill.record" in k for o in outputs for k in o.get("data", {}))
+    assert not any("scrapbook" in o.get("metadata", {}) for o in outputs), "myst_nb was importable in the kernel"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one repository URL: _config.yml's, used by the launch buttons, the landing page and the README
+
+
+def test_the_repository_url_is_set_once_and_used_everywhere(site):
+    import yaml
+
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), url
+    org_repo = url.removeprefix("https://github.com/")
+    readme = (REPO / "README.md").read_text()
+    assert f"git clone {url}" in readme, "the README's clone command does not use _config.yml's repository url"
+    landing = (site / "book" / "intro.html").read_text()
+    landing_text = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", landing)).split())
+    assert f'href="{url}"' in landing and f"git clone {url}" in landing_text, "landing page lacks the repository url"
+    chapter = (site / "book" / "01_rnn.html").read_text()
+    assert f"mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/book/01_rnn.md" in chapter, "no Binder launch link"
+    stale = [p.name for p in [REPO / "README.md", *sorted((REPO / "book").glob("*.md"))]
+             if re.search(r"github\.com/(?!" + re.escape(org_repo) + r")[\w.-]+/rnnkit\b", p.read_text())]
+    assert not stale, f"another repository url for the course in {stale}"
