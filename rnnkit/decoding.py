@@ -105,7 +105,7 @@ def beam_search(step: Callable, state, *, bos: int, eos: int, beam_width: int = 
         total = log_probs[:, None] + torch.log_softmax(logits.double().cpu(), dim=-1)  # (K, V) log p of extensions
         flat = total.flatten()  # (K * V,)
         ranked = flat.argsort(descending=True, stable=True)[: 2 * beam_width].tolist()  # enough for K non-eos
-        keep = []
+        keep: list[int] = []  # flat indices k * V + v of the surviving extensions
         for rank, j in enumerate(ranked):
             lp = float(flat[j])
             if lp == -math.inf:  # a token of probability 0 is not a hypothesis
@@ -120,7 +120,7 @@ def beam_search(step: Callable, state, *, bos: int, eos: int, beam_width: int = 
             break
         index = torch.tensor(keep)
         origin, token = index // vocab, index % vocab  # (K',) which prefix each survivor extends, with which token
-        prefixes = [prefixes[k] + (v,) for k, v in zip(origin.tolist(), token.tolist())]
+        prefixes = [prefixes[k] + (v,) for k, v in zip(origin.tolist(), token.tolist(), strict=True)]
         log_probs = flat[index]
         state = _reorder(state, origin, state_batch_dim)
         tokens = token.to(device)

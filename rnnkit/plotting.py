@@ -39,6 +39,7 @@ import io
 from typing import Any
 
 import matplotlib
+from cycler import cycler
 
 __all__ = ["COLUMN_PX", "CSS_PX_PER_INCH", "SAVE_DPI", "MIN_FONT_PT", "STYLE_KEY", "STYLE_NAME", "COLORS",
            "style", "figure", "png_bytes", "show", "record"]
@@ -53,7 +54,7 @@ STYLE_NAME = "rnnkit-course-1"
 # Okabe & Ito's colour-blind-safe palette (black last: it is also the text colour)
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
-_RC = {
+_RC: dict[str, Any] = {
     "figure.dpi": CSS_PX_PER_INCH,
     "savefig.dpi": SAVE_DPI,
     "figure.figsize": (COLUMN_PX / CSS_PX_PER_INCH, 0.4 * COLUMN_PX / CSS_PX_PER_INCH),
@@ -67,7 +68,7 @@ _RC = {
     "legend.title_fontsize": 9.5,
     "legend.framealpha": 0.9,
     "figure.titlesize": 11.5,
-    "axes.prop_cycle": matplotlib.cycler(color=COLORS),
+    "axes.prop_cycle": cycler(color=COLORS),
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
@@ -80,7 +81,7 @@ _RC = {
 
 def style() -> None:
     """Set the course style (fonts, colours, sizes) in matplotlib's ``rcParams``; calling it again changes nothing."""
-    matplotlib.rcParams.update(_RC)
+    matplotlib.rcParams.update(_RC)  # type: ignore[arg-type]  # matplotlib types keys as a Literal of names
 
 
 def figure(rows: int = 1, cols: int = 1, *, width: float = 1.0, aspect: float = 0.4, **subplots_kw: Any):
@@ -90,12 +91,13 @@ def figure(rows: int = 1, cols: int = 1, *, width: float = 1.0, aspect: float = 
     """
     import matplotlib.pyplot as plt
 
-    for name, value in (("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"figure() expected an int for {name}, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"figure() expected {name} >= 1, got {value}")
-    for name, value, hi in (("width", width, 1.0), ("aspect", aspect, 3.0)):
+    for name, count in (("rows", rows), ("cols", cols)):
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"figure() expected an int for {name}, got {type(count).__name__}")
+        if count < 1:
+            raise ValueError(f"figure() expected {name} >= 1, got {count}")
+    limits: tuple[tuple[str, float, float], ...] = (("width", width, 1.0), ("aspect", aspect, 3.0))
+    for name, value, hi in limits:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"figure() expected a number for {name}, got {type(value).__name__}")
         if not 0 < value <= hi:

@@ -33,7 +33,8 @@ def test_figure_is_sized_to_the_column_and_the_png_is_stamped():
 def test_half_width_figure_and_subplot_grid():
     fig, axes = plotting.figure(1, 2, width=0.5, aspect=0.8)
     assert axes.shape == (2,)
-    assert PILImage.open(io.BytesIO(plotting.png_bytes(fig))).size == (plotting.COLUMN_PX, int(0.8 * plotting.COLUMN_PX))
+    size = PILImage.open(io.BytesIO(plotting.png_bytes(fig))).size
+    assert size == (plotting.COLUMN_PX, int(0.8 * plotting.COLUMN_PX))
     plt.close(fig)
 
 

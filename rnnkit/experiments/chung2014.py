@@ -1,8 +1,8 @@
 r"""Reproduce Chung, Gulcehre, Cho & Bengio (2014), "Empirical evaluation of gated recurrent neural networks on
 sequence modeling", Section 4-5 on polyphonic music: tanh-RNN vs GRU vs LSTM of about the same size.
 
-Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs (:class:`~rnnkit.models.PianoRollModel`),
-RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1 when above 1, the learning rate chosen by
+Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs
+(:class:`~rnnkit.models.PianoRollModel`), RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1 when above 1, the learning rate chosen by
 validation NLL, early stopping on validation. Reported NLLs are nats per frame (summed over the 88 keys), evaluated
 without weight noise.
 
@@ -21,8 +21,8 @@ book prints. The best rate's run then continues to convergence with early stoppi
 The (model, seed) runs are independent and run in ``workers`` processes (``threads`` torch threads each); the numbers
 do not depend on ``workers``.
 
-Data: music21's Bach chorales (:func:`rnnkit.data.chorales.load_chorales`) by default — the same composer and quarter-note
-frames as the JSB Chorales benchmark, but a different selection and split, so compare trends, not decimals — or any
+Data: music21's Bach chorales (:func:`rnnkit.data.chorales.load_chorales`) by default — the same composer and
+quarter-note frames as the JSB Chorales benchmark, but a different selection and split, so compare trends, not decimals — or any
 Boulanger-Lewandowski file (``data_file``) for the exact benchmark.
 
 Outputs in ``out``: ``results.json`` (format checked by :func:`validate_results`), ``learning_curves.png``.
@@ -39,15 +39,24 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..models import PianoRollModel, count_parameters, units_for_budget
 from ..train import Trainer
 from ..train_config import TrainConfig, resolve_device
+from .chung2014_report import (
+    _HISTORY_KEYS,
+    FORMAT_VERSION,
+    NAMES,
+    format_table,
+    plot_learning_curves,
+    plot_lr_search,
+    validate_results,
+    verdicts,
+)
 from .runs import environment, make_out_folder, torch_threads
-from .chung2014_report import (_HISTORY_KEYS, FORMAT_VERSION, NAMES, format_table, plot_learning_curves,
-                               plot_lr_search, validate_results, verdicts)
 from .stats import summarize
 
 __all__ = ["Chung2014Config", "QUICK", "PAPER_TABLE2", "PAPER_UNITS", "run", "validate_results", "format_table",
@@ -130,7 +139,7 @@ def _load(config: Chung2014Config) -> tuple[dict, dict]:
         base = os.path.basename(config.data_file).lower()
         guess = next((name for key, name in (("nott", "Nottingham"), ("jsb", "JSB Chorales"), ("muse", "MuseData"),
                                              ("piano", "Piano-midi")) if key in base), None)
-        info = {"name": os.path.basename(config.data_file), "source": "Boulanger-Lewandowski file",
+        info: dict[str, Any] = {"name": os.path.basename(config.data_file), "source": "Boulanger-Lewandowski file",
                 "paper_dataset_from": "file name"}
         if guess is None and config.paper_dataset is None:
             # say so: results.json would otherwise present the JSB row as if the data were JSB Chorales
@@ -329,7 +338,8 @@ def run(config: Chung2014Config, out: str | None = None, *, verbose: bool = True
         raise ValueError("chung2014: backend 'torch' has no GRU with reset_after=False (the paper's form); "
                          "use backend 'fused' or 'reference', or set gru_reset_after=True")
     if config.paper_dataset is not None and config.paper_dataset not in PAPER_TABLE2:
-        raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, got {config.paper_dataset!r}")
+        raise ValueError(f"chung2014: expected paper_dataset among {sorted(PAPER_TABLE2)}, "
+                         f"got {config.paper_dataset!r}")
     make_out_folder(out, "chung2014")
     with torch_threads(config.threads):
         return _run(config, out, verbose)
@@ -340,7 +350,7 @@ def _run(config, out, verbose: bool) -> dict:
     splits, info = _load(config)
     n_keys = splits["train"][0].shape[1]
     info["load_seconds"], info["load_cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start
-    results = {
+    results: dict[str, Any] = {
         "experiment": "chung2014", "format_version": FORMAT_VERSION,
         "command": config.command or "python -m rnnkit reproduce chung2014",
         "config": dataclasses.asdict(config), "dataset": info,

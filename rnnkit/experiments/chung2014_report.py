@@ -3,6 +3,7 @@ verdicts (which model is better, judged against the spread over seeds), and the 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from .stats import compare, summarize
@@ -27,7 +28,7 @@ def _check_run(where: str, r: dict, problems: list) -> None:
         value = r.get(key)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             problems.append(f"{where}[{key!r}] should be {kind.__name__}, got {type(value).__name__}")
-        elif kind is float and not math.isfinite(value):
+        elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{where}[{key!r}] is not finite: {value}")
     h = r.get("history", {})
     if isinstance(h, dict):
@@ -35,7 +36,7 @@ def _check_run(where: str, r: dict, problems: list) -> None:
         if len(set(lengths.values())) != 1 or lengths["epoch"] != r.get("epochs"):
             problems.append(f"{where}['history'] lists should all have 'epochs' entries, got {lengths}")
         seconds = h.get("seconds", [])
-        if any(b < a for a, b in zip(seconds, seconds[1:])):
+        if any(b < a for a, b in itertools.pairwise(seconds)):
             problems.append(f"{where}['history']['seconds'] should not decrease")
         if isinstance(r.get("valid_nll"), float) and h.get("valid_loss"):
             if abs(min(h["valid_loss"]) - r["valid_nll"]) > 1e-9:
@@ -152,12 +153,12 @@ def plot_learning_curves(results: dict, axes=None):
         axes = Figure(figsize=(13, 3.6)).subplots(1, 3, sharey=True)
     fig = axes[0].figure
     for k, (cell, m) in enumerate(results["models"].items()):
-        for ax, x in zip(axes, ("epoch", "updates", "seconds")):
+        for ax, x in zip(axes, ("epoch", "updates", "seconds"), strict=True):
             xs, mean, sd = _band(m["runs"], x)
             ax.plot(xs, mean, color=f"C{k}", label=f"{NAMES[cell]} ({m['parameters']:,} params)")
-            ax.fill_between(xs, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)],
+            ax.fill_between(xs, [a - b for a, b in zip(mean, sd, strict=True)], [a + b for a, b in zip(mean, sd, strict=True)],
                             color=f"C{k}", alpha=0.25, lw=0)
-    for ax, label in zip(axes, ("epoch", "parameter updates", "wall-clock time (s)")):
+    for ax, label in zip(axes, ("epoch", "parameter updates", "wall-clock time (s)"), strict=True):
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation NLL (nats per frame)")
@@ -179,7 +180,7 @@ def plot_lr_search(results: dict, ax):
         mean = [s.mean for s in stats]
         sd = [s.sd or 0.0 for s in stats]
         ax.plot(lrs, mean, "o-", color=f"C{k}", ms=4, label=NAMES[cell])
-        ax.fill_between(lrs, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)], color=f"C{k}",
+        ax.fill_between(lrs, [a - b for a, b in zip(mean, sd, strict=True)], [a + b for a, b in zip(mean, sd, strict=True)], color=f"C{k}",
                         alpha=0.25, lw=0)
         chosen = [r["lr"] for r in m["runs"]]
         ax.plot(chosen, [summarize(by_lr[lr]).mean for lr in chosen], "*", color=f"C{k}", ms=13, mec="k",
