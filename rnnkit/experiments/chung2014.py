@@ -2,8 +2,8 @@ r"""Reproduce Chung, Gulcehre, Cho & Bengio (2014), "Empirical evaluation of gat
 sequence modeling", Section 4-5 on polyphonic music: tanh-RNN vs GRU vs LSTM of about the same size.
 
 Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs
-(:class:`~rnnkit.models.PianoRollModel`), RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1 when above 1, the learning rate chosen by
-validation NLL, early stopping on validation. Reported NLLs are nats per frame (summed over the 88 keys), evaluated
+(:class:`~rnnkit.models.PianoRollModel`), RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1
+when above 1, the learning rate chosen by validation NLL, early stopping on validation. Reported NLLs are nats per frame (summed over the 88 keys), evaluated
 without weight noise.
 
 Repeats: the whole protocol (search and training) runs once per seed ``seed, seed + 1, ...`` (``seeds`` of them); a
@@ -22,8 +22,8 @@ The (model, seed) runs are independent and run in ``workers`` processes (``threa
 do not depend on ``workers``.
 
 Data: music21's Bach chorales (:func:`rnnkit.data.chorales.load_chorales`) by default — the same composer and
-quarter-note frames as the JSB Chorales benchmark, but a different selection and split, so compare trends, not decimals — or any
-Boulanger-Lewandowski file (``data_file``) for the exact benchmark.
+quarter-note frames as the JSB Chorales benchmark, but a different selection and split, so compare trends, not
+decimals — or any Boulanger-Lewandowski file (``data_file``) for the exact benchmark.
 
 Outputs in ``out``: ``results.json`` (format checked by :func:`validate_results`), ``learning_curves.png``.
 """

@@ -156,7 +156,9 @@ def plot_learning_curves(results: dict, axes=None):
         for ax, x in zip(axes, ("epoch", "updates", "seconds"), strict=True):
             xs, mean, sd = _band(m["runs"], x)
             ax.plot(xs, mean, color=f"C{k}", label=f"{NAMES[cell]} ({m['parameters']:,} params)")
-            ax.fill_between(xs, [a - b for a, b in zip(mean, sd, strict=True)], [a + b for a, b in zip(mean, sd, strict=True)],
+            low = [a - b for a, b in zip(mean, sd, strict=True)]
+            high = [a + b for a, b in zip(mean, sd, strict=True)]
+            ax.fill_between(xs, low, high,
                             color=f"C{k}", alpha=0.25, lw=0)
     for ax, label in zip(axes, ("epoch", "parameter updates", "wall-clock time (s)"), strict=True):
         ax.set_xlabel(label)
@@ -180,8 +182,9 @@ def plot_lr_search(results: dict, ax):
         mean = [s.mean for s in stats]
         sd = [s.sd or 0.0 for s in stats]
         ax.plot(lrs, mean, "o-", color=f"C{k}", ms=4, label=NAMES[cell])
-        ax.fill_between(lrs, [a - b for a, b in zip(mean, sd, strict=True)], [a + b for a, b in zip(mean, sd, strict=True)], color=f"C{k}",
-                        alpha=0.25, lw=0)
+        low = [a - b for a, b in zip(mean, sd, strict=True)]
+        high = [a + b for a, b in zip(mean, sd, strict=True)]
+        ax.fill_between(lrs, low, high, color=f"C{k}", alpha=0.25, lw=0)
         chosen = [r["lr"] for r in m["runs"]]
         ax.plot(chosen, [summarize(by_lr[lr]).mean for lr in chosen], "*", color=f"C{k}", ms=13, mec="k",
                 ls="none")
