@@ -3,8 +3,8 @@ sequence modeling", Section 4-5 on polyphonic music: tanh-RNN vs GRU vs LSTM of 
 
 Protocol (the paper's, scaled to a laptop): one recurrent layer with 88 sigmoid outputs
 (:class:`~rnnkit.models.PianoRollModel`), RMSProp, weight noise :math:`\sigma = 0.075`, gradient norm rescaled to 1
-when above 1, the learning rate chosen by validation NLL, early stopping on validation. Reported NLLs are nats per frame (summed over the 88 keys), evaluated
-without weight noise.
+when above 1, the learning rate chosen by validation NLL, early stopping on validation. Reported NLLs are nats per
+frame (summed over the 88 keys), evaluated without weight noise.
 
 Repeats: the whole protocol (search and training) runs once per seed ``seed, seed + 1, ...`` (``seeds`` of them); a
 seed fixes the initial weights, the data order, the weight noise. Each model's numbers are summarised as mean and
