@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime
 import os
 
+import grading_cases as gc
 import nbformat
 import pytest
 
-import grading_cases as gc
 from rnnkit.grading import autograde, gradebook, sandbox
 
 

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grading_cases as gc
 import pytest
 
-import grading_cases as gc
 from rnnkit.grading import autograde, sandbox, submissions
 
 

@@ -11,16 +11,15 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 
-import grading_cases as gc
 from rnnkit.grading import notebooks, sandbox
 
 IN_CI = os.environ.get("CI") == "true"

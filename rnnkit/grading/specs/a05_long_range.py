@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import Case, Spec, generator, register
 from .. import export
+from . import Case, Spec, generator, register
 
 TEST_SAMPLES, TEST_LENGTH, TEST_SEED = 500, 20, 12345
 BASELINE_FRACTION = 0.5  # pass: test MSE <= this fraction of the mean predictor's MSE

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import FIXTURE_DIR, Case, Spec, generator, randn, register
 from .. import export
+from . import FIXTURE_DIR, Case, Spec, generator, randn, register
 
 BOS, EOS, VOCAB = 0, 1, 12  # tokens 2..11 are the digits 0..9
 MIN_LEN, MAX_LEN = 3, 7  # digits per string
@@ -363,9 +363,10 @@ def _reference_weights() -> dict:
         return {key: torch.from_numpy(npz[key].copy()) for key in sorted(npz.files)}
 
 
-def write_reference() -> float:
-    """Train and store the reference weights; returns their judged accuracy. Run it with ``python -c "from
-    rnnkit.grading.specs import a08_seq2seq; print(a08_seq2seq.write_reference())"``, then ``make fixtures``."""
+def write_reference() -> float | None:
+    """Train and store the reference weights; returns their judged accuracy (None when it cannot be judged). Run
+    it with ``python -c "from rnnkit.grading.specs import a08_seq2seq; print(a08_seq2seq.write_reference())"``,
+    then ``make fixtures``."""
     weights = {k: v.numpy() for k, v in train_reference().items()}
     np.savez_compressed(REFERENCE_WEIGHTS, **weights)
     return judged_accuracy(weights)[0]
