@@ -49,7 +49,8 @@ MISTAKES = [
       "    y = stream[1 : rows * batch_size + 1].view(rows, batch_size)\n"),
      "cut the stream into batch_size rows FIRST", "tbptt_batches"),
     ("no detach between chunks", "train_code", "test_train",
-     ("    state = detach_state(state)  # keep the values, cut the graph: backprop stops at this chunk's first step\n", ""),
+     ("    state = detach_state(state)  # keep the values, cut the graph: "
+      "backprop stops at this chunk's first step\n", ""),
      "detach the state at the start of every train_step", "train_epoch"),
     ("clipping per tensor", "train_code", "test_train",
      ("    for p, g in zip(params, clip_grad_norm([p.grad for p in params], max_norm)):\n        p.grad = g\n",
@@ -172,7 +173,8 @@ def _hostile(mutate) -> dict:
 HOSTILE = [
     ("NaN", lambda w: {**w, "out.bias": w["out.bias"] * float("nan")}, "contains NaN or inf"),
     ("inf", lambda w: {**w, "rnn.weight_hh_l0": w["rnn.weight_hh_l0"] + float("inf")}, "contains NaN or inf"),
-    ("transposed", lambda w: {**w, "out.weight": w["out.weight"].T.contiguous()}, "has shape (48, 27), expected (27, 48)"),
+    ("transposed", lambda w: {**w, "out.weight": w["out.weight"].T.contiguous()},
+     "has shape (48, 27), expected (27, 48)"),
     ("missing key", lambda w: {k: v for k, v in w.items() if k != "out.bias"}, "'out.bias' is missing"),
     ("extra key", lambda w: {**w, "rnn.weight_hr_l0": torch.zeros(3, 3)}, "is not a weight of rnnkit.CharLM"),
     ("integer weights", lambda w: {**w, "out.bias": w["out.bias"].long()}, "has dtype torch.int64"),
@@ -262,7 +264,8 @@ def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         rows = gc.read_export(course / "grades.csv")
         seconds = dict(json.loads((Path(tmp) / "report.json").read_text())["sandbox_seconds"])
-        print(f"\n06 sandbox seconds per submission: {seconds}; batch of {len(submissions)} with JOBS=2: {elapsed:.0f} s")
+        print(f"\n06 sandbox seconds per submission: {seconds}; "
+              f"batch of {len(submissions)} with JOBS=2: {elapsed:.0f} s")
         for student, (_, score, words) in submissions.items():
             assert float(rows[(student, NAME)]["score"]) == pytest.approx(score), (student, rows[(student, NAME)])
             path = course / "grading" / "autograded" / student / NAME / f"{NAME}.ipynb"
@@ -273,7 +276,7 @@ def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
         assert all(s < 240 for s in seconds.values()), seconds
 
 
-# ------------------------------------------------------------------ correct answers written differently keep their marks
+# ----------------------------------------------------------------- correct answers written differently keep their marks
 def _vocab_differently(names):
     chars = []
     for name in names:
@@ -331,7 +334,8 @@ def _sample_differently(model, temperature, generator, max_len=20):
     with torch.no_grad():
         while len(out) < max_len:
             logits, state = model(last, state)
-            last = torch.multinomial((logits[-1, 0] / temperature).softmax(-1), num_samples=1, generator=generator)[None]
+            probs = (logits[-1, 0] / temperature).softmax(-1)
+            last = torch.multinomial(probs, num_samples=1, generator=generator)[None]
             out.append(last.item())
             if out[-1] == 0:
                 return out

@@ -34,7 +34,8 @@ AUTOGRAD_LSTM = '''def lstm_cell_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, dh_ne
 MISTAKES = [
     # (name, solution cell, test cell, replace, visible message, hidden check that must fail)
     ("LSTM: missing the tanh'(c) term", "lstm_cell_backward", "test_lstm_cell_backward",
-     ("    dc = dc_new + dh_new * o * (1 - tanh_c ** 2)", "    dc = dc_new"), "the tanh'(c') term", "lstm_cell_backward"),
+     ("    dc = dc_new + dh_new * o * (1 - tanh_c ** 2)", "    dc = dc_new"), "the tanh'(c') term",
+     "lstm_cell_backward"),
     ("LSTM: tanh' taken at c, not c'", "lstm_cell_backward", "test_lstm_cell_backward",
      ("    dc = dc_new + dh_new * o * (1 - tanh_c ** 2)", "    dc = dc_new + dh_new * o * (1 - torch.tanh(c) ** 2)"),
      "the derivative of tanh at c', not at c", "lstm_cell_backward"),
@@ -128,7 +129,7 @@ def test_delegating_to_autograd_fails_the_hidden_check_with_the_reason():
 def test_the_part_4_problem_is_the_specs_and_the_cell_state_carries_the_gradient():
     notebook = _functions("setup", ("", ""))
     for args in ((), (30, 2, 3, 8, 0.0, 1), (20, 3, 3, 8, 1.0, 3, torch.float32)):
-        for a, b in zip(notebook["long_sequence"](*args), a07.long_sequence(*args)):
+        for a, b in zip(notebook["long_sequence"](*args), a07.long_sequence(*args), strict=True):
             assert a.dtype == b.dtype and torch.equal(a, b)
     dh, dc = a07._state_grad_norms(*a07.long_sequence())
     assert a07.gradient_path() == "c" and float(dc[0]) > 2 * float(dh[0])
@@ -184,5 +185,6 @@ def test_sandboxed_grading_of_correct_blank_and_autograd_submissions():
                                  if c.cell_type == "code")
             for word in words:
                 assert word in feedback, f"{student}: feedback lacks {word!r}"
-        print(f"\n07 sandbox seconds per submission: {seconds}; batch of {len(submissions)} sequentially: {elapsed:.0f} s")
+        print(f"\n07 sandbox seconds per submission: {seconds}; "
+              f"batch of {len(submissions)} sequentially: {elapsed:.0f} s")
         assert all(s < 240 for s in seconds.values()), seconds

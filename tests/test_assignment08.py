@@ -74,7 +74,8 @@ def _carry() -> tuple[str, str]:
     """The beam cell rewritten so that finished hypotheses stay in the beam, carried unextended, taking a slot."""
     source = gc.find(gc.source_notebook(NAME)[1], "beam").source
     loop = "        for total, tokens, st in beam:\n"
-    select = ("            (finished if cand[1][-1] == eos else beam).append(cand)  # finished hypotheses leave the beam\n"
+    select = ("            (finished if cand[1][-1] == eos else beam).append(cand)"
+              "  # finished hypotheses leave the beam\n"
               "        if not beam:\n            break\n    finished += beam  # cut off at max_len\n")
     assert loop in source and select in source
     return source, source.replace(loop, loop + "            if tokens[-1:] == [eos]:\n"
@@ -108,7 +109,8 @@ MISTAKES = [
     ("beam that keeps finished hypotheses in their slots", "beam", "test_beam", _carry(),
      "a finished hypothesis ('EOS' alone, step 1) must LEAVE the beam", "beam_search"),
     ("beam without length normalisation", "beam", "test_beam",
-     ("    best = max(finished, key=lambda c: c[0] / len(c[1]) ** alpha)", "    best = max(finished, key=lambda c: c[0])"),
+     ("    best = max(finished, key=lambda c: c[0] / len(c[1]) ** alpha)",
+      "    best = max(finished, key=lambda c: c[0])"),
      "divide each set-aside hypothesis's total by len(tokens) ** alpha", "beam_search"),
 ]
 
@@ -154,7 +156,7 @@ def test_the_solution_passes_every_function_check_and_the_notebook_model_is_the_
         verdict = _verdict(check, functions[fn])
         assert verdict.passed, verdict.message
     for got, want in zip(functions["make_data"](30, torch.Generator().manual_seed(3)),
-                         a08.make_data(30, torch.Generator().manual_seed(3))):
+                         a08.make_data(30, torch.Generator().manual_seed(3)), strict=True):
         assert torch.equal(got, want)
     torch.manual_seed(0)
     mine = functions["Seq2Seq"](embed=5, hidden=6)
@@ -197,7 +199,8 @@ def test_the_curve_gives_half_points_in_order_of_accuracy():
 HOSTILE = [
     ("NaN", lambda w: {**w, "out.bias": w["out.bias"] * float("nan")}, "contains NaN or inf"),
     ("inf", lambda w: {**w, "dec.1": w["dec.1"] + float("inf")}, "contains NaN or inf"),
-    ("transposed", lambda w: {**w, "out.weight": w["out.weight"].T.contiguous()}, "has shape (64, 12), expected (12, 64)"),
+    ("transposed", lambda w: {**w, "out.weight": w["out.weight"].T.contiguous()},
+     "has shape (64, 12), expected (12, 64)"),
     ("missing key", lambda w: {k: v for k, v in w.items() if k != "enc_bwd.2"}, "'enc_bwd.2' is missing"),
     ("extra key", lambda w: {**w, "attention.weight": torch.zeros(3, 3)}, "is not a weight of the notebook's Seq2Seq"),
     ("integer weights", lambda w: {**w, "out.bias": w["out.bias"].long()}, "has dtype torch.int64"),
@@ -229,7 +232,8 @@ def test_every_check_has_a_rule_stated_in_the_notebook():
         assert rule is not None and rule.why in intro, check
     for check in ("bi_encoder", "teacher_forcing_loss", ACCURACY[0]):
         rule = specs.get(check).rule
-        assert rule.forbids("torch.nn.GRU") and rule.forbids("torch.nn.GRUCell") and rule.forbids("rnnkit.cells.gru_cell")
+        assert rule.forbids("torch.nn.GRU") and rule.forbids("torch.nn.GRUCell")
+        assert rule.forbids("rnnkit.cells.gru_cell")
     assert not specs.get("teacher_forcing_loss").rule.forbids("torch.nn.functional.cross_entropy")
     assert specs.get("beam_search").rule.forbids("rnnkit.decoding.beam_search")
 
@@ -280,5 +284,6 @@ def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
                                  if c.cell_type == "code")
             for word in words:
                 assert word in feedback, f"{student}: feedback lacks {word!r}"
-        print(f"\n08 sandbox seconds per submission: {seconds}; batch of {len(submissions)} with JOBS=2: {elapsed:.0f} s")
+        print(f"\n08 sandbox seconds per submission: {seconds}; "
+              f"batch of {len(submissions)} with JOBS=2: {elapsed:.0f} s")
         assert all(s < 240 for s in seconds.values()), seconds

@@ -1,7 +1,7 @@
-"""The assignments' CI gates, through nbgrader's Python API (its `validate` CLI exits 0 on failure, jupyter/nbgrader#1908):
-the committed release equals a fresh regeneration, no solution or hidden test leaks into it, every graded cell is
-autograded, the solutions score full marks, the blank release scores 0 on every graded cell, and a notebook that
-monkeypatches rnnkit/torch/numpy gains nothing."""
+"""The assignments' CI gates, through nbgrader's Python API (its `validate` CLI exits 0 on failure,
+jupyter/nbgrader#1908): the committed release equals a fresh regeneration, no solution or hidden test leaks into it,
+every graded cell is autograded, the solutions score full marks, the blank release scores 0 on every graded cell, and a
+notebook that monkeypatches rnnkit/torch/numpy gains nothing."""
 import json
 import re
 import shutil
@@ -93,7 +93,8 @@ def test_site_holds_no_solution_when_built():
         text = page.read_text(errors="replace")
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, page
         if page.suffix == ".ipynb":
-            lines = {line.strip() for cell in json.loads(text).get("cells", []) for line in "".join(cell["source"]).splitlines()}
+            lines = {line.strip() for cell in json.loads(text).get("cells", [])
+                     for line in "".join(cell["source"]).splitlines()}
             assert not (secrets & lines), page
     page = html / "book" / "assignments.html"
     if page.is_file() and "01_rnn.ipynb" in page.read_text():  # the downloads are exactly the student versions
@@ -127,7 +128,8 @@ def test_regenerated_release_equals_committed_exercises(course):
     committed_files = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
     assert fresh_files == committed_files
     for rel in fresh_files:
-        assert (fresh / rel).read_bytes() == (committed / rel).read_bytes(), f"exercises/{rel} is stale: run `make release`"
+        assert (fresh / rel).read_bytes() == (committed / rel).read_bytes(), (
+            f"exercises/{rel} is stale: run `make release`")
 
 
 def _autograde(course, name: str, student: str, notebook: Path) -> dict[str, tuple[float, float, bool]]:
@@ -212,19 +214,22 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
 
 @pytest.mark.parametrize("name, grade_id, solution_id, replace, message", [
     ("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("i, f, g, o = gates.chunk", "f, i, g, o = gates.chunk"),
-     "your input gate uses rows of the forget gate; your forget gate uses rows of the input gate. PyTorch orders the rows i, f, g, o"),
+     "your input gate uses rows of the forget gate; your forget gate uses rows of the input gate. "
+     "PyTorch orders the rows i, f, g, o"),
     ("01_rnn", "test_rnn_forward", "rnn_forward", ("h = torch.where(alive, h_new, h)", "h = h_new"),
      "freeze the state once t >= lengths[b]"),
-    ("01_rnn", "test_sequence_nll", "log_probs_and_nll", ("valid = steps < lengths.to", "valid = steps < -1 + lengths.to"),
-     "the end-of-sequence step counts too"),
+    ("01_rnn", "test_sequence_nll", "log_probs_and_nll",
+     ("valid = steps < lengths.to", "valid = steps < -1 + lengths.to"), "the end-of-sequence step counts too"),
     ("01_rnn", "test_next_symbol_log_probs", "log_probs_and_nll",
-     ("shifted = logits - logits.max(dim=-1, keepdim=True).values", "shifted = logits"), "subtract the max logit first"),
+     ("shifted = logits - logits.max(dim=-1, keepdim=True).values", "shifted = logits"),
+     "subtract the max logit first"),
     ("02_gradients", "test_rnn_bptt", "rnn_bptt", ("dh = grad_out[t] + dh_next", "dh = grad_out[t]"),
      "must add the gradient flowing back from step t + 1"),
-    ("02_gradients", "test_rnn_bptt", "rnn_bptt", ('grads["w_hh"] += da.T @ states[t]', 'grads["w_hh"] += da.T @ states[t + 1]'),
+    ("02_gradients", "test_rnn_bptt", "rnn_bptt",
+     ('grads["w_hh"] += da.T @ states[t]', 'grads["w_hh"] += da.T @ states[t + 1]'),
      "w_hh multiplies the PREVIOUS state"),
-    ("04_gru", "test_gru_cell_reset_after", "gru_cell_forward", ("return (1 - z) * n + z * h", "return z * n + (1 - z) * h"),
-     "you swapped z and 1 - z"),
+    ("04_gru", "test_gru_cell_reset_after", "gru_cell_forward",
+     ("return (1 - z) * n + z * h", "return z * n + (1 - z) * h"), "you swapped z and 1 - z"),
     ("05_long_range", "test_adding_problem", "adding_problem",
      ("    i = torch.randint(0, seq_len // 2, (num_samples,), generator=g)  # (N,) first half\n"
       "    j = torch.randint(seq_len // 2, seq_len, (num_samples,), generator=g)  # (N,) second half",
@@ -233,14 +238,17 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
      "draw i = randint(0, T // 2) BEFORE j = randint(T // 2, T)"),
     # a result pre-allocated with torch.zeros(...) is float32 whatever the input: the hidden float64 cases fail it
     ("01_rnn", "test_rnn_forward", "rnn_forward", ("return torch.stack(outputs), h",
-     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"), "float64 inputs must give float64 results"),
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"),
+     "float64 inputs must give float64 results"),
     ("01_rnn", "test_sequence_nll", "log_probs_and_nll", ("return torch.where(valid, nll, torch.zeros_like(nll))",
      "return torch.zeros(nll.shape).copy_(torch.where(valid, nll, torch.zeros_like(nll)))"),
      "float64 logits must give a float64 NLL"),
     ("03_lstm", "test_lstm_forward", "lstm_forward", ("return torch.stack(outputs), h, c",
-     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h, c"), "float64 inputs must give float64 results"),
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h, c"),
+     "float64 inputs must give float64 results"),
     ("04_gru", "test_gru_forward", "gru_forward", ("return torch.stack(outputs), h",
-     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"), "float64 inputs must give float64 results"),
+     "return torch.zeros(len(outputs), *h.shape).copy_(torch.stack(outputs)), h"),
+     "float64 inputs must give float64 results"),
     # a checker that perturbs x[i] (a whole row of a matrix) passed the 1-D visible test; the hidden cases use matrices
     ("02_gradients", "test_gradcheck", "gradcheck",
      ("    flat_x, flat_grad = x.view(-1), grad.view(-1)  # views: writing them writes x and grad\n"
@@ -257,7 +265,8 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
      ("layer_input = input_size if layer == 0 else hidden_size * directions",
       "layer_input = input_size if layer == 0 else hidden_size"), "layer 1 reads BOTH directions' outputs"),
     # a per-sequence norm (averaged over the batch) passed the batch-of-1 visible test; the hidden cases have batches
-    ("02_gradients", "test_hidden_grad_norms", "hidden_grad_norms", ("norms[t] = dh.norm()", "norms[t] = dh.norm(dim=-1).mean()"),
+    ("02_gradients", "test_hidden_grad_norms", "hidden_grad_norms",
+     ("norms[t] = dh.norm()", "norms[t] = dh.norm(dim=-1).mean()"),
      "take ONE norm over the batch and the hidden units together"),
     # ignoring generator= passed the seeded visible tests of copy_task; a hidden case draws from a generator
     ("05_long_range", "test_copy_task", "copy_task",
@@ -265,7 +274,8 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
       "g = torch.Generator().manual_seed(seed or 0)"), "with generator=g draw from g"),
     # drawing the values in the requested dtype passes every float32 test but fails the hidden float64 case
     ("05_long_range", "test_adding_problem", "adding_problem",
-     ("values = torch.rand(num_samples, seq_len, generator=g)", "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
+     ("values = torch.rand(num_samples, seq_len, generator=g)",
+      "values = torch.rand(num_samples, seq_len, generator=g, dtype=dtype)"),
      "torch.rand(..., dtype=torch.float64) draws different numbers"),
 ])
 def test_visible_tests_name_the_mistake(name, grade_id, solution_id, replace, message):
@@ -285,7 +295,8 @@ _C_IN_PLACE = ("    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh
     ("03_lstm", "test_forget_bias_retention", "lstm_cell_forward", _C_IN_PLACE,
      "lstm_cell_forward (Part 1) changed its argument c in place"),
     # a loop that updates h0 in place: the later comparisons blamed the padding
-    ("01_rnn", "test_rnn_forward", "rnn_forward", ("h = torch.where(alive, h_new, h)", "h.copy_(torch.where(alive, h_new, h))"),
+    ("01_rnn", "test_rnn_forward", "rnn_forward",
+     ("h = torch.where(alive, h_new, h)", "h.copy_(torch.where(alive, h_new, h))"),
      "rnn_forward changed its argument h0 in place"),
 ])
 def test_visible_tests_blame_an_input_changed_in_place_not_a_gate(name, grade_id, solution_id, replace, message):
@@ -393,11 +404,11 @@ def test_some_parts_do_depend_on_earlier_ones():
     assert found == {"01_rnn": {"rnn_cell_forward"}, "02_gradients": {"clip_grad_norm", "clip_grad_value"},
                      "03_lstm": {"lstm_cell_forward"}, "04_gru": {"gru_cell_forward"},
                      "05_long_range": {"adding_problem"},
-                     "06_char_lm": {"clip_grad_norm", "next_symbol_log_probs", "sample_until_eos", "build_vocab", "encode",
-                                    "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"},
+                     "06_char_lm": {"clip_grad_norm", "next_symbol_log_probs", "sample_until_eos", "build_vocab",
+                                    "encode", "decode", "tbptt_batches", "train_epoch", "perplexity", "sample_name"},
                      "07_backward": {"lstm_cell_backward", "gru_cell_backward"},
-                     "08_seq2seq": {"gru_cell_forward", "bidirectional_encoder", "teacher_forcing_loss", "greedy_search",
-                                    "beam_search"}}, found
+                     "08_seq2seq": {"gru_cell_forward", "bidirectional_encoder", "teacher_forcing_loss",
+                                    "greedy_search", "beam_search"}}, found
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
@@ -432,7 +443,8 @@ def _run_visible_tolerant(name: str, grade_id: str, solution_id: str, replace: t
                                                     "    raise NotImplementedError()\n")),
     # the reset_after=False cell took _ref from the reset_after=True cell, which stops early while that is unfinished
     ("04_gru", "test_gru_cell_reset_before", "gru_cell_forward",
-     ("    if reset_after:\n        n = torch.tanh", "    if reset_after:\n        raise NotImplementedError()\n        n = torch.tanh")),
+     ("    if reset_after:\n        n = torch.tanh",
+      "    if reset_after:\n        raise NotImplementedError()\n        n = torch.tanh")),
 ])
 def test_a_visible_test_runs_while_an_earlier_part_is_unfinished(name, grade_id, solution_id, replace):
     _run_visible_tolerant(name, grade_id, solution_id, replace)

@@ -285,7 +285,7 @@ def _start_hub(cls: Class, proxy_bin: Path) -> None:
     env = {"PATH": f"{cls.venv}/bin:{proxy_bin}:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **settings}
     # JupyterHub gives a managed service (the formgrader) 10 s to answer, then exits; on a loaded machine its first
     # start can take longer, and systemd's Restart=on-failure (deploy/jupyterhub.service) starts the hub again
-    for attempt in range(3):
+    for _attempt in range(3):
         with open(cls.tmp / "hub.log", "a") as log:
             cls.hub_process = subprocess.Popen([str(cls.venv / "bin" / "jupyterhub"), "-f",
                                                 str(REPO / "deploy" / "jupyterhub_config.py")],

@@ -447,8 +447,10 @@ def test_a_part_left_undone_costs_only_its_own_checks_through_make_autograde(tmp
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     points = gc.points("02_gradients")
     # lost: rnn_bptt itself, half of the clipping cell, and the direction cell, whose clip_cosines (and the computed
-    # KEEPS_DIRECTION) really do call the unfinished clip_grad_value; kept: the gradient check, the norms, clip_grad_norm
-    expected = sum(points.values()) - points["test_rnn_bptt"] - points["test_clipping"] / 2 - points["test_direction"]
+    # KEEPS_DIRECTION) really do call the unfinished clip_grad_value; kept: the gradient check, the norms,
+    # clip_grad_norm
+    expected = (sum(points.values()) - points["test_rnn_bptt"] - points["test_clipping"] / 2
+                - points["test_direction"])
     (row,) = gc.read_export(course / "grades.csv").values()
     assert float(row["score"]) == pytest.approx(expected), row
     page = (course / "grading" / "feedback" / "partial" / "02_gradients" / "02_gradients.html").read_text()

@@ -185,7 +185,7 @@ def test_correct_answer_records_nothing_and_returns_the_same():
     rec, guarded = _run(fn, args=_inputs())
     assert rec.calls == [] and rec.complete
     plain = fn(*_inputs())
-    for a, b in zip(plain, guarded):
+    for a, b in zip(plain, guarded, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b)
 
 

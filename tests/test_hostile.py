@@ -66,8 +66,10 @@ def build_cases(paths: dict) -> dict:
     case("correct", "full", [f"PASS {TARGET}"])
     case("rewritten", "full", [f"PASS {TARGET}", "PASS rnn_cell_forward"], lambda nb: (
         _set(nb, "rnn_cell_forward", "def rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh):\n"
-             "    pre = torch.matmul(x, w_ih.t()) + torch.matmul(h, w_hh.t())\n    return (pre + (b_ih + b_hh)).tanh()"),
-        _insert_before(nb, TARGET, "def _softmax_with_temperature(logits, t):\n    return (logits / t).softmax(dim=-1)"),
+             "    pre = torch.matmul(x, w_ih.t()) + torch.matmul(h, w_hh.t())\n"
+             "    return (pre + (b_ih + b_hh)).tanh()"),
+        _insert_before(nb, TARGET, "def _softmax_with_temperature(logits, t):\n"
+                       "    return (logits / t).softmax(dim=-1)"),
         _set(nb, TARGET, f"def {TARGET}(step_fn, h0, start, eos, max_len, temperature, generator):\n"
              "    out, h, s = [], h0, start\n    while len(out) < max_len:\n        logits, h = step_fn(s, h)\n"
              "        s = torch.multinomial(_softmax_with_temperature(logits, temperature), num_samples=1,\n"
@@ -384,7 +386,8 @@ def rnn_bptt(x, h0, w_ih, w_hh, b, grad_out):
 _BPTT_EINSUM = '''def rnn_bptt(x, h0, w_ih, w_hh, b, grad_out):
     states = [h0]
     for t in range(x.shape[0]):
-        states.append(torch.tanh(torch.einsum("bi,hi->bh", x[t], w_ih) + torch.einsum("bk,hk->bh", states[-1], w_hh) + b))
+        pre = torch.einsum("bi,hi->bh", x[t], w_ih) + torch.einsum("bk,hk->bh", states[-1], w_hh) + b
+        states.append(torch.tanh(pre))
     grads = {"x": torch.zeros_like(x), "w_ih": torch.zeros_like(w_ih), "w_hh": torch.zeros_like(w_hh),
              "b": torch.zeros_like(b)}
     dh_next = torch.zeros_like(h0)

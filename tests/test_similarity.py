@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import html
 import io
+import itertools
 import json
 import keyword
 import random
@@ -298,13 +299,13 @@ def near_copy(answers: dict[str, str], rng: random.Random) -> dict[str, str]:
     names, attributes = [], set()
     for source in answers.values():
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-        for before, tok in zip([None, *tokens], tokens):
+        for before, tok in itertools.pairwise([None, *tokens]):
             if tok.type == tokenize.NAME and before is not None and before.string == ".":
                 attributes.add(tok.string)
             elif tok.type == tokenize.NAME and not keyword.iskeyword(tok.string) and tok.string not in names:
                 names.append(tok.string)
     own = [n for n in names if n not in keep | attributes]
-    mapping = dict(zip(own, rng.sample([n for n in FRESH_NAMES if n not in names], len(own))))
+    mapping = dict(zip(own, rng.sample([n for n in FRESH_NAMES if n not in names], len(own)), strict=True))
     copied = {}
     for gid, source in answers.items():
         source = re.sub(r"  # [^\n]*", "", source)  # comments go
@@ -342,12 +343,12 @@ def assert_correct(answers: dict[str, str], ref: dict) -> None:
     g = torch.Generator().manual_seed(3)
     args = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in [(2, 3), (2, 4), (2, 4), (16, 3),
                                                                                   (16, 4), (16,), (16,)]]
-    for got, want in zip(ns["lstm_cell_forward"](*args), ref["lstm_cell_forward"](*args)):
+    for got, want in zip(ns["lstm_cell_forward"](*args), ref["lstm_cell_forward"](*args), strict=True):
         torch.testing.assert_close(got, want)
     x = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)
     lengths = torch.tensor([5, 2])
     for got, want in zip(ns["lstm_forward"](x, *args[1:3], lengths, *args[3:]),
-                         ref["lstm_forward"](x, *args[1:3], lengths, *args[3:])):
+                         ref["lstm_forward"](x, *args[1:3], lengths, *args[3:]), strict=True):
         torch.testing.assert_close(got, want)
     for kw in ({}, {"num_layers": 3}, {"num_layers": 2, "bidirectional": True}, {"bias": False}):
         assert ns["lstm_param_count"](7, 5, **kw) == ref["lstm_param_count"](7, 5, **kw)
@@ -391,7 +392,7 @@ def batch(tmp_path_factory):
 
 def test_the_generated_class_is_correct_and_varied(batch):
     ref = reference_functions()
-    for student, answers in batch["answers"].items():
+    for answers in batch["answers"].values():
         assert_correct(answers, ref)
     cells = {s: a["lstm_cell_forward"] for s, a in batch["answers"].items() if s.startswith("s")}
     assert len(set(cells.values())) == INDEPENDENT
@@ -480,7 +481,8 @@ def test_bad_arguments_are_named(tmp_path, kwargs, words):
 
 def test_student_text_is_escaped_in_the_report():
     """Names and code are the students': a folder named like a tag or code holding markup stays text."""
-    code = "def f(v):\n    s = '</pre><script>alert(1)</script>'\n    return [v * k for k in range(10) if k % 2] + [s]\n"
+    code = ("def f(v):\n    s = '</pre><script>alert(1)</script>'\n"
+            "    return [v * k for k in range(10) if k % 2] + [s]\n")
     works = [similarity.Work("<img src=x onerror=alert(1)>", code), similarity.Work("bob", code)]
     pairs = similarity.compare(works)
     assert pairs[0].score == 1.0

@@ -53,7 +53,8 @@ def to_python(source: str) -> tuple[str, bool]:
 def parse_cells(cells: Sequence[str]) -> tuple[list[ast.Module | None], set[int]]:
     """One module per cell (None where it is not Python even after IPython syntax is removed), and the cells not
     parsed that the kernel may still have run: too long to parse here, or not transformed by IPython itself."""
-    out, unsure = [], set()
+    out: list[ast.Module | None] = []
+    unsure: set[int] = set()
     for i, source in enumerate(map(str, cells)):
         exact = False
         try:
@@ -178,7 +179,9 @@ class _Binder(ast.NodeVisitor):
         outer, self.scope = self.scope, scope
         for p in positional + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p is not None]:
             self.bind(p.arg, "param", p.arg, p)
-        for p, default in list(zip(positional[::-1], a.defaults[::-1])) + list(zip(a.kwonlyargs, a.kw_defaults)):
+        # defaults belong to the last positional parameters; kw_defaults holds one entry (or None) per keyword-only one
+        with_defaults = list(zip(positional[::-1], a.defaults[::-1], strict=False))
+        for p, default in with_defaults + list(zip(a.kwonlyargs, a.kw_defaults, strict=True)):
             if default is not None:
                 self.bind(p.arg, "expr", default, p, scope=outer)
         if outer.kind == "class" and positional:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO, cast
 
 from . import export, specs
 from .static_check import check_function
@@ -38,7 +39,7 @@ class _JudgeProcess:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
-        self.log = None  # the judge's stderr, kept in the work folder
+        self.log: IO[bytes] | None = None  # the judge's stderr, kept in the work folder
         self.workdir = Path(tempfile.mkdtemp(prefix="rnnkit-judge-"))
         atexit.register(self.close)
 
@@ -51,7 +52,7 @@ class _JudgeProcess:
             self.log = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _start(self) -> None:
+    def _start(self) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k != EXPORT_ENV}
         package_root = str(Path(__file__).resolve().parents[2])  # the folder holding rnnkit/
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
@@ -60,21 +61,22 @@ class _JudgeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rnnkit.grading.judge", "--serve"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=self.workdir)
+        return self.proc
 
     def ask(self, name: str, exported: dict) -> tuple[bool, str]:
         path = self.workdir / f"{name}.npz"
         export.save(exported, path)
         request = json.dumps({"name": name, "path": str(path)}) + "\n"
         for _attempt in range(2):  # restart once if the process died (e.g. killed with the previous cell)
-            if self.proc is None or self.proc.poll() is not None:
-                self._start()
+            proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+            requests, replies = cast(IO[str], proc.stdin), cast(IO[str], proc.stdout)  # both pipes: see _start
             try:
-                self.proc.stdin.write(request)
-                self.proc.stdin.flush()
-                reply = json.loads(self.proc.stdout.readline())
+                requests.write(request)
+                requests.flush()
+                reply = json.loads(replies.readline())
                 return bool(reply["passed"]), str(reply["message"])
             except (OSError, ValueError, KeyError):
-                self.proc.kill()
+                proc.kill()
                 self.proc = None
         raise RuntimeError(f"{name}: the grading judge process failed to answer (see {self.workdir / 'judge.log'})")
 
@@ -111,7 +113,8 @@ def _latest(history: list[str]) -> list[str]:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             body = []
         names = {node.name for node in body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-        names |= {t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+        names |= {t.id for node in body if isinstance(node, ast.Assign)
+                  for t in node.targets if isinstance(t, ast.Name)}
         if names and names <= later:
             continue
         kept.append(cell)

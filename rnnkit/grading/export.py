@@ -28,7 +28,7 @@ import inspect
 import io
 import os
 import zipfile
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ def _flatten(obj: Any, leaves: list, depth: int = 0) -> str:
             leaves.append(("other:dict-with-non-string-keys", None))
             return "?"
         keys = sorted(obj)[:MAX_LEAVES + 1]
-        return "{" + ",".join(f"{k}:{v}" for k, v in zip(keys, _items([obj[k] for k in keys], leaves, depth))) + "}"
+        # _items stops early (with one "?") at MAX_LEAVES, so it may return fewer parts than there are keys
+        parts = _items([obj[k] for k in keys], leaves, depth)
+        return "{" + ",".join(f"{k}:{v}" for k, v in zip(keys, parts, strict=False)) + "}"
     name = _type_name(obj)
     leaves.append((name, obj))
     return _LEAF_LETTERS.get(name, "?")
@@ -150,8 +152,9 @@ def save(exported: dict[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write an export as an uncompressed ``.npz`` (atomically: a reader never sees half a file)."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
+    arrays: dict[str, Any] = exported  # numpy's stubs type **kwds as bool too (savez's allow_pickle)
     with open(tmp, "wb") as fh:
-        np.savez(fh, **exported)
+        np.savez(fh, **arrays)
     os.replace(tmp, path)
 
 
@@ -160,18 +163,21 @@ def load(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
 
     Untrusted bytes: an archive that would unpack to more than MAX_UNPACKED bytes or MAX_ENTRIES arrays (a zip
     bomb) is refused with ValueError before anything is decompressed."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    with zipfile.ZipFile(source) as zf:
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    with zipfile.ZipFile(stream) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES or sum(i.file_size for i in infos) > MAX_UNPACKED:
             raise ValueError("export too large")
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    with np.load(source, allow_pickle=False) as npz:
+    if isinstance(stream, io.BytesIO):
+        stream.seek(0)
+    with np.load(stream, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
 
 
+@overload
+def text(exported: dict[str, np.ndarray], key: str) -> str | None: ...
+@overload
+def text(exported: dict[str, np.ndarray], key: str, default: str) -> str: ...
 def text(exported: dict[str, np.ndarray], key: str, default: str | None = None) -> str | None:
     """A string entry of an export, or ``default`` when it is missing or not a string."""
     value = exported.get(key)

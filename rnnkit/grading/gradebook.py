@@ -92,7 +92,7 @@ def export_csv(gb, to: str | Path, assignments: list[str] | None = None, coursed
     if coursedir is not None:
         with open(to, newline="") as fh:
             reader = csv.DictReader(fh)
-            fields, rows = reader.fieldnames, list(reader)
+            fields, rows = reader.fieldnames or (), list(reader)
         for row in rows:
             stamp = Path(coursedir.format_path(coursedir.autograded_directory, row["student_id"],
                                                row["assignment"])) / "timestamp.txt"

@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class CallRecord:
     def from_export(exported: dict, prefix: str) -> CallRecord | None:
         """The record stored under ``prefix``, or None when it is missing or malformed (the judge then fails)."""
         calls, complete, fmt = (exported.get(f"{prefix}{k}") for k in ("calls", "complete", "format"))
-        if not all(isinstance(a, np.ndarray) for a in (calls, complete, fmt)):
+        if not (isinstance(calls, np.ndarray) and isinstance(complete, np.ndarray) and isinstance(fmt, np.ndarray)):
             return None
         if (fmt.dtype.kind != "U" or fmt.ndim != 0 or str(fmt) != GUARD_FORMAT or calls.ndim != 1
                 or calls.dtype.kind != "U" or complete.dtype != np.bool_ or complete.ndim != 0):
@@ -325,13 +325,13 @@ class _Guard:
             label = f"{arg}()"
             self.arg_ids[id(obj)] = label
             for target, owner in ((getattr(type(obj), "forward", None), obj), (getattr(obj, "__func__", obj), None),
-                                  (getattr(type(obj), "__call__", None), obj)):
+                                  (getattr(type(obj), "__call__", None), obj)):  # noqa: B004 (the method, for its code)
                 code = getattr(target, "__code__", None)
                 if isinstance(code, types.CodeType):
                     self.arg_codes[code] = self.arg_codes.get(code, ()) + ((label, owner),)
         self.by_id = {**index.by_id, **self.arg_ids}
-        self.previous = None
-        self.profile = self._hook()
+        self.previous: Callable | None = None
+        self.profile = cast(Any, self._hook())  # a function, which the line below gives an attribute
         self.profile.guard = self  # so a guard entered inside this one finds it
 
     def record(self, name: str) -> None:
@@ -390,7 +390,7 @@ class _Guard:
                     entries = code_entries(code)
                     if entries and student_called(frame.f_back):
                         hit(frame, entries, identity=False)
-                    entries = arg_codes.get(code)
+                    entries = arg_codes.get(code, ())
                     if entries and student_called(frame.f_back):
                         hit(frame, entries, identity=True)
             except Exception:  # noqa: BLE001 — a hook that raises would be removed by Python and change the call

@@ -55,6 +55,14 @@ def _describe(structure: str) -> str:
         structure, "an unsupported object")
 
 
+def _expected_text(want: dict, key: str) -> str:
+    """A string entry of the expected export (live or a stored fixture), which always has it."""
+    value = export.text(want, key)
+    if value is None:
+        raise ValueError(f"the expected export has no string {key!r} (a stale fixture? run `make fixtures`)")
+    return value
+
+
 def _split(inner: str) -> list[str]:
     """Split the items of a structure string at top-level commas."""
     items, depth, start = [], 0, 0
@@ -113,7 +121,7 @@ def _compare_values(spec, what: str, expected: np.ndarray, got: np.ndarray, dtyp
 def _compare_leaf(spec, j: int, n_leaves: int, got: dict, want: dict) -> str | None:
     what = _leaf_name(spec, j, n_leaves)
     key = f"l{j}"
-    want_type = export.text(want, f"{key}.type")
+    want_type = _expected_text(want, f"{key}.type")
     got_type = export.text(got, f"{key}.type", "missing")
     if got_type != want_type:
         return f"{what} should be {_type_word(want_type)}, got {_type_word(got_type)}" + _HINTS.get(
@@ -122,10 +130,11 @@ def _compare_leaf(spec, j: int, n_leaves: int, got: dict, want: dict) -> str | N
         return None
     dtype = want_type
     if want_type == "torch.Tensor":
-        want_dtype, got_dtype = export.text(want, f"{key}.dtype"), export.text(got, f"{key}.dtype", "?")
+        want_dtype, got_dtype = _expected_text(want, f"{key}.dtype"), export.text(got, f"{key}.dtype", "?")
         if got_dtype != want_dtype:
             return f"{what} has dtype {got_dtype}, expected {want_dtype} (results should follow the input's dtype)"
-        want_shape, got_shape = tuple(want[f"{key}.shape"].tolist()), tuple(np.asarray(got.get(f"{key}.shape", [-1])).tolist())
+        want_shape = tuple(want[f"{key}.shape"].tolist())
+        got_shape = tuple(np.asarray(got.get(f"{key}.shape", [-1])).tolist())
         if got_shape != want_shape:
             return f"{what} has shape {got_shape}, expected {want_shape}"
         dtype = want_dtype
@@ -145,7 +154,7 @@ def compare_case(spec: specs.Spec, got: dict, want: dict, case: int) -> str | No
         return "the result could not be read"
     if spec.judge is not None:
         return spec.judge(got, want, case)
-    want_structure = export.text(want, "structure")
+    want_structure = _expected_text(want, "structure")
     got_structure = export.text(got, "structure", "?")
     if got_structure != want_structure:
         if not want_structure.startswith(("(", "{")) and not got_structure.startswith(("(", "{")):
@@ -168,7 +177,7 @@ def compare_case(spec: specs.Spec, got: dict, want: dict, case: int) -> str | No
 def _first_type_difference(spec, got: dict, want: dict, structure: str) -> str:
     n_leaves = sum(1 for key in want if key.endswith(".type"))
     for j in range(n_leaves):
-        a, b = export.text(want, f"l{j}.type"), export.text(got, f"l{j}.type", "missing")
+        a, b = _expected_text(want, f"l{j}.type"), export.text(got, f"l{j}.type", "missing")
         if a != b:
             return f"{_leaf_name(spec, j, n_leaves)} should be {_type_word(a)}, got {_type_word(b)}"
     return "nested differently"

@@ -218,18 +218,20 @@ def match_cells(src: SourceNotebook, cells: list[dict]) -> list[str | None]:
     seen: set[str] = set()
     for cell in cells:
         gid = _nbgrader(cell).get("grade_id")
-        first = isinstance(gid, str) and gid in known and gid not in seen
-        matched.append(gid if first else None)
-        if first:
+        if isinstance(gid, str) and gid in known and gid not in seen:  # the first cell carrying this id
+            matched.append(gid)
             seen.add(gid)
+        else:
+            matched.append(None)
     missing = known - seen
     if not missing:
         return matched
-    by_text, by_names = {}, []
+    by_text: dict[tuple[str, str], str] = {}
+    by_names: list[tuple[str, set[str]]] = []
     for c in src.release.cells:
         md = _nbgrader(c)
         gid = md.get("grade_id")
-        if gid not in missing:
+        if not isinstance(gid, str) or gid not in missing:
             continue
         if md.get("solution") and c.cell_type == "code":
             by_names.append((gid, defined_names(c.source)))
@@ -257,8 +259,9 @@ def prepare(src: SourceNotebook, cells: list[dict] | None) -> nbformat.NotebookN
     readable submission, the release itself."""
     source_cells = {_nbgrader(c).get("grade_id"): c for c in src.nb.cells if _nbgrader(c).get("grade_id")}
     cells = cells if cells is not None else src.release.cells
-    out, position = [], {}
-    for cell, gid in zip(cells, match_cells(src, cells)):
+    out: list[nbformat.NotebookNode] = []
+    position: dict[str, int] = {}
+    for cell, gid in zip(cells, match_cells(src, cells), strict=True):
         ctype = _cell_type(cell)
         if isinstance(gid, str) and gid in source_cells and gid not in position:
             master = source_cells[gid]

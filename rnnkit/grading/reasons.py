@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set
 
 from . import sandbox
 
@@ -28,10 +29,11 @@ def kernel_error(result: sandbox.Result) -> str:
     return re.sub(r"[^ -~]", " ", text)[:300]
 
 
-def _raised_in(status: dict, answers: set[str]) -> str | None:
+def _raised_in(status: dict, answers: Set[str]) -> str | None:
     """The student's answer function the error came from (innermost frame), when it is one: a test cell that also
     calls an earlier part's function (a visible test printing with it) stops on that part's NotImplementedError."""
-    for out in reversed(status.get("outputs") if isinstance(status.get("outputs"), list) else []):
+    outputs = status.get("outputs")
+    for out in reversed(outputs if isinstance(outputs, list) else []):
         if isinstance(out, dict) and out.get("output_type") == "error" and isinstance(out.get("traceback"), list):
             text = _ANSI.sub("", "\n".join(t for t in out["traceback"] if isinstance(t, str)))
             names = [n for n in _FRAME.findall(text) if n in answers]
@@ -42,14 +44,15 @@ def _raised_in(status: dict, answers: set[str]) -> str | None:
 def _assertion(status: dict, scrub) -> str | None:
     """The visible test's own message (it says what to fix), one line, scrubbed of hidden test lines (a kernel can
     raise anything, its own input history included)."""
-    for out in reversed(status.get("outputs") if isinstance(status.get("outputs"), list) else []):
+    outputs = status.get("outputs")
+    for out in reversed(outputs if isinstance(outputs, list) else []):
         if isinstance(out, dict) and out.get("output_type") == "error":
             text = " ".join(scrub(_ANSI.sub("", str(out.get("evalue") or ""))).split())
             return text[:300] + ("..." if len(text) > 300 else "") if text else None
     return None
 
 
-def reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits, answers: set[str] = frozenset(),
+def reason(status: dict | None, result: sandbox.Result, limits: sandbox.Limits, answers: Set[str] = frozenset(),
            scrub=lambda text: text) -> str:
     """Why a check produced no result. ``answers``: names the student's answer cells define; ``scrub``: removes
     hidden test lines from text (:class:`rnnkit.grading.notebooks.Scrubber`)."""

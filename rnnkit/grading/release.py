@@ -149,8 +149,9 @@ def generate(into: Path | None = None, names: list[str] | None = None, *, db_url
 
 
 def solution_lines(source: str | Path) -> set[str]:
-    """The substantial lines (16+ characters, stripped, not a bare ``for ...:`` / ``if ...:`` header) found only inside the solution and hidden-test regions of a
-    source notebook: none of them may appear in the release, on the course site or in feedback."""
+    """The substantial lines (16+ characters, stripped, not a bare ``for ...:`` / ``if ...:`` header) found only
+    inside the solution and hidden-test regions of a source notebook: none of them may appear in the release, on the
+    course site or in feedback."""
     nb = json.loads(Path(source).read_text(encoding="utf-8"))
     lines, outside, inside = set(), set(), False
     for cell in nb["cells"]:

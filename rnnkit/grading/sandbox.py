@@ -141,7 +141,8 @@ def _environment() -> dict[str, str]:
         "JUPYTER_PLATFORM_DIRS": "1", "IPYTHONDIR": "/tmp/ipython", "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
-        "RNNKIT_GRADING_EXPORT": EXPORT_DIR, **({"RNNKIT_SANDBOX_DEBUG": "1"} if _DEBUG else {}), "NBGRADER_EXECUTION": "autograde", "RNNKIT_CACHE": "/tmp/rnnkit-cache",
+        "RNNKIT_GRADING_EXPORT": EXPORT_DIR, **({"RNNKIT_SANDBOX_DEBUG": "1"} if _DEBUG else {}),
+        "NBGRADER_EXECUTION": "autograde", "RNNKIT_CACHE": "/tmp/rnnkit-cache",
     }
 
 
@@ -266,8 +267,8 @@ def _run_as(input_dir: Path, notebook: str, uid: int, limits: Limits) -> Result:
         os.chmod(etc_dir, 0o755)
         cmd = command(input_dir, notebook, uid, limits, etc_dir)
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None if _DEBUG else subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=None if _DEBUG else subprocess.DEVNULL, start_new_session=True, close_fds=True)
         chunks: list[bytes] = []
         state = {"truncated": False}
         reader = threading.Thread(target=_read_stream, args=(proc.stdout, limits.max_output, chunks, state),

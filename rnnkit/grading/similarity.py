@@ -27,6 +27,7 @@ import html
 import io
 import json
 import sys
+from collections.abc import Set
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -97,7 +98,7 @@ def _docstring_lines(code: str) -> set[int]:
     return found
 
 
-def student_code(source: str, given: set[str], signatures: set[str] = frozenset()) -> str:
+def student_code(source: str, given: set[str], signatures: Set[str] = frozenset()) -> str:
     """A cell's code without what the course gave (lines equal to a given line, docstrings) and IPython magics;
     a given line in ``signatures`` stays as a comment."""
     lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
@@ -118,7 +119,7 @@ def _has_code(code: str) -> bool:
 
 
 def collect(folder: Path | None, student: str, sources: list[notebooks.SourceNotebook], given: set[str],
-            signatures: set[str] = frozenset()) -> Work:
+            signatures: Set[str] = frozenset()) -> Work:
     """The student's answer cells (and own code cells) of every notebook of the assignment, joined in notebook
     order under a comment naming each cell; or the reason there are none."""
     work, reasons = Work(student), []
@@ -138,7 +139,7 @@ def collect(folder: Path | None, student: str, sources: list[notebooks.SourceNot
             reasons.append(f"{src.name}.ipynb: none of this assignment's answer cells were found (the notebook of "
                            "another assignment?)")
             continue
-        for k, (cell, gid) in enumerate(zip(cells, matched)):
+        for k, (cell, gid) in enumerate(zip(cells, matched, strict=True)):
             if cell.get("cell_type") != "code" or (gid is not None and gid not in src.answer_ids):
                 continue  # markdown, and the course's own cells (tests, set-up): never the student's
             code = student_code(notebooks._text(cell.get("source")), given, signatures)

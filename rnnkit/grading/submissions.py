@@ -81,7 +81,8 @@ def assignment_folders(student_dir: Path, every: list[str]) -> dict[str, tuple[P
     def key(name: str) -> str:
         return re.sub(r"[^0-9a-z]", "", name.casefold())
 
-    found = {name: (student_dir / name, None) for name in every if (student_dir / name).is_dir()}
+    found: dict[str, tuple[Path, str | None]] = {
+        name: (student_dir / name, None) for name in every if (student_dir / name).is_dir()}
     try:
         entries = sorted(e for e in os.listdir(student_dir) if not e.startswith(".") and e not in found)
     except OSError:
@@ -115,7 +116,8 @@ def protect(folder: Path, owner: tuple[int, int], recursive: bool = True) -> str
     root = os.geteuid() == 0
     foreign = []
     for _pass in range(2):  # the first pass locks every folder; the second sees entries added before it did
-        for path in [folder, *(_walk(folder) if recursive else [])]:
+        paths: list[Path | str] = [folder, *(_walk(folder) if recursive else [])]
+        for path in paths:
             try:
                 info = os.lstat(path)
                 if stat.S_ISLNK(info.st_mode) or (not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,11 @@ class Spec:
     judge: Callable[[dict, dict, int], str | None] | None = None
     # what the check covers, one line, for the book and the instructor's docs
     summary: str = ""
-    # what the answer must not use: filled in by register() from the one table, specs/table.py
-    rule: Rule | None = None
+    @property
+    def rule(self) -> Rule:
+        """What the answer must not use: the spec's row of the one table, specs/table.py (register() refuses a spec
+        without one)."""
+        return RULES[self.name]
 
     def tolerance(self, dtype: str) -> tuple[float, float]:
         return self.tolerances.get(dtype) or DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
@@ -76,14 +79,13 @@ REGISTRY: dict[str, Spec] = {}
 
 
 def register(spec: Spec) -> Spec:
-    """Add ``spec`` to the registry with its rule from :data:`table.RULES` (every graded check has one)."""
+    """Add ``spec`` to the registry; its rule is its row of :data:`table.RULES` (every graded check has one)."""
     if spec.name in REGISTRY:
         raise ValueError(f"grading spec {spec.name!r} is registered twice")
     if spec.kind not in ("function", "value"):
         raise ValueError(f"grading spec {spec.name!r}: kind must be 'function' or 'value', got {spec.kind!r}")
     if spec.name not in RULES:
         raise ValueError(f"grading spec {spec.name!r} has no rule in rnnkit/grading/specs/table.py")
-    spec = replace(spec, rule=RULES[spec.name])
     REGISTRY[spec.name] = spec
     return spec
 
@@ -157,7 +159,8 @@ def cell_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]:
         state = [randn(g, *lead, n_h, dtype=dtype, scale=0.5)]
         if with_c:
             state.append(randn(g, *lead, n_h, dtype=dtype))
-        weights = (randn(g, gates * n_h, n_in, dtype=dtype, scale=0.5), randn(g, gates * n_h, n_h, dtype=dtype, scale=0.5),
+        weights = (randn(g, gates * n_h, n_in, dtype=dtype, scale=0.5),
+                   randn(g, gates * n_h, n_h, dtype=dtype, scale=0.5),
                    randn(g, gates * n_h, dtype=dtype, scale=0.5), randn(g, gates * n_h, dtype=dtype, scale=0.5))
         cases.append(Case(label, (x, *state, *weights)))
     return cases
@@ -180,11 +183,21 @@ def sequence_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]
         state = [randn(g, batch, n_h, dtype=dtype, scale=0.5)]
         if with_c:
             state.append(randn(g, batch, n_h, dtype=dtype))
-        weights = (randn(g, gates * n_h, n_in, dtype=dtype, scale=0.5), randn(g, gates * n_h, n_h, dtype=dtype, scale=0.5),
+        weights = (randn(g, gates * n_h, n_in, dtype=dtype, scale=0.5),
+                   randn(g, gates * n_h, n_h, dtype=dtype, scale=0.5),
                    randn(g, gates * n_h, dtype=dtype, scale=0.5), randn(g, gates * n_h, dtype=dtype, scale=0.5))
         cases.append(Case(label, (x, *state, torch.tensor(lengths, dtype=torch.long), *weights)))
     return cases
 
 
 # importing the assignment modules registers their specs
-from . import a01_rnn, a02_gradients, a03_lstm, a04_gru, a05_long_range, a06_char_lm, a07_backward, a08_seq2seq  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    a01_rnn,
+    a02_gradients,
+    a03_lstm,
+    a04_gru,
+    a05_long_range,
+    a06_char_lm,
+    a07_backward,
+    a08_seq2seq,
+)

@@ -43,10 +43,12 @@ def _nll_reference(logits, targets, lengths):
 def _nll_cases() -> list[Case]:
     g = generator(104)
     cases = []
-    for label, lengths, vocab, dtype in (("T=5, batch of 3, lengths [5, 2, 3], V=6, float64", [5, 2, 3], 6, torch.float64),
-                                         ("T=5, batch of 3, lengths [5, 2, 3], V=6, float32", [5, 2, 3], 6, torch.float32),
-                                         ("T=1, batch of 1, lengths [1], V=4, float64", [1], 4, torch.float64),
-                                         ("T=4, batch of 2, lengths [4, 4], V=3, float32", [4, 4], 3, torch.float32)):
+    for label, lengths, vocab, dtype in (
+        ("T=5, batch of 3, lengths [5, 2, 3], V=6, float64", [5, 2, 3], 6, torch.float64),
+        ("T=5, batch of 3, lengths [5, 2, 3], V=6, float32", [5, 2, 3], 6, torch.float32),
+        ("T=1, batch of 1, lengths [1], V=4, float64", [1], 4, torch.float64),
+        ("T=4, batch of 2, lengths [4, 4], V=3, float32", [4, 4], 3, torch.float32),
+    ):
         steps, batch = max(lengths), len(lengths)
         logits = randn(g, steps, batch, vocab, dtype=dtype, scale=2.0)
         targets = torch.randint(1, vocab, (steps, batch), generator=g)

@@ -18,9 +18,12 @@ def _bptt_cases() -> list[Case]:
                                        ("T=1, batch of 2, float64", 1, 2, torch.float64),
                                        ("T=6, batch of 1, float64", 6, 1, torch.float64)):
         n_in, n_h = 3, 4
-        cases.append(Case(label, (randn(g, steps, batch, n_in, dtype=dtype), randn(g, batch, n_h, dtype=dtype, scale=0.5),
-                                  randn(g, n_h, n_in, dtype=dtype, scale=0.6), randn(g, n_h, n_h, dtype=dtype, scale=0.6),
-                                  randn(g, n_h, dtype=dtype, scale=0.3), randn(g, steps, batch, n_h, dtype=dtype))))
+        cases.append(Case(label, (randn(g, steps, batch, n_in, dtype=dtype),
+                                  randn(g, batch, n_h, dtype=dtype, scale=0.5),
+                                  randn(g, n_h, n_in, dtype=dtype, scale=0.6),
+                                  randn(g, n_h, n_h, dtype=dtype, scale=0.6),
+                                  randn(g, n_h, dtype=dtype, scale=0.3),
+                                  randn(g, steps, batch, n_h, dtype=dtype))))
     return cases
 
 
@@ -43,7 +46,7 @@ def _bptt_reference(x, h0, w_ih, w_hh, b, grad_out):
         states = _forward_with_states(leaves["x"], leaves["h0"], leaves["w_ih"], leaves["w_hh"], leaves["b"])
         loss = sum((h * grad_out[t]).sum() for t, h in enumerate(states))
         grads = torch.autograd.grad(loss, [leaves[k] for k in _BPTT_KEYS])
-    return dict(zip(_BPTT_KEYS, grads))
+    return dict(zip(_BPTT_KEYS, grads, strict=True))
 
 
 def _hidden_norms_reference(x, h0, w_ih, w_hh, b, grad_out):

@@ -41,17 +41,20 @@ def _gru_param_count(input_size, hidden_size, num_layers=1, bias=True, bidirecti
 def _torch_cell_cases() -> list[Case]:
     g = generator(405)
     cases = []
-    for label, n_in, n_h, batch, bias, dtype in (("torch.nn.GRUCell(4, 5), batch of 3, float32", 4, 5, 3, True, torch.float32),
-                                                 ("torch.nn.GRUCell(4, 5), batch of 1, float64", 4, 5, 1, True, torch.float64),
-                                                 ("torch.nn.GRUCell(3, 2, bias=False), batch of 2, float32", 3, 2, 2, False,
-                                                  torch.float32),
-                                                 ("torch.nn.GRUCell(2, 6), unbatched, float64", 2, 6, None, True, torch.float64)):
+    for label, n_in, n_h, batch, bias, dtype in (
+        ("torch.nn.GRUCell(4, 5), batch of 3, float32", 4, 5, 3, True, torch.float32),
+        ("torch.nn.GRUCell(4, 5), batch of 1, float64", 4, 5, 1, True, torch.float64),
+        ("torch.nn.GRUCell(3, 2, bias=False), batch of 2, float32", 3, 2, 2, False, torch.float32),
+        ("torch.nn.GRUCell(2, 6), unbatched, float64", 2, 6, None, True, torch.float64),
+    ):
         cell = torch.nn.GRUCell(n_in, n_h, bias=bias, dtype=dtype)
         with torch.no_grad():
             for p in cell.parameters():
                 p.copy_(randn(g, *p.shape, dtype=dtype, scale=0.5))
         lead = () if batch is None else (batch,)
-        cases.append(Case(label, (cell, randn(g, *lead, n_in, dtype=dtype), randn(g, *lead, n_h, dtype=dtype, scale=0.5))))
+        x = randn(g, *lead, n_in, dtype=dtype)
+        h = randn(g, *lead, n_h, dtype=dtype, scale=0.5)
+        cases.append(Case(label, (cell, x, h)))
     return cases
 
 

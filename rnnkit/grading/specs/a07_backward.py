@@ -29,7 +29,7 @@ def _grads(keys, inputs: dict, loss_fn) -> dict:
     with torch.enable_grad():
         loss = loss_fn(leaves)
         grads = torch.autograd.grad(loss, [leaves[k] for k in keys])
-    return {k: g.detach() for k, g in zip(keys, grads)}
+    return {k: g.detach() for k, g in zip(keys, grads, strict=True)}
 
 
 # --------------------------------------------------------------------------------------------------- one step
@@ -175,7 +175,7 @@ def gradient_path() -> str:
     return "c" if float(dc[0]) > float(dh[0]) else "h"
 
 
-# --------------------------------------------------------------------------------------------------- the checks (rules: specs/table.py)
+# ----------------------------------------------------------------------------- the checks (rules: specs/table.py)
 
 def _register(name: str, make_cases, reference, keys: tuple[str, ...], summary: str) -> None:
     """A backward-pass check: a dict of gradients (leaves in sorted-key order), autograd switched off, the rule."""

@@ -332,9 +332,10 @@ def _reference_weights() -> dict:
         return {key: torch.from_numpy(npz[key].copy()) for key in sorted(npz.files)}
 
 
-def write_reference() -> float:
-    """Train and store the reference weights; returns their judged accuracy. Run it with ``python -c "from
-    rnnkit.grading.specs import a08_seq2seq; print(a08_seq2seq.write_reference())"``, then ``make fixtures``."""
+def write_reference() -> float | None:
+    """Train and store the reference weights; returns their judged accuracy (None when it cannot be judged). Run
+    it with ``python -c "from rnnkit.grading.specs import a08_seq2seq; print(a08_seq2seq.write_reference())"``,
+    then ``make fixtures``."""
     weights = {k: v.numpy() for k, v in train_reference().items()}
     np.savez_compressed(REFERENCE_WEIGHTS, **weights)
     return judged_accuracy(weights)[0]

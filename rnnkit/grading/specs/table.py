@@ -123,11 +123,13 @@ BACKWARD_RULE = Rule(forbidden=("torch.autograd.*", "torch.Tensor.backward", "to
 
 # assignment 08 (seq2seq)
 SEQ2SEQ_NO_LAYERS = ("rnnkit.*", "torch.nn.GRU*", "torch.nn.RNN*", "torch.nn.LSTM*", "torch.gru_cell", "torch._VF.*")
-SEQ2SEQ_ENCODER = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="build the encoder from your own gru_cell_forward of Assignment 4")
+SEQ2SEQ_ENCODER = Rule(forbidden=SEQ2SEQ_NO_LAYERS,
+                       why="build the encoder from your own gru_cell_forward of Assignment 4")
 SEQ2SEQ_LOSS = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="run the model the notebook hands out step by step yourself",
              allowed=("torch.nn.functional.cross_entropy",))
 SEQ2SEQ_SEARCH = Rule(forbidden=("rnnkit.*", "torch.nn.*"), why="write the search yourself; it only calls step_fn")
-SEQ2SEQ_MODEL = Rule(forbidden=SEQ2SEQ_NO_LAYERS, why="train the Seq2Seq the notebook hands out, built on your own functions")
+SEQ2SEQ_MODEL = Rule(forbidden=SEQ2SEQ_NO_LAYERS,
+                     why="train the Seq2Seq the notebook hands out, built on your own functions")
 
 
 RULES: dict[str, Rule] = {
