@@ -31,7 +31,7 @@ def scratch(tmp_path):
     _git("init", "-q", "-b", "main", cwd=work)
     _git("init", "-q", "--bare", str(bare))
     _git("remote", "add", "origin", str(bare), cwd=work)  # `make publish` pushes to origin by default
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy2(REPO / name, work / name)
         os.utime(work / name, (0, 0))  # older than the venv's install stamp: make does not reinstall
     (work / "README.md").write_text("course\n")
