@@ -57,6 +57,11 @@ FLAGGED = [
     ("%%writefile forged.py\nprint(1)", "%%writefile"),
     ("%time rnnkit.grading.check.check = f", "rnnkit.grading.check.check"),
     ("x = np.zeros(3)\nx.tofile(p)", "writes a file"),
+    ("import rnnkit\ng = getattr(rnnkit, 'grading')\ng.check = f", "assigns to rnnkit.grading.check"),
+    ("import rnnkit.cells\nobject.__setattr__(rnnkit.cells, 'lstm_cell', f)", "__setattr__"),
+    ("import functools, rnnkit.cells\npatch = functools.partial(setattr, rnnkit.cells)", "passes setattr on"),
+    ("def g():\n    pass\ng.__globals__.update(grading=None)", "__globals__"),
+    ("torch.nn.functional.__dict__['tanh'] = f", "__dict__"),
 ]
 
 
@@ -84,6 +89,8 @@ CLEAN = [
     "s = 'a-b'.replace('-', '+')\nt = '{}'.format(s)",
     "text = open('notes.txt').read()\nwith open(p, 'rb') as fh:\n    data = fh.read()",   # reading: the static check's
     "fig = plt.figure()\nfig.savefig('loss.png')",                                      # a figure is no export
+    # the student's own objects
+    "class Box:\n    def __init__(self):\n        self.__dict__['x'] = 1\nbox = Box()\nsetattr(box, 'y', 2)",
 ]
 
 

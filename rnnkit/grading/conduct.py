@@ -121,6 +121,8 @@ _OPENS = frozenset({"builtins.open", "io.open", "codecs.open", "pathlib.Path.ope
 _FRAME_ATTRS = frozenset({"__globals__", "__builtins__", "f_globals", "f_locals", "f_back", "f_builtins",
                           "gi_frame", "cr_frame", "ag_frame", "tb_frame", "__code__", "__closure__",
                           "__subclasses__"})
+# attributes that change or expose a library object's namespace: `object.__setattr__(module, ...)`, `m.__dict__`
+_NAMESPACE_ATTRS = frozenset({"__setattr__", "__delattr__", "__dict__"})
 # library settings students set with an assignment: not the grader's, and the sandbox runs on the CPU
 _SETTINGS = ("torch.backends.", "matplotlib.", "pandas.options.")
 # magics that neither write files nor run code hidden in a string (%time's code is checked as code)
@@ -224,10 +226,15 @@ class _TamperScan(Resolver):
                     self.add(i, line, f"imports {name}")
         elif isinstance(node, ast.Name) and node.id == EXPORT_ENV:
             self.add(i, line, f"names {EXPORT_ENV}, the grader's export folder")
-        elif isinstance(node, (ast.Name, ast.Attribute)) and not (
+        elif isinstance(node, ast.Name) and node.id in ("setattr", "delattr") and not (
+                isinstance(parent, ast.Call) and parent.func is node) and self.values(node, scope) & {
+                "builtins.setattr", "builtins.delattr"}:   # handed on: functools.partial(setattr, module)
+            self.add(i, line, f"passes {node.id} on")
+        if isinstance(node, ast.Attribute) and (node.attr in _FRAME_ATTRS or node.attr in _NAMESPACE_ATTRS and any(
+                not n.startswith(_SETTINGS) for n in self.values(node.value, scope))):
+            self.add(i, line, f"reads {unparse(node)}, a namespace of the interpreter or a library")
+        if isinstance(node, (ast.Name, ast.Attribute)) and not (
                 isinstance(parent, ast.Attribute) and parent.value is node):   # whole chains only
-            if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
-                self.add(i, line, f"reads {unparse(node)}, an interpreter namespace")
             if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(node, ast.Attribute):
                 self.store(node.value, node.attr, "assigns to" if isinstance(node.ctx, ast.Store) else "deletes",
                            scope, i, line)
