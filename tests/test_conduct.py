@@ -62,6 +62,8 @@ FLAGGED = [
     ("import functools, rnnkit.cells\npatch = functools.partial(setattr, rnnkit.cells)", "passes setattr on"),
     ("def g():\n    pass\ng.__globals__.update(grading=None)", "__globals__"),
     ("torch.nn.functional.__dict__['tanh'] = f", "__dict__"),
+    ("import pickle\nx = pickle.loads(blob)", "pickle"),
+    ("import io\nx = np.load(io.BytesIO(blob), allow_pickle=True)", "unpickles data"),
 ]
 
 

@@ -26,7 +26,7 @@ answer: forging the exported results by monkeypatching ``rnnkit.grading`` (``che
   interpreter's internals: ``sys.modules``, ``gc.get_objects`` / ``get_referrers``, frames (``sys._getframe``,
   ``inspect.currentframe`` / ``stack``, ``f_globals`` ...), ``ctypes``, ``builtins`` / ``__builtins__``, and
   code that hides what it does (``exec``/``eval``/``compile``, ``__import__``, ``importlib``, ``globals()``,
-  ``get_ipython()``).
+  ``get_ipython()``, unpickling: ``pickle``, ``torch.load``, ``allow_pickle=True``).
 
 Comments and strings never count (except that variable's name). The consequence: tampering does not prove a wrong
 answer, but no export of such a notebook can be trusted, so every check of the notebook scores 0 AND every graded
@@ -104,7 +104,11 @@ _REFERENCED = Rule(forbidden=(
     "gc.get_referents", "inspect.currentframe", "inspect.stack", "inspect.trace", "inspect.getouterframes",
     "inspect.getinnerframes", "ctypes", "_ctypes", "builtins.__builtins__", "builtins.exec", "builtins.eval",
     "builtins.compile", "builtins.__import__", "builtins.globals", "builtins.vars", "builtins.locals",
-    "importlib", "IPython.get_ipython", "IPython._history", "IPython.core", "ipykernel"), why="")
+    "importlib", "IPython.get_ipython", "IPython._history", "IPython.core", "ipykernel",
+    # unpickling runs whatever code the bytes name, and these build or run code from data
+    "pickle", "_pickle", "marshal", "dill", "cloudpickle", "joblib", "shelve", "copyreg", "torch.load",
+    "torch.jit.load", "torch.package", "types.FunctionType", "types.CodeType", "runpy", "code", "codeop",
+    "pydoc.locate"), why="")
 _WRITES = Rule(forbidden=(
     "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt", "numpy.memmap", "numpy.lib.format",
     "torch.save", "shutil", "os.open", "os.remove", "os.rename", "os.renames", "os.replace", "os.unlink",
@@ -273,6 +277,9 @@ class _TamperScan(Resolver):
                 self.add(i, line, f"opens a file with a computed mode ({unparse(node)})")
             elif text is not None and set(text) & set("wax+"):
                 self.add(i, line, f"opens a file for writing ({unparse(node)})")
+        for k in node.keywords:   # np.load(io.BytesIO(data), allow_pickle=True) unpickles: runs code from data
+            if (k.arg, getattr(k.value, "value", None)) in (("allow_pickle", True), ("weights_only", False)):
+                self.add(i, line, f"unpickles data ({k.arg}={unparse(k.value)})")
         f = node.func
         if isinstance(f, ast.Attribute) and f.attr in _WRITE_METHODS:
             self.add(i, line, f"writes a file ({unparse(node)})")
