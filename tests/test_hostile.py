@@ -101,7 +101,9 @@ def build_cases(paths: dict) -> dict:
                 md["points"] = 100
         gc.find(nb, f"test_{TARGET}").metadata["nbgrader"]["grade_id"] = "bonus_cell"
     case("metadata_tampered", "full", [f"PASS {TARGET}"], tamper)
-    case("monkeypatch", "lost", [f"FAIL {TARGET}"], lambda nb: (_set(nb, TARGET, WRONG), _insert_before(
+    # code that could change the grading itself fails every check and goes to a person (rnnkit.grading.conduct)
+    case("monkeypatch", "zero", [f"FAIL {TARGET}", "assigns to torch.allclose"], lambda nb: (
+        _set(nb, TARGET, WRONG), _insert_before(
         nb, f"test_{TARGET}",
         "import builtins, numpy, torch, rnnkit, rnnkit.grading, rnnkit.grading.judge\n"
         "torch.allclose = lambda *a, **k: True\nnumpy.allclose = lambda *a, **k: True\n"
@@ -115,13 +117,14 @@ def build_cases(paths: dict) -> dict:
     case("float_subclass", "lost", [f"FAIL {TARGET}"], lambda nb: _set(nb, TARGET, WRONG.replace(
         "    return [eos + 1]", "    class F(float):\n        def __eq__(self, other):\n            return True\n"
         "        __hash__ = float.__hash__\n    return [F(eos)]")))
-    case("ast_hook_and_run_cell", "lost", [f"FAIL {TARGET}"], lambda nb: (_set(nb, TARGET, WRONG), _insert_before(
+    case("ast_hook_and_run_cell", "zero", [f"FAIL {TARGET}", "uses get_ipython"], lambda nb: (
+        _set(nb, TARGET, WRONG), _insert_before(
         nb, f"test_{TARGET}",
         "import ast\nclass _NoAsserts(ast.NodeTransformer):\n    def visit_Assert(self, node):\n"
         "        return ast.Pass()\nip = get_ipython()\nip.ast_transformers.append(_NoAsserts())\n"
         "_run = ip.run_cell\ndef _quiet(*a, **k):\n    r = _run(*a, **k)\n    r.error_in_exec = None\n    return r\n"
         "ip.run_cell = _quiet\n")))
-    case("write_outside", "full", [f"PASS {TARGET}"], lambda nb: _append(nb, (
+    case("write_outside", "zero", ["opens a file for writing"], lambda nb: _append(nb, (
         "import os\nfor _p in {targets!r}:\n    try:\n        with open(_p, 'a') as _f:\n            _f.write('x')\n"
         "        print('WROTE', _p)\n    except OSError as _e:\n        print('blocked', _p, type(_e).__name__)\n"
         "for _d in {dirs!r}:\n    try:\n        print(_d, os.listdir(_d))\n    except OSError as _e:\n"
@@ -292,8 +295,9 @@ def test_formgrader_sees_every_submission_autograded(graded):
                                           f"sqlite:///{graded['course'] / 'grading' / 'gradebook.db'}"})
     rows = {s["student"]: s for s in api.get_submissions(ASSIGNMENT)}
     assert set(rows) == set(CASE_NAMES) | {"no_notebook"}
+    tampered = {"monkeypatch", "ast_hook_and_run_cell", "write_outside"}   # zero, and a person looks
     for student, row in rows.items():
-        assert row["autograded"] and not row["needs_manual_grade"], (student, row)
+        assert row["autograded"] and row["needs_manual_grade"] == (student in tampered), (student, row)
         assert row["score"] == pytest.approx(float(graded["export"][(student, ASSIGNMENT)]["score"]))
 
 
@@ -600,10 +604,12 @@ def _rule_students() -> dict:
                          ["calls torch.rnn_tanh_cell", "write the RNN equations yourself", "log_softmax"], set()),
         "r01_evade": ("01_rnn", {"rnn_cell_forward": _RNN_CELL_GETATTR, "log_probs_and_nll": _LOG_PROBS_EXEC,
                                  "sample_until_eos": _SAMPLE_MENTIONS},
+                      # dynamic code anywhere in the student's cells could rewrite the grader: every check, by hand
                       {"test_rnn_cell_forward": 0, "test_rnn_forward": 0, "test_next_symbol_log_probs": 0,
-                       "test_sequence_nll": 0, "test_sample_until_eos": 2},
+                       "test_sequence_nll": 0, "test_sample_until_eos": 0},
                       ["getattr", "exec", "instructor"],
-                      {"test_rnn_cell_forward", "test_rnn_forward", "test_next_symbol_log_probs", "test_sequence_nll"}),
+                      {"test_rnn_cell_forward", "test_rnn_forward", "test_next_symbol_log_probs", "test_sequence_nll",
+                       "test_sample_until_eos"}),
         "r01_variants": ("01_rnn", {"rnn_cell_forward": _RNN_CELL_LINEAR, "log_probs_and_nll": _LOG_PROBS_LOGSUMEXP},
                          {"test_rnn_cell_forward": 2, "test_rnn_forward": 3, "test_next_symbol_log_probs": 1,
                           "test_sequence_nll": 2, "test_sample_until_eos": 2}, ["PASS rnn_cell_forward"], set()),
@@ -615,11 +621,9 @@ def _rule_students() -> dict:
                           "PASS relative_error"], set()),
         "r02_evade": ("02_gradients", {"rnn_bptt": _BPTT_HELPER, "gradcheck": _NUMERIC_DUNDER_IMPORT,
                                        "clipping": _CLIP_SYS_MODULES},
-                      # KEEPS_DIRECTION is computed through clip_grad_norm's sys.modules: a human decides
-                      {"test_rnn_bptt": 0, "test_gradcheck": 0, "test_hidden_grad_norms": 2, "test_clipping": 1,
-                       "test_direction": 0},
-                      ["torch.autograd.grad", "numpy.load", "may not read files", "PASS clip_grad_value",
-                       "instructor"], {"test_gradcheck", "test_clipping", "test_direction"}),
+                      {"test_rnn_bptt": 0, "test_gradcheck": 0, "test_hidden_grad_norms": 0, "test_clipping": 0,
+                       "test_direction": 0}, ["__import__", "sys.modules", "instructor"],
+                      {"test_rnn_bptt", "test_gradcheck", "test_hidden_grad_norms", "test_clipping", "test_direction"}),
         "r02_variants": ("02_gradients", {"rnn_bptt": _BPTT_EINSUM},
                          {"test_rnn_bptt": 3, "test_gradcheck": 2, "test_hidden_grad_norms": 2, "test_clipping": 2,
                           "test_direction": 1}, ["PASS rnn_bptt"], set()),
@@ -631,10 +635,10 @@ def _rule_students() -> dict:
                           "derive the count"], set()),
         "r03_evade": ("03_lstm", {"lstm_cell_forward": _LSTM_CELL_ADDCMUL, "lstm_forward": _LSTM_FORWARD_IMPORTLIB,
                                   "lstm_param_count": _LSTM_COUNT_EVAL, "forget_bias_retention": _RETENTION_VF},
-                      {"test_lstm_cell_forward": 3, "test_lstm_forward": 0, "test_lstm_param_count": 0,
-                       "test_forget_bias_retention": 0},
-                      ["PASS lstm_cell_forward", "importlib", "eval", "torch._VF"],
-                      {"test_lstm_forward", "test_lstm_param_count"}),
+                      {"test_lstm_cell_forward": 0, "test_lstm_forward": 0, "test_lstm_param_count": 0,
+                       "test_forget_bias_retention": 0}, ["importlib", "eval", "instructor"],
+                      {"test_lstm_cell_forward", "test_lstm_forward", "test_lstm_param_count",
+                       "test_forget_bias_retention"}),
         "r04_delegate": ("04_gru", {"gru_cell_forward": _GRU_CELL_ATEN, "gru_param_count": _GRU_COUNT_MODULE,
                                     "gru_cell_from_torch": _GRU_FROM_TORCH_CALL},
                          {"test_gru_cell_reset_after": 0, "test_gru_cell_reset_before": 0, "test_gru_forward": 0,
@@ -642,9 +646,10 @@ def _rule_students() -> dict:
                          ["torch.gru_cell", "torch.nn.GRU", "cell"], set()),
         "r04_evade": ("04_gru", {"gru_cell_forward": _GRU_CELL_LERP, "gru_forward": _GRU_FORWARD_ALIAS,
                                  "gru_param_count": _GRU_COUNT_GETATTR, "gru_cell_from_torch": _GRU_FROM_TORCH_FORWARD},
-                      {"test_gru_cell_reset_after": 3, "test_gru_cell_reset_before": 2, "test_gru_forward": 0,
-                       "test_gru_param_count": 0, "test_gru_cell_from_torch": 0},
-                      ["PASS gru_cell_reset_after", "rnnkit", "getattr"], {"test_gru_param_count"}),
+                      {"test_gru_cell_reset_after": 0, "test_gru_cell_reset_before": 0, "test_gru_forward": 0,
+                       "test_gru_param_count": 0, "test_gru_cell_from_torch": 0}, ["getattr", "instructor"],
+                      {"test_gru_cell_reset_after", "test_gru_cell_reset_before", "test_gru_forward",
+                       "test_gru_param_count", "test_gru_cell_from_torch"}),
         "r05_delegate": ("05_long_range", {"adding_problem": _ADDING_ALIAS, "copy_task": _COPY_PLAIN},
                          {"test_adding_problem": 0, "test_copy_task": 0, "test_gated_model": 4},
                          ["rnnkit.data.adding_problem", "write the generator yourself"], set()),
@@ -702,7 +707,8 @@ def test_delegations_score_zero_on_their_check_and_correct_variants_keep_their_p
         assert word in text, f"{student}: feedback lacks {word!r}"
     for gid in expected:  # a check failed by the rules says which rule: the line names the function and the why
         if expected[gid] < gc.points(assignment)[gid]:
-            assert "breaks the rules of this part" in graded_rules["feedback"][student][gid] or \
-                   " calls " in graded_rules["feedback"][student][gid], graded_rules["feedback"][student][gid]
+            said = graded_rules["feedback"][student][gid]
+            assert "breaks the rules of this part" in said or " calls " in said or "could change the grading" in said, \
+                said
     flagged = {gid for s, gid in graded_rules["manual"] if s == student}
     assert flagged == manual, f"{student}: cells marked for a manual grade {flagged}, expected {manual}"
