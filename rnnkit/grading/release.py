@@ -96,6 +96,13 @@ def rules_markdown(nb: dict) -> str:
         "a string is fine. Each test cell's visible part runs the same check (`rules: ok`). Your functions must "
         "leave their arguments unchanged: a function that modifies an input in place fails that check.",
         "",
+        "**Leave the grader and the libraries alone.** Anywhere in your cells (not only in graded functions), code "
+        "that changes the grader or a library (`rnnkit.grading`, assigning to `torch.something` or `setattr` on a "
+        "module), writes files (`open(..., \"w\")`, `np.save`, `torch.save`), reads environment variables "
+        "(`os.environ`), reaches into the interpreter (`sys.modules`, `gc`, frames, `ctypes`) or runs code from text "
+        "(`exec`, `eval`, `importlib`, `!` shell commands) sets every check of the notebook to 0 and asks your "
+        "instructor to look at it by hand. Keep such experiments out of the notebook you hand in.",
+        "",
         "**Points.** A test cell's points are shared equally among its hidden checks, and a check's points among "
         "its cases: 3 of 5 cases right earn 3/5 of that check's points, and the feedback names the cases that "
         "failed.",
