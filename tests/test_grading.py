@@ -141,7 +141,8 @@ def test_messages_never_show_expected_values_or_hidden_source(name):
 
     message = judge.compare(name, _as_student(name, off_by_a_bit)).message
     assert "differs" in message  # short: one line per failing case, the first ones described
-    assert len(message.splitlines()) <= 1 + len(spec.make_cases()) and all(len(line) < 200 for line in message.splitlines())
+    lines = message.splitlines()
+    assert len(lines) <= 1 + len(spec.make_cases()) and all(len(line) < 200 for line in lines)
     numbers = set(re.findall(r"-?\d+\.\d+(?:e-?\d+)?", message))
     leaked = {n for n in numbers if f"{float(n):.4g}" in _expected_numbers(name)} - {"0.37"}
     assert not leaked, f"message shows expected values {leaked}: {message}"
@@ -341,7 +342,8 @@ def test_the_visible_self_check_reads_the_kernels_cells_and_gives_the_graders_me
         # corrected in a new cell: the replaced definition no longer counts; a mention in a comment never did
         run("def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh):\n    # not torch.nn.LSTMCell\n"
             "    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)\n"
-            "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)\n    return torch.sigmoid(o) * torch.tanh(c), c")
+            "    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)\n"
+            "    return torch.sigmoid(o) * torch.tanh(c), c")
         capsys.readouterr()
         assert run('grading.rules("lstm_cell_forward", lstm_cell_forward)') is None
         assert "lstm_cell_forward: rules: ok" in capsys.readouterr().out

@@ -298,12 +298,14 @@ class Resolver:
         that computed them is queued to be walked."""
         out = set()
         for base, value, scope in self.p.stores.get(attr, ()):
-            if not base_matches(self.once(("base", id(base)), lambda: self.resolve(base, scope))):
+            bases = self.once(("base", id(base)), lambda base=base, scope=scope: self.resolve(base, scope))
+            if not base_matches(bases):
                 continue
             if value is not None and ("store", id(base)) not in self.memo:
                 hop = ("uses", f"{unparse(base)}.{attr}", scope.cell, getattr(base, "lineno", 1))
                 self.queue.append(("expr", (value, scope), (hop,)))
-            out |= self.once(("store", id(base)), lambda: self.resolve(value, scope) if value else {UNKNOWN})
+            out |= self.once(("store", id(base)),
+                             lambda value=value, scope=scope: self.resolve(value, scope) if value else {UNKNOWN})
         return out
 
     def call_result(self, e: ast.Call, scope: Scope) -> set:
@@ -323,7 +325,7 @@ class Resolver:
                 out.add(("obj", f[1]))
             elif f[0] in ("scope", "method"):   # what the student's function returns
                 s = f[1]
-                out |= self.once(("returns", id(s)), lambda: set().union(*(self.resolve(r, s) for r in s.returns)))
+                out |= self.once(("returns", id(s)), lambda s=s: set().union(*(self.resolve(r, s) for r in s.returns)))
                 out |= set() if s.returns else {UNKNOWN}
             else:
                 out.add(UNKNOWN)

@@ -244,7 +244,8 @@ def discover(api, assignments: list[str] | None, students: list[str] | None, rel
 
 def autograde(root: str | Path = ".", *, jobs: int = 1, assignments: list[str] | None = None,
               students: list[str] | None = None, db_url: str | None = None, limits: sandbox.Limits | None = None,
-              export_to: str | Path | None = "grading/grades.csv", feedback: bool = True, progress: bool = True) -> dict:
+              export_to: str | Path | None = "grading/grades.csv", feedback: bool = True,
+              progress: bool = True) -> dict:
     """Grade everything found; returns {"graded": n, "seconds": [(job, sandbox seconds), ...], "export": path}."""
     from nbgrader.api import Gradebook
     from tqdm import tqdm
