@@ -80,7 +80,8 @@ fixtures: $(STAMP)
 
 # Re-pin the course environment after changing pyproject.toml's ranges: freeze what `make venv` installed.
 constraints: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^rnnkit' > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^rnnkit' \
+		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt  # the local CPU wheel's pin, as pip is asked for it
 
 # Copy detection for instructors: compares the answer cells of every grading/submitted/<student>/<assignment>/
 # (the course's code removed) and writes grading/similarity/<assignment>.html (pairs ranked, matching code side by
