@@ -9,15 +9,17 @@ import ast
 import builtins
 import re
 import sys
+from collections import deque
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from ._ast_scopes import Binding, Program, Scope
 from .rules import Rule
 
 # other public or private names of the same object, so a rule names each thing once
-_REWRITES = [
+_REWRITE_SOURCES = [
     (r"torch\.nn\.modules(?:\.[a-z_]\w*)?\.([A-Z]\w*(?:\..*)?)", ["torch.nn.{0}"]),
     (r"torch\.(?:_VF|_C\._VariableFunctions(?:Class)?)\.(\w+)", ["torch.{0}", "torch._VF.{0}",
                                                                  "torch._C._VariableFunctions.{0}"]),
@@ -30,7 +32,7 @@ _REWRITES = [
     (r"pathlib\.(?:Pure|Posix|Windows|PurePosix|PureWindows)Path\.(\w+)", ["pathlib.Path.{0}"]),
     (r"(?:io|_io)\.open", ["builtins.open"]),
 ]
-_REWRITES = [(re.compile(p), targets) for p, targets in _REWRITES]
+_REWRITES: list[tuple[re.Pattern[str], list[str]]] = [(re.compile(p), t) for p, t in _REWRITE_SOURCES]
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]   # the installed rnnkit: parsed, never imported, to find aliases
 
 
@@ -155,13 +157,15 @@ def dynamic_sources(program: Program, cells: Sequence[str], names: set[str]) -> 
             continue
         harmless = set()   # `!ls`, `%matplotlib inline`: the magics that bind no names
         for node in ast.walk(module):
-            f = getattr(node, "func", None)
-            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and (
+            f = node.func if isinstance(node, ast.Call) else None   # only a call has a func
+            if isinstance(node, ast.Call) and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and (
                     f.attr in ("system", "getoutput") or f.attr in ("run_line_magic", "run_cell_magic") and node.args
-                    and getattr(node.args[0], "value", None) in _HARMLESS_MAGICS):
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in _HARMLESS_MAGICS):
                 harmless.add(id(f.value))
         for node in ast.walk(module):
-            f = getattr(node, "func", None)
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
             name = getattr(f, "id", None) or getattr(f, "attr", None)
             if name in ("exec", "eval", "__import__", "setattr", "globals", "vars", "locals", "get_ipython",
                         "import_module") and id(node) not in harmless:
@@ -199,7 +203,7 @@ class Resolver:
         self.taint: dict[Scope, dict[str, str]] = {}   # scope -> {parameter: the uncallable argument it receives}
         self.memo: dict = {}
         self.undefined: set[str] = set()
-        self.queue: list = []                           # code found while resolving that must be walked too
+        self.queue: deque[tuple[str, Any, tuple]] = deque()   # code found while resolving that must be walked too
         self.steps = 0
 
     def tick(self):
@@ -221,6 +225,7 @@ class Resolver:
             while s.kind != "module":
                 if (s is scope or s.kind != "class") and name in s.names and name not in s.declared_nonlocal:
                     return s.names[name], set()
+                assert s.parent is not None   # only a module scope has no parent, and the loop stops there
                 s = s.parent
         if name in self.p.globals:   # a star import that surely binds it may come after the cell that does
             return self.p.globals[name] + self.star_bindings(name, exact=True), set()
@@ -238,11 +243,12 @@ class Resolver:
     def star_bindings(self, name: str, exact: bool) -> list[Binding]:
         """What ``from M import *`` binds ``name`` to, where it may (``exact``: where it surely does)."""
         return [Binding(name, "ext", f"{s.payload}.{name}", s.scope, s.node) for s in self.p.stars
-                if star_exports(s.payload, name, exact)]
+                if isinstance(s.payload, str) and star_exports(s.payload, name, exact)]
 
     def binding_values(self, b: Binding) -> set:
-        if b.kind == "expr":
-            return self.once(("binding", id(b)), lambda: self.resolve(b.payload, b.scope))
+        if b.kind == "expr" and isinstance(b.payload, ast.AST):
+            expr = b.payload
+            return self.once(("binding", id(b)), lambda: self.resolve(expr, b.scope))
         if b.kind == "param" and b.payload in self.taint.get(b.scope, {}):
             return {("param", self.taint[b.scope][b.payload], ())}
         return {"ext": {("ext", b.payload)}, "def": {("scope", b.payload)},
@@ -287,8 +293,10 @@ class Resolver:
     def members(self, cls: Scope, attr: str, depth: int = 0) -> list[Binding]:
         """Bindings of ``attr`` in the student's class ``cls`` and its student-written bases."""
         found = list(cls.names.get(attr, ()))
+        outer = cls.parent
+        assert outer is not None   # a class scope always sits in a module or function scope
         for base in getattr(cls.node, "bases", ()) if depth < 20 else ():
-            for v in self.resolve(base, cls.parent):
+            for v in self.resolve(base, outer):
                 if v[0] == "scope" and v[1].kind == "class" and v[1] is not cls:
                     found += self.members(v[1], attr, depth + 1)
         return found
@@ -309,14 +317,14 @@ class Resolver:
         return out
 
     def call_result(self, e: ast.Call, scope: Scope) -> set:
-        out = set()
+        out: set[tuple] = set()
         for f in self.resolve(e.func, scope):
             name = f[1] if f[0] == "ext" else ""
             if name == "builtins.type" and len(e.args) == 1:
                 out |= {("param", v[1], v[2] + ("__class__",)) if v[0] == "param" else UNKNOWN
                         for v in self.resolve(e.args[0], scope)}
-            elif name == "builtins.getattr" and constant_name(e):
-                out |= set().union(*(self.attr_of(v, e.args[1].value) for v in self.resolve(e.args[0], scope)))
+            elif name == "builtins.getattr" and (attr := _constant_str(e.args[1:2])) is not None:
+                out |= set().union(*(self.attr_of(v, attr) for v in self.resolve(e.args[0], scope)))
             elif name in _PASS_THROUGH and e.args:
                 out |= self.resolve(e.args[0], scope)
             elif name.rpartition(".")[2][:1].isupper():
@@ -339,7 +347,12 @@ _PASS_THROUGH = frozenset({"functools.partial", "functools.wraps", "functools.ca
 
 def constant_name(call: ast.Call) -> bool:
     """Whether ``getattr``/``setattr``/``delattr`` is called with a constant attribute name."""
-    return len(call.args) >= 2 and isinstance(call.args[1], ast.Constant) and isinstance(call.args[1].value, str)
+    return _constant_str(call.args[1:2]) is not None
+
+
+def _constant_str(args: list[ast.expr]) -> str | None:
+    """The string the one expression in ``args`` is a constant of, or None (also for no expression)."""
+    return args[0].value if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str) else None
 
 
 def unparse(node: ast.AST) -> str:

@@ -137,7 +137,10 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
                 if conduct.needs_manual_grade(found[name]):
                     manual.add(cell.grade_id)
             elif data is None:
-                why = reasons.reason(cell_records.get(index), result, limits, answers, scrub)
+                # every caller that has no sandbox result passes why_not_run (run_job, the pool's fallback)
+                assert result is not None
+                status = cell_records.get(index) if index is not None else None
+                why = reasons.reason(status, result, limits, answers, scrub)
                 score, text = 0.0, f"{name}: no result — {why}"
                 earlier = [said for i, said in incidents if index is not None and i < index][-3:]
                 if earlier:
@@ -150,7 +153,7 @@ def judge_notebook(job: Job, prepared: nbformat.NotebookNode | None, result: san
         scores[cell.grade_id] = score
         messages[cell.grade_id] = "\n".join(lines) + f"\nScore: {score:g} / {cell.points:g}\n"
     log = note
-    if reasons.kernel_never_started(result):
+    if result is not None and reasons.kernel_never_started(result):
         log = "; ".join(filter(None, [note, f"no Python kernel started in {KERNEL_START_TRIES} tries "
                                             f"({reasons.kernel_error(result)}): grade it again "
                                             "(AUTOGRADE_ARGS='--student ... --assignment ...')"]))
@@ -163,6 +166,7 @@ def run_job(job: Job, limits: sandbox.Limits, slots: queue.Queue, tmp_root: Path
     if job.refused:
         return judge_notebook(job, None, None, job.refused, limits, job.note)
     path, note = submissions.locate(job.folder, job.notebook, job.siblings)
+    why: str | None
     if path is None:
         cells, why = None, note or "the notebook was not submitted"
         note = None
@@ -312,8 +316,9 @@ def generate_feedback(api, assignments: list[str] | None = None, students: list[
     if assignments is None:
         assignments = sorted({a.name for s in autograded.iterdir() if s.is_dir()
                               for a in s.iterdir() if a.is_dir()}) if autograded.is_dir() else []
+    everyone: list[str | None] = [None]   # student_id=None: one nbgrader run for all students
     for assignment in assignments:
-        for student in students or [None]:
+        for student in students or everyone:
             if student is not None and not (autograded / student / assignment).is_dir():
                 continue
             result = api.generate_feedback(assignment, student_id=student, force=True)

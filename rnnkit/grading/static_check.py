@@ -129,6 +129,10 @@ class _Checker(Resolver):
         self.allowed = Rule(self.rule.allowed, "")   # its forbids() answers "is this name allowed?"
         self.findings: list[Finding] = []
         self.where = (0, 1)                          # the cell and line being looked at, for a last-resort finding
+        self.grew = False                            # a round found a new tainted parameter: walk again
+        self.seen: set[tuple[int, frozenset[tuple[str, str]] | None]] = set()   # (what was visited, its taint)
+        self.callees: set[int] = set()               # id() of each call's func node
+        self.exempt: set[int] = set()                # id() of a getattr/setattr/delattr name, not reported itself
 
     # -- the walk ---------------------------------------------------------------------------------------------
 
@@ -144,7 +148,7 @@ class _Checker(Resolver):
                     break
             return
         for b in starts:
-            if b.kind == "def" and b.payload.kind == "function":
+            if b.kind == "def" and isinstance(b.payload, Scope) and b.payload.kind == "function":
                 self.taint[b.payload] = {a: a for a in self.rule.uncallable_args if a in _params(b.payload)}
         for _ in range(_ROUNDS):
             self.findings, self.grew, self.memo, self.undefined, self.seen = [], False, {}, set(), set()
