@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "make_linear", "gemm_path", "gemm_choice", "hprev_grad", "input_grads", "mul_prev", "sub_prev",
-    "input_projection", "add_biases", "matmul_for", "weight_grads",
+    "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "gemm_choice", "hprev_grad", "input_grads",
+    "mul_prev", "sub_prev", "input_projection", "add_biases", "matmul_for", "gram_for",
     "one_minus_square", "sigmoid_slope",
 ]
 
@@ -139,6 +139,16 @@ def make_linear(onednn: bool, batch: int) -> tuple[Callable[[Tensor], Tensor], C
     return pack, linear
 
 
+def make_accumulate(onednn: bool) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``acc(out, a, w) = out + a @ w.T`` for ``w`` from :func:`make_linear`'s ``pack``: written into ``out`` itself
+    with ``torch.addmm`` (no new tensor, ``out`` is returned), a new tensor with oneDNN (its operator has no ``out=``).
+    ``out`` is a contiguous ``(batch, N)`` step of a preallocated buffer."""
+    if onednn:
+        binary = torch.ops.mkldnn._linear_pointwise.binary
+        return lambda out, a, w: binary(a, out, w, None, "add")
+    return lambda out, a, w: out.addmm_(a, w)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Time bookkeeping
 # --------------------------------------------------------------------------------------------------------------------
@@ -204,13 +214,48 @@ def sub_prev(S: Tensor, h0: Tensor, N: Tensor, plan: Plan, out: Tensor) -> Tenso
 # --------------------------------------------------------------------------------------------------------------------
 # The large products over all T*B rows: the input projection before the loop, the gradients after it.
 # --------------------------------------------------------------------------------------------------------------------
+_PIECES = 4  # oneDNN's products over all T*B rows run in this many pieces (see matmul_for)
+
+
 def matmul_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
     """``mm(a, b) = a @ b`` for the large 2-D operands of a layer: oneDNN where its per-step products use it (on one
-    machine MKL's sgemm ran these shapes 1.5-3x slower), ``torch.mm`` otherwise. Operands may be strided views."""
-    if onednn:
-        plain = torch.ops.mkldnn._linear_pointwise.default
-        return lambda a, b: plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
-    return torch.mm
+    machine MKL's sgemm ran these shapes 1.5-3x slower), ``torch.mm`` otherwise. Operands may be strided views.
+
+    oneDNN's operator copies an operand whose rows are not contiguous (a gate block of a wider buffer) before it
+    multiplies; so such an ``a`` goes through in row pieces, and each copy is a fraction of it."""
+    if not onednn:
+        return torch.mm
+    plain = torch.ops.mkldnn._linear_pointwise.default
+
+    def mm(a: Tensor, b: Tensor) -> Tensor:
+        if a.is_contiguous() or a.shape[0] < _PIECES:
+            return plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
+        out = a.new_empty(a.shape[0], b.shape[1])
+        for rows in torch.arange(a.shape[0]).tensor_split(_PIECES):
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            out[lo:hi] = plain(a[lo:hi], b.t(), None, "none", [], "")
+        return out
+
+    return mm
+
+
+def gram_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    """``gram(a, b) = a.T @ b`` for ``a (M, N)``, ``b (M, K)`` that reduce over their ``M = T*B`` rows (the weight
+    gradients). ``torch.mm`` reads the transposed operand in place; oneDNN's operator would copy both operands whole,
+    so it gets them in ``_PIECES`` row pieces (partial sums added), and its extra memory is a fraction of theirs."""
+    if not onednn:
+        return lambda a, b: torch.mm(a.t(), b)
+    plain = torch.ops.mkldnn._linear_pointwise.default
+
+    def gram(a: Tensor, b: Tensor) -> Tensor:
+        out = None
+        for a_k, b_k in zip(a.tensor_split(_PIECES), b.tensor_split(_PIECES), strict=True):
+            if a_k.shape[0]:
+                part = plain(a_k.t(), b_k.t(), None, "none", [], "")  # (N, K) = a_k^T b_k
+                out = part if out is None else out.add_(part)
+        return a.new_zeros(a.shape[1], b.shape[1]) if out is None else out
+
+    return gram
 
 
 def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
@@ -221,30 +266,10 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
         d_rest, s_rest, d_first = d[:-1], S[1:], d[-1]
     else:  # step t read S[t-1]; the first step (t = 0) read h0
         d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
-    mm = matmul_for(plan.onednn)
     out = torch.mm(d_first.t(), h0)  # (N, H), small
     if T > 1:
-        out += mm(d_rest.reshape((T - 1) * B, N).t(), s_rest.reshape((T - 1) * B, H))
+        out += gram_for(plan.onednn)(d_rest.reshape((T - 1) * B, N), s_rest.reshape((T - 1) * B, H))
     return out
-
-
-def weight_grads(d: Tensor, x: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
-    r"""``(dW_ih, dW_hh) = (sum_t d_t^T x_t, sum_t d_t^T h_prev(t))`` as ONE GEMM ``d^T [X | H_prev]`` over all
-    ``T*B`` rows, for cells whose input and hidden pre-activations share the gradient ``d (T, B, N)``.
-
-    Both products reduce over the ``T*B`` rows; the oneDNN kernels want that axis contiguous, so ``d`` is transposed
-    in memory -- once here instead of once per product (it is the largest operand)."""
-    T, B, N = d.shape
-    I, H = x.shape[2], S.shape[2]
-    Z = x.new_empty(T, B, I + H)  # (T, B, I + H): [x_t | h_prev(t)]
-    Z[..., :I] = x
-    if plan.reverse:
-        Z[:-1, :, I:] = S[1:]
-    else:
-        Z[1:, :, I:] = S[:-1]
-    Z[plan.first, :, I:] = h0
-    dW = matmul_for(plan.onednn)(d.reshape(T * B, N).t(), Z.view(T * B, I + H))  # (N, I + H)
-    return dW[:, :I].contiguous(), dW[:, I:].contiguous()
 
 
 def input_grads(
@@ -254,7 +279,7 @@ def input_grads(
     consecutive row blocks of ``w_ih`` (strided views are fine, so no block is copied): ``(dx, dw_ih, db)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
-    mm = matmul_for(onednn)
+    mm, gram = matmul_for(onednn), gram_for(onednn)
     dx = dw = db = None
     rows = 0
     for d in blocks:
@@ -263,7 +288,7 @@ def input_grads(
         if need_x:
             dx = mm(d, w) if dx is None else dx.add_(mm(d, w))  # (T*B, I)
     if need_w:
-        dw = torch.cat([mm(d.t(), x2) for d in blocks])  # (N, I)
+        dw = torch.cat([gram(d, x2) for d in blocks])  # (N, I)
     if need_b:
         db = torch.cat([d.sum(0) for d in blocks])  # (N,)
     return (None if dx is None else dx.view(T, B, I)), dw, db

@@ -33,6 +33,7 @@ from ._fused_common import (
     hprev_grad,
     input_grads,
     input_projection,
+    make_accumulate,
     make_linear,
     mul_prev,
     one_minus_square,
@@ -46,73 +47,83 @@ class FusedGRU(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-        pack, linear = make_linear(plan.onednn, x.shape[1])
+        pack, _ = make_linear(plan.onednn, x.shape[1])
+        acc = make_accumulate(plan.onednn)
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-        G = input_projection(x, w_ih, b_ih, plan.onednn)  # (T, B, 3H) input parts, become the gates (r, z, n)
+        # P[t] = [x_r + b_ir + b_hr, x_z + b_iz + b_hz, b_hn] is what the step's GEMM adds to h W_hh^T, so the product
+        # lands as (pre_r, pre_z, W_hn h + b_hn) with no separate additions; x_n + b_in goes to N, which becomes n.
+        b_x = b_hn = None
+        if b_ih is not None or b_hh is not None:
+            b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
+            b_hn = None if b_hh is None else b_hh[2 * H :]
+        P = input_projection(x, w_ih, b_x, plan.onednn)  # (T, B, 3H), becomes (r, z, W_hn h + b_hn)
+        N = P[..., 2 * H :].clone(memory_format=torch.contiguous_format)  # (T, B, H) x_n + b_in, becomes n
+        if b_hn is None:
+            P[..., 2 * H :].zero_()
+        else:
+            P[..., 2 * H :].copy_(b_hn)
         S = x.new_empty(T, B, H)  # (T, B, H) states in time order
-        RHN = x.new_empty(T, B, H)  # (T, B, H) r * (W_hn h + b_hn), kept for delta_r
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
         # per-step views, made once
-        rz_, r_, z_, n_ = (G[..., a:b].unbind(0) for a, b in ((0, 2 * H), (0, H), (H, 2 * H), (2 * H, 3 * H)))
-        S_, RHN_ = S.unbind(0), RHN.unbind(0)
+        P_, rz_, r_, z_, hn_ = (P[..., a:b].unbind(0) for a, b in ((0, 3 * H), (0, 2 * H), (0, H), (H, 2 * H),
+                                                                      (2 * H, 3 * H)))
+        N_, S_ = N.unbind(0), S.unbind(0)
         keep = None if plan.keep is None else plan.keep.unbind(0)
+        in_place = not plan.onednn  # torch.addmm writes the product into P[t]; oneDNN returns a new tensor
         h = h0
         for t in plan.steps:
-            hg = linear(h, w, bias=b_hh)  # (B, 3H)
-            rz_[t].add_(hg[:, : 2 * H]).sigmoid_()  # r, z
-            torch.mul(r_[t], hg[:, 2 * H :], out=RHN_[t])
-            n_[t].add_(RHN_[t]).tanh_()  # n = tanh(x_n + r * (W_hn h + b_hn))
-            torch.lerp(n_[t], h, z_[t], out=S_[t])  # h' = n + z (h - n)
+            pre = acc(P_[t], h, w)  # (B, 3H) = P[t] + h W_hh^T
+            torch.sigmoid(pre[:, : 2 * H], out=rz_[t])  # r, z
+            if not in_place:
+                hn_[t].copy_(pre[:, 2 * H :])  # kept for delta_r
+            N_[t].addcmul_(r_[t], hn_[t]).tanh_()  # n = tanh(x_n + b_in + r * (W_hn h + b_hn))
+            torch.lerp(N_[t], h, z_[t], out=S_[t])  # h' = n + z (h - n)
             if keep is not None:  # finished rows keep their state
                 torch.where(keep[t], S_[t], h, out=S_[t])
             h = S_[t]
         out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
-        ctx.save_for_backward(x, h0, w_ih, w_hh, S, G, RHN)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, S, P, N)
         ctx.plan = plan
         return out, S[plan.last].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor):
-        x, h0, w_ih, w_hh, S, G, RHN = ctx.saved_tensors
+        x, h0, w_ih, w_hh, S, P, N = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(plan.onednn, x.shape[1])
         need = ctx.needs_input_grad
         T, B, H = S.shape
-        R, Z, N = G[..., :H], G[..., H : 2 * H], G[..., 2 * H :]
-        # Factors for all steps at once: the hidden-side gate gradients are hbar * Ah, and the input side is the same
-        # except delta_n = hbar * An (no factor r). The loop overwrites Ah[t] with the gradient in place.
-        An = one_minus_square(N)  # (T, B, H) 1 - n^2
-        An.addcmul_(An, Z, value=-1)  # (1 - z)(1 - n^2)
-        Ah = x.new_empty(T, B, 3 * H)  # (T, B, 3H) rows (r, z, n)
-        torch.addcmul(RHN, RHN, R, value=-1, out=Ah[..., :H]).mul_(An)  # delta_r = hbar An r (W_hn h + b_hn)(1 - r)
-        sub_prev(S, h0, N, plan, out=Ah[..., H : 2 * H]).mul_(sigmoid_slope(Z))  # delta_z = hbar (h - n) z(1-z)
-        torch.mul(An, R, out=Ah[..., 2 * H :])  # gradient of W_hn h + b_hn: hbar An r
+        R, Z, HN = P[..., :H], P[..., H : 2 * H], P[..., 2 * H :]
+        # Every gate gradient is hbar times a factor known before the loop, so the factors are computed for all
+        # steps at once into F, rows (n_h, r, z, n): n_h is the gradient of W_hn h + b_hn (hidden side), n that of
+        # the input side's x_n (no factor r). One in-place multiply per step turns F[t] into the gradients; the
+        # hidden side is then the first 3H columns (W_hh's rows rolled to (n, r, z) to match) and the input side
+        # the last 3H, in W_ih's row order (r, z, n).
+        F = x.new_empty(T, B, 4 * H)  # (T, B, 4H)
+        Fnh, Fr, Fz, Fn = F[..., :H], F[..., H : 2 * H], F[..., 2 * H : 3 * H], F[..., 3 * H :]
+        one_minus_square(N, out=Fn).addcmul_(Fn, Z, value=-1)  # delta_n = hbar (1 - z)(1 - n^2)
+        torch.mul(Fn, R, out=Fnh)  # gradient of W_hn h + b_hn: delta_n r
+        sigmoid_slope(R, out=Fr).mul_(HN).mul_(Fn)  # delta_r = delta_n (W_hn h + b_hn) r(1 - r)
+        sub_prev(S, h0, N, plan, out=Fz).mul_(Z)
+        Fz.addcmul_(Fz, Z, value=-1)  # delta_z = hbar (h - n) z(1 - z)
         Zc = Z  # (T, B, H): hbar_prev gets hbar * Zc directly
-        dout = dout.contiguous()
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
-            Ah.mul_(plan.valid)
-            An.mul_(plan.valid)
+            F.mul_(plan.valid)
             Zc = Z * plan.valid + (1 - plan.valid)
             dout = dout * plan.valid
-        w_back = pack(w_hh.t())  # linear(a, w_back) = a @ W_hh
-        Ah_, Ah3_, Zc_, dout_ = Ah.unbind(0), Ah.unflatten(-1, (3, H)).unbind(0), Zc.unbind(0), dout.unbind(0)
-        dSs: list[Tensor] = []
+        w_back = pack(torch.roll(w_hh, H, 0).t())  # linear(a, w_back) = a @ W_hh with rows (n, r, z)
+        F4_, Fh_ = F.unflatten(-1, (4, H)).unbind(0), F[..., : 3 * H].unbind(0)  # (B, 4, H), (B, 3H) per step
+        Zc_, dout_ = Zc.unbind(0), dout.unbind(0)
         dS = dh_n + dout_[plan.last]  # (B, H)
         for t in reversed(plan.steps):
-            dSs.append(dS)
-            Ah3_[t].mul_(dS.unsqueeze(1))  # gradient of W_hh h + b_hh at step t
+            F4_[t].mul_(dS.unsqueeze(1))  # the four gate gradients of step t
             add = dS * Zc_[t] if t == plan.first else torch.addcmul(dout_[plan.prev(t)], dS, Zc_[t])
-            dS = linear(Ah_[t], w_back, add=add)  # hbar_prev
-        if not plan.reverse:
-            dSs.reverse()  # time order
-        dGh = Ah  # (T, B, 3H)
-        dN = An.mul_(torch.stack(dSs))  # (T, B, H) delta_n, input side
-        dGh2 = dGh.view(T * B, 3 * H)
-        blocks = [dGh2[:, : 2 * H], dN.view(T * B, H)]  # r, z as on the hidden side; n without the factor r
-        dx, dw_ih, db_ih = input_grads(blocks, x, w_ih, need[0], need[2], need[4], plan.onednn)
-        dw_hh = hprev_grad(dGh, S, h0, plan) if need[3] else None
-        db_hh = dGh2.sum(0) if need[5] else None
+            dS = linear(Fh_[t], w_back, add=add)  # hbar_prev
+        F2 = F.view(T * B, 4 * H)
+        dx, dw_ih, db_ih = input_grads([F2[:, H:]], x, w_ih, need[0], need[2], need[4], plan.onednn)
+        dw_hh = torch.roll(hprev_grad(F[..., : 3 * H], S, h0, plan), -H, 0) if need[3] else None  # rows (r, z, n)
+        db_hh = torch.roll(F2[:, : 3 * H].sum(0), -H, 0) if need[5] else None
         return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
 
 
@@ -162,7 +173,6 @@ class FusedGRUResetBefore(Function):
         sigmoid_slope(R, out=dRZ[..., :H])
         mul_prev(dRZ[..., :H], S, h0, plan)  # delta_r = (delta_n W_hn) h r(1-r)
         Zc = Z
-        dout = dout.contiguous()
         if plan.valid is not None:
             An.mul_(plan.valid)  # delta_r vanishes with delta_n
             dRZ[..., H:].mul_(plan.valid)

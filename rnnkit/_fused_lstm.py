@@ -39,11 +39,11 @@ from ._fused_common import (
     hprev_grad,
     input_grads,
     input_projection,
+    make_accumulate,
     make_linear,
     mul_prev,
     one_minus_square,
     sigmoid_slope,
-    weight_grads,
 )
 
 
@@ -58,7 +58,8 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 class FusedLSTM(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-        pack, linear = make_linear(plan.onednn, x.shape[1])
+        pack, _ = make_linear(plan.onednn, x.shape[1])
+        acc = make_accumulate(plan.onednn)
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
         b = add_biases(b_ih, b_hh)
@@ -74,7 +75,7 @@ class FusedLSTM(Function):
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h, c = h0, c0
         for t in plan.steps:
-            pre = linear(h, w, add=G_[t])  # (B, 4H) pre-activations; G[t] is overwritten with activations
+            pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can), then activations
             torch.sigmoid(pre[:, : 3 * H], out=sig_[t])
             torch.tanh(pre[:, 3 * H :], out=tanh_[t])
             # c_t = f * c_{t-1} + i * g
@@ -111,7 +112,6 @@ class FusedLSTM(Function):
         A[..., 3 * H :].mul_(I)  # delta_g = cbar * i (1-g^2)
         K = one_minus_square(TC).mul_(O)  # (T, B, H): cbar_t += hbar_t * K_t
         Fc = Fg  # (T, B, H): cbar_{t-1} = cbar_t * Fc_t
-        dout = dout.contiguous()
         hold = None
         if plan.valid is not None:  # finished rows: no gradient into the cell, state gradients pass through
             A.mul_(plan.valid)
@@ -135,17 +135,10 @@ class FusedLSTM(Function):
             dS = linear(A_[t], w_back, add=add)  # hbar_{t-1}
             dc.mul_(Fc_[t])  # cbar_{t-1}
         dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
-        dw_ih: Tensor | None
-        dw_hh: Tensor | None
-        if need[3] and need[4]:  # the usual case: both weight gradients in one GEMM
-            dw_ih, dw_hh = (_from_ofig(g, H) for g in weight_grads(dG, x, S, h0, plan))
-        else:
-            dw_ih = None  # from input_grads below, if needed
-            dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
-        dx, dw_ih_only, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3] and not need[4],
-                                         need[5] or need[6], plan.onednn)
-        if dw_ih_only is not None:
-            dw_ih = _from_ofig(dw_ih_only, H)
+        dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
+        dx, dw_ih, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3], need[5] or need[6],
+                                    plan.onednn)
+        dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)
         db = None if db is None else _from_ofig(db, H)
         return (dx, dS if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
                 db if need[5] else None, db if need[6] else None, None)

@@ -22,16 +22,17 @@ from ._fused_common import (
     hprev_grad,
     input_grads,
     input_projection,
+    make_accumulate,
     make_linear,
     one_minus_square,
-    weight_grads,
 )
 
 
 class FusedRNN(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
-        pack, linear = make_linear(plan.onednn, x.shape[1])
+        pack, _ = make_linear(plan.onednn, x.shape[1])
+        acc = make_accumulate(plan.onednn)
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
         xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, H): one GEMM, all steps
         S = torch.empty_like(xg)  # (T, B, H) states in time order
@@ -39,7 +40,7 @@ class FusedRNN(Function):
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            pre = linear(h, w, add=xg_[t])  # (B, H) = x_t W_ih^T + b + h W_hh^T
+            pre = acc(xg_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, into xg[t] where the kernel can
             if relu:
                 torch.clamp_min(pre, 0, out=S_[t])
             else:
@@ -65,7 +66,6 @@ class FusedRNN(Function):
             dG = (S > 0).to(S.dtype)  # (T, B, H)
         else:
             dG = one_minus_square(S)  # (T, B, H) 1 - h^2
-        dout = dout.contiguous()
         hold = None
         if plan.valid is not None:
             dG.mul_(plan.valid)  # finished rows pass no gradient into the cell ...
@@ -81,13 +81,7 @@ class FusedRNN(Function):
                 add = dS * hold[t] if add is None else torch.addcmul(add, dS, hold[t])
             dS = linear(dG_[t], w_back, add=add)  # gradient reaching the previous state
         T, B, H = S.shape
-        dw_ih: Tensor | None
-        dw_hh: Tensor | None
-        if need[2] and need[3]:  # the usual case: both weight gradients in one GEMM
-            dw_ih, dw_hh = weight_grads(dG, x, S, h0, plan)
-        else:
-            dw_ih, dw_hh = None, hprev_grad(dG, S, h0, plan) if need[3] else None
-        dx, dw_ih_only, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2] and not need[3],
-                                         need[4] or need[5], plan.onednn)
-        dw_ih = dw_ih if dw_ih_only is None else dw_ih_only
+        # the weight gradients as the floor computes them: no (T, B, I + H) concatenation, which cost memory
+        dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None
+        dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5], plan.onednn)
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None

@@ -10,9 +10,12 @@ For every device (CPU, and CUDA when present), cell (RNN tanh, LSTM, GRU) and hi
   from these products can beat it.
 
 Each configuration runs ``warmup`` untimed rounds, then ``repeats`` rounds in which the backends take turns (rotating
-order), so that load from other processes hits them alike; the table reports medians and ratios to ``torch`` from the
-same run. Peak memory of one forward+backward is measured separately (see :func:`measure_memory`). Timings are for
-reading, never for asserting: no test checks them. The book's page "How fast is rnnkit?" shows one run's JSON.
+order), so that load from other processes hits them alike; the table reports medians, their ratios to ``torch`` and
+``fused / floor`` from the same run. The ratio to torch.nn depends on the CPU (how fast its GEMM libraries and
+torch.nn's own kernels are there); ``fused / floor`` compares two runs of the same GEMMs and prices only what the fused
+backend adds to them, so it is the figure to compare across machines. Peak memory of one forward+backward is
+measured separately (see :func:`measure_memory`). Timings are for reading, never for asserting: no test checks them.
+The book's page "How fast is rnnkit?" shows one run's JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from . import layers
 from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan
 
-__all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "main"]
+__all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "fused_over_floor", "main"]
 
 BACKENDS = ("reference", "fused", "torch", "floor")
 MODES = ("RNN", "LSTM", "GRU")
@@ -99,13 +102,12 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     plan = make_plan(x, w_hh, None, False)  # the kernel the fused layer would choose for these shapes
     xg = input_projection(x, w_ih, b, plan.onednn)  # (T, B, GH)
     pack, linear = make_linear(plan.onednn, B)
-    gru = mode == "GRU"  # the GRU adds W_hh h + b_hh separately (reset gate after the product)
 
     def fwd():
         input_projection(x, w_ih, b, plan.onednn)  # all input projections
         w = pack(w_hh)
         for t in range(T):
-            linear(S[t], w, bias=b if gru else None, add=None if gru else xg[t])  # (B, GH)
+            linear(S[t], w, add=xg[t])  # (B, GH): the step's product plus what it adds (input part, biases)
 
     def fwd_bwd():
         fwd()
@@ -151,11 +153,15 @@ def run(cfg: BenchConfig) -> list[dict]:
                     del work
                     for p in passes:
                         base = statistics.median(times["torch", p])
+                        floor = statistics.median(times["floor", p]) if "floor" in backends else None
                         for b in backends:
                             med = statistics.median(times[b, p])
-                            records.append(dict(device=device, mode=mode, hidden=H, backend=b, pass_=p,
-                                                median_ms=round(med, 3), ratio_to_torch=round(med / base, 3),
-                                                times_ms=[round(t, 3) for t in times[b, p]]))
+                            rec = dict(device=device, mode=mode, hidden=H, backend=b, pass_=p,
+                                       median_ms=round(med, 3), ratio_to_torch=round(med / base, 3))
+                            if floor is not None:
+                                rec["ratio_to_floor"] = round(med / floor, 3)  # machine-independent: same GEMMs
+                            rec["times_ms"] = [round(t, 3) for t in times[b, p]]
+                            records.append(rec)
     for rec in records:
         rec["pass"] = rec.pop("pass_")
     return records
@@ -245,13 +251,23 @@ def machine_info() -> dict:
     )
 
 
+def fused_over_floor(by_backend: dict[str, dict]) -> str:
+    """``fused / floor`` for one configuration's records (by backend), from their medians; "-" without both."""
+    if "fused" not in by_backend or "floor" not in by_backend:
+        return "-"
+    return f"{by_backend['fused']['median_ms'] / by_backend['floor']['median_ms']:.2f}"
+
+
 def format_table(report: dict) -> str:
-    """One text table: median ms per backend and its ratio to torch.nn, rows (device, pass, cell, hidden)."""
+    """One text table: median ms per backend and its ratio to torch.nn, fused / floor, peak MiB; rows (device,
+    pass, cell, hidden)."""
     recs = report["results"]
     backends = list(dict.fromkeys(r["backend"] for r in recs))
     mem = report.get("memory", {})
     mem_backends = [b for b in backends if any(k.endswith("/" + b) for m in mem.values() for k in m)]
+    with_floor = "fused" in backends and "floor" in backends
     head = ["device", "pass", "cell", "H"] + [f"{b} ms (x torch)" for b in backends]
+    head += ["fused/floor"] if with_floor else []
     head += [f"{b} MiB" for b in mem_backends]
     rows = []
     keys = list(dict.fromkeys((r["device"], r["pass"], r["mode"], r["hidden"]) for r in recs))
@@ -260,26 +276,31 @@ def format_table(report: dict) -> str:
                 if (r["device"], r["pass"], r["mode"], r["hidden"]) == (device, p, mode, H)}
         row = [device, p, mode, str(H)]
         row += [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" if b in by_b else "-" for b in backends]
+        row += [fused_over_floor(by_b)] if with_floor else []
         dev_mem = mem.get(device, {})
         row += [str(dev_mem.get(f"{mode}/{H}/{b}", "-")) if p == "fwd+bwd" else "" for b in mem_backends]
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
 
 
 def markdown_table(report: dict, pass_: str = "fwd+bwd", device: str = "cpu") -> str:
-    """A Markdown table of one pass: median ms and ratio to torch.nn per backend, peak MiB (the book shows it)."""
+    """A Markdown table of one pass: median ms and ratio to torch.nn per backend, fused / floor, peak MiB (the book
+    shows it)."""
     recs = [r for r in report["results"] if r["pass"] == pass_ and r["device"] == device]
     backends = list(dict.fromkeys(r["backend"] for r in recs))
     mem = report.get("memory", {}).get(device, {}) if pass_ == "fwd+bwd" else {}
     mem_backends = [b for b in backends if any(k.endswith("/" + b) for k in mem)]
+    with_floor = "fused" in backends and "floor" in backends
     head = ["cell", "H"] + [f"{b}: ms (x torch.nn)" for b in backends]
+    head += ["fused / floor"] if with_floor else []
     head += [f"{b}: MiB" for b in mem_backends]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, H in dict.fromkeys((r["mode"], r["hidden"]) for r in recs):
         by_b = {r["backend"]: r for r in recs if (r["mode"], r["hidden"]) == (mode, H)}
         cells = [mode, str(H)] + [f"{by_b[b]['median_ms']:.1f} ({by_b[b]['ratio_to_torch']:.2f})" for b in backends]
+        cells += [fused_over_floor(by_b)] if with_floor else []
         cells += [str(mem.get(f"{mode}/{H}/{b}", "-")) for b in mem_backends]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -72,9 +72,10 @@ def run_direction(
     r"""Run one direction of one recurrent layer over a padded, time-major batch (fused).
 
     The :class:`rnnkit.backends.DirectionRunner` contract, as :func:`rnnkit.recurrence.run_direction`:
-    ``x (T, B, I)``, ``hx (B, H)`` or ``(h_0, c_0)``, torch.nn parameter layout, ``lengths`` a CPU int64 ``(B,)`` tensor or None; returns
-    ``(output (T, B, H), h_n)`` with zeros in ``output`` past each length and ``h_n`` the state after each sequence's
-    last valid step. Inputs are validated by the layer (mode, nonlinearity, shapes, dtypes, devices).
+    ``x (T, B, I)``, ``hx (B, H)`` or ``(h_0, c_0)``, torch.nn parameter layout, ``lengths`` a CPU int64 ``(B,)``
+    tensor or None; returns ``(output (T, B, H), h_n)`` with zeros in ``output`` past each length and ``h_n`` the state
+    after each sequence's last valid step. Inputs are validated by the layer (mode, nonlinearity, shapes, dtypes,
+    devices).
     """
     states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
     tensors = [x, *states, w_ih, w_hh] + [b for b in (b_ih, b_hh) if b is not None]

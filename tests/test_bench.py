@@ -24,13 +24,23 @@ def test_tiny_run_writes_the_documented_json(tmp_path, capsys):
         assert len(r["times_ms"]) == 2 and r["median_ms"] > 0
         torch_med = next(q["median_ms"] for q in recs if q["backend"] == "torch" and
                          (q["mode"], q["hidden"], q["pass"]) == (r["mode"], r["hidden"], r["pass"]))
-        assert r["ratio_to_torch"] == pytest.approx(r["median_ms"] / torch_med, rel=1e-2, abs=2e-3)
+        floor_med = next(q["median_ms"] for q in recs if q["backend"] == "floor" and
+                         (q["mode"], q["hidden"], q["pass"]) == (r["mode"], r["hidden"], r["pass"]))
+        # medians are stored rounded to 0.001 ms, so a ratio of two tiny medians is only that exact
+        for ratio, base in (("ratio_to_torch", torch_med), ("ratio_to_floor", floor_med)):
+            slack = 6e-4 / r["median_ms"] + 6e-4 / base
+            assert r[ratio] == pytest.approx(r["median_ms"] / base, rel=slack, abs=2e-3), ratio
     assert set(report["memory"]["cpu"]) == {f"{m}/{h}/{b}" for m in ("GRU", "LSTM") for h in (8, 12)
                                             for b in ("reference", "fused", "torch")}
     printed = capsys.readouterr().out
-    assert "fused ms (x torch)" in printed and "wrote" in printed
+    assert "fused ms (x torch)" in printed and "fused/floor" in printed and "wrote" in printed
+    assert "fused GEMM kernel chosen by measurement" in printed and report["gemm_choice"]
     md = bench.markdown_table(report)
     assert md.count("\n") == 2 + 4 - 1 and "| LSTM | 12 |" in md
+    lstm12 = {r["backend"]: r for r in recs if (r["mode"], r["hidden"], r["pass"]) == ("LSTM", 12, "fwd+bwd")}
+    want = lstm12["fused"]["median_ms"] / lstm12["floor"]["median_ms"]
+    row = next(line for line in md.splitlines() if line.startswith("| LSTM | 12 |")).split(" | ")
+    assert "fused / floor" in md.splitlines()[0] and float(row[2 + 4]) == pytest.approx(want, abs=0.006)
 
 
 def test_fwd_only_times_only_the_forward_pass(tmp_path):
@@ -38,6 +48,8 @@ def test_fwd_only_times_only_the_forward_pass(tmp_path):
                          "--backends", "fused", "--fwd-only"])
     assert {r["pass"] for r in report["results"]} == {"fwd"}
     assert {r["backend"] for r in report["results"]} == {"fused", "torch"}  # torch always runs: ratios need it
+    assert all("ratio_to_floor" not in r for r in report["results"])  # no floor run, no ratio to it
+    assert "fused / floor" not in bench.markdown_table(report, "fwd")
     assert "memory" not in report
 
 

@@ -52,7 +52,7 @@ def outputs_and_grads(fn, mode, x, hx, params, lens, *, seed=1, **kw):
 
 def assert_all_close(got, want, atol=ATOL, rtol=0.0):
     assert len(got) == len(want)
-    for k, (a, b) in enumerate(zip(got, want)):
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
         assert a.shape == b.shape, f"tensor {k}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
         err = (a - b).abs().max().item() if a.numel() else 0.0
         assert torch.allclose(a, b, atol=atol, rtol=rtol), f"tensor {k}: max error {err:.3g}"
