@@ -166,6 +166,25 @@ def cell_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]:
     return cases
 
 
+def param_count_cases() -> list[Case]:
+    """Cases of a parameter-count formula ``fn(input_size, hidden_size, num_layers=, bias=, bidirectional=)``."""
+    return [Case("input 10, hidden 20", (10, 20)),
+            Case("input 1, hidden 1", (1, 1)),
+            Case("input 10, hidden 20, 2 layers", (10, 20), {"num_layers": 2}),
+            Case("input 10, hidden 20, no bias", (10, 20), {"bias": False}),
+            Case("input 8, hidden 16, 3 layers, bidirectional", (8, 16), {"num_layers": 3, "bidirectional": True}),
+            Case("input 3, hidden 7, 2 layers, bidirectional, no bias", (3, 7),
+                 {"num_layers": 2, "bias": False, "bidirectional": True})]
+
+
+def layer_parameters(module_class, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False) -> int:
+    """Parameters of an rnnkit layer with these sizes (the reference of assignments 3 and 4's counting formulas)."""
+    from rnnkit.models import count_parameters
+
+    return count_parameters(module_class(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                                         bidirectional=bidirectional))
+
+
 def sequence_cases(seed: int, gates: int, *, with_c: bool = False) -> list[Case]:
     """Cases for a layer ``fn(x, h0, [c0,] lengths, w_ih, w_hh, b_ih, b_hh)`` over a padded time-major batch
     (T, B, I) with per-sequence lengths; covers uneven lengths, T=1, B=1, float32 and float64."""

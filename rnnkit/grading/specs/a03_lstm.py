@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Case, Spec, cell_cases, generator, randn, register, sequence_cases
+from . import Case, Spec, cell_cases, generator, layer_parameters, param_count_cases, randn, register, sequence_cases
 
 
 def _lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
@@ -22,26 +22,10 @@ def _lstm_forward(x, h0, c0, lengths, w_ih, w_hh, b_ih, b_hh):
     return output, h_n, c_n
 
 
-def param_count_cases() -> list[Case]:
-    return [Case("input 10, hidden 20", (10, 20)),
-            Case("input 1, hidden 1", (1, 1)),
-            Case("input 10, hidden 20, 2 layers", (10, 20), {"num_layers": 2}),
-            Case("input 10, hidden 20, no bias", (10, 20), {"bias": False}),
-            Case("input 8, hidden 16, 3 layers, bidirectional", (8, 16), {"num_layers": 3, "bidirectional": True}),
-            Case("input 3, hidden 7, 2 layers, bidirectional, no bias", (3, 7),
-                 {"num_layers": 2, "bias": False, "bidirectional": True})]
-
-
-def count_parameters(module_class, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
-    """Parameters of an rnnkit layer with these sizes (reference for the counting formulas)."""
-    layer = module_class(input_size, hidden_size, num_layers=num_layers, bias=bias, bidirectional=bidirectional)
-    return sum(p.numel() for p in layer.parameters())
-
-
 def _lstm_param_count(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
     from rnnkit import LSTM
 
-    return count_parameters(LSTM, input_size, hidden_size, num_layers, bias, bidirectional)
+    return layer_parameters(LSTM, input_size, hidden_size, num_layers, bias, bidirectional)
 
 
 def _retention_reference(w_ih, w_hh, forget_bias, steps):

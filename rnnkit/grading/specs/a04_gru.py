@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Case, Spec, cell_cases, generator, randn, register, sequence_cases
-from .a03_lstm import count_parameters, param_count_cases
+from . import Case, Spec, cell_cases, generator, layer_parameters, param_count_cases, randn, register, sequence_cases
 
 
 def _with_flag(cases: list[Case], reset_after: bool) -> list[Case]:
@@ -35,7 +34,7 @@ def _gru_forward_cases() -> list[Case]:
 def _gru_param_count(input_size, hidden_size, num_layers=1, bias=True, bidirectional=False):
     from rnnkit import GRU
 
-    return count_parameters(GRU, input_size, hidden_size, num_layers, bias, bidirectional)
+    return layer_parameters(GRU, input_size, hidden_size, num_layers, bias, bidirectional)
 
 
 def _torch_cell_cases() -> list[Case]:
