@@ -180,3 +180,15 @@ def test_a_forged_export_scores_zero_and_goes_to_a_person():
     honest = autograde.judge_notebook(job, clean, sandbox.Result(records=_good_records(job, clean)), None,
                                       sandbox.Limits())
     assert honest.scores == gc.points("01_rnn") and not honest.manual   # the same exports, honestly made
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (gc.REPO / "solutions").iterdir()
+                                        if (p / f"{p.name}.ipynb").exists()))
+def test_no_solution_breaks_a_rule(name):
+    """The rule check of every graded check (not only the tamper scan) finds nothing in the course's own solutions:
+    a model the notebook hands out, or the data its setup cell loads, is not the student's delegation."""
+    src = notebooks.load_source(str(gc.REPO / "solutions" / name / f"{name}.ipynb"),
+                                str(gc.REPO / "exercises" / name / f"{name}.ipynb"))
+    nb = nbformat.read(gc.REPO / "solutions" / name / f"{name}.ipynb", as_version=4)
+    found = {check: [f.message for f in fs] for check, fs in conduct.findings(src, nb).items() if fs}
+    assert found == {}, found
