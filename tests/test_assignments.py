@@ -150,7 +150,8 @@ def _autograde(course, name: str, student: str, notebook: Path) -> dict[str, tup
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_solution_scores_full_marks_and_blank_release_scores_zero(course, name):
     full = _autograde(course, name, "solution", _source(name))
-    assert full and all(score == max_score and not manual for score, max_score, manual in full.values()), sorted(full.items())
+    assert full and all(score == max_score and not manual for score, max_score, manual in full.values()), \
+        sorted(full.items())
     blank = _autograde(course, name, "blank", course["tmp"] / "release" / name / f"{name}.ipynb")
     assert blank.keys() == full.keys()
     assert all(score == 0 and not manual for score, _, manual in blank.values()), blank
