@@ -23,7 +23,7 @@ from torch import Tensor
 __all__ = [
     "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "gemm_choice", "hprev_grad", "input_grads",
     "mul_prev", "sub_prev", "input_projection", "add_biases", "matmul_for", "gram_for",
-    "one_minus_square", "sigmoid_slope",
+    "one_minus_square", "sigmoid_slope", "addresses", "prev_addresses", "keep_addresses",
 ]
 
 
@@ -188,6 +188,27 @@ def make_plan(x: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) ->
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
     keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
     return Plan(T, reverse, keep.to(x.dtype), keep, onednn)
+
+
+def addresses(buf: Tensor) -> list[int]:
+    """The address of every ``buf[t]`` of a contiguous buffer, for the compiled steps (:mod:`rnnkit._kernels`); the
+    caller keeps ``buf`` alive while they are used."""
+    step, base = buf.stride(0) * buf.element_size(), buf.data_ptr()
+    return [base + t * step for t in range(buf.shape[0])]
+
+
+def prev_addresses(plan: Plan, states: list[int], first: int) -> list[int]:
+    """Per time index ``t``, the address of the state step ``t`` reads: ``states[plan.prev(t)]``, or ``first``
+    (``h_0``'s address) for the first step."""
+    return [first if t == plan.first else states[plan.prev(t)] for t in range(plan.T)]
+
+
+def keep_addresses(plan: Plan) -> tuple[Tensor | None, list[int | None]]:
+    """``(mask, address of mask[t] or None per step)``: the rows still running at each step as one byte each."""
+    if plan.keep is None:
+        return None, [None] * plan.T
+    mask = plan.keep.reshape(plan.T, -1).contiguous()  # (T, B) bool, one byte per row
+    return mask, list(addresses(mask))
 
 
 def mul_prev(A: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:

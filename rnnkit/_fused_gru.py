@@ -18,6 +18,10 @@ and :math:`\delta_r = \delta_n \odot (W_{hn} h + b_{hn}) r(1-r)` (reset after) o
 :math:`\delta_r = (\delta_n W_{hn}) \odot h\, r(1-r)` (reset before, which also adds :math:`(\delta_n W_{hn}) \odot r`
 to :math:`\bar h_{prev}`). With the reset gate after the product every gate gradient is :math:`\bar h` times a factor
 known before the loop, so a backward step is three kernels; before the product it needs a second GEMM per step.
+
+On the CPU the element-wise half of each step is one compiled kernel (two with the reset gate before the product;
+:mod:`rnnkit._kernels`, ``gru_*`` and ``grurb_*`` in ``_kernels.c``), and backward runs in time chunks
+(:mod:`rnnkit._fused_chunks`). The PyTorch operators below run where it is unavailable (CUDA, no compiler).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from . import _fused_compiled as compiled
+from . import _kernels
 from ._fused_common import (
     Plan,
     add_biases,
@@ -47,6 +53,9 @@ class FusedGRU(Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+        ctx.steps = _kernels.steps_for(x)
+        if ctx.steps is not None:
+            return compiled.gru_forward(ctx, ctx.steps, x, h0.contiguous(), w_ih, w_hh, b_ih, b_hh, plan)
         pack, _ = make_linear(plan.onednn, x.shape[1])
         acc = make_accumulate(plan.onednn)
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
@@ -89,6 +98,8 @@ class FusedGRU(Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor):
+        if ctx.steps is not None:
+            return compiled.gru_backward(ctx, ctx.steps, dout, dh_n)
         x, h0, w_ih, w_hh, S, P, N = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(plan.onednn, x.shape[1])
@@ -127,11 +138,16 @@ class FusedGRU(Function):
         return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
 
 
+
 class FusedGRUResetBefore(Function):
     """``reset_after=False``: the form of Cho et al. (2014) and Chung et al. (2014); two GEMMs per step."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+        ctx.steps = _kernels.steps_for(x)
+        if ctx.steps is not None:
+            return compiled.gru_reset_before_forward(ctx, ctx.steps, x, h0.contiguous(), w_ih, w_hh, b_ih, b_hh,
+                                                     plan)
         pack, linear = make_linear(plan.onednn, x.shape[1])
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
@@ -160,6 +176,8 @@ class FusedGRUResetBefore(Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor):
+        if ctx.steps is not None:
+            return compiled.gru_reset_before_backward(ctx, ctx.steps, dout, dh_n)
         x, h0, w_ih, w_hh, S, RZ, N, RH = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(plan.onednn, x.shape[1])

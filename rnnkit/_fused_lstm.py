@@ -24,6 +24,10 @@ Internally the gate rows are rolled from PyTorch's ``(i, f, g, o)`` to ``(o, i, 
 contiguous block and the tanh another (two kernels per step instead of three), and in backward ``delta_o`` (scaled by
 :math:`\bar h`) is one block and ``(delta_i, delta_f, delta_g)`` (scaled by :math:`\bar c`) another. Gradients are
 rolled back, so parameters keep torch.nn's layout.
+
+On the CPU the element-wise half of each step is one compiled kernel (:mod:`rnnkit._kernels`, ``lstm_fwd`` and
+``lstm_bwd`` in ``_kernels.c``) that evaluates the same equations in one pass in torch.nn's gate order; nothing is
+precomputed and no rows are rolled. The PyTorch operators above run where it is unavailable (CUDA, no compiler).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from . import _fused_compiled as compiled
+from . import _kernels
 from ._fused_common import (
     Plan,
     add_biases,
@@ -58,6 +64,10 @@ def _from_ofig(t: Tensor, H: int) -> Tensor:
 class FusedLSTM(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+        ctx.steps = _kernels.steps_for(x)
+        if ctx.steps is not None:
+            return compiled.lstm_forward(ctx, ctx.steps, x, h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh,
+                                          plan)
         pack, _ = make_linear(plan.onednn, x.shape[1])
         acc = make_accumulate(plan.onednn)
         H = w_hh.shape[1]
@@ -95,6 +105,8 @@ class FusedLSTM(Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
+        if ctx.steps is not None:
+            return compiled.lstm_backward(ctx, ctx.steps, dout, dh_n, dc_n)
         x, h0, c0, w_ih_p, w_hh_p, S, C, TC, G = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(plan.onednn, x.shape[1])

@@ -7,6 +7,10 @@ r"""Fused Elman RNN (tanh or ReLU): forward loop and hand-written backward throu
 
 where :math:`\bar h_t` is the total gradient reaching state :math:`h_t`. For tanh, :math:`f' = 1 - h_t^2`; for ReLU,
 :math:`f' = [h_t > 0]`, both read off the saved states, so nothing but the states is kept for backward.
+
+On the CPU the element-wise half of each step is one compiled kernel (:mod:`rnnkit._kernels`, ``rnn_fwd`` and
+``rnn_bwd`` in ``_kernels.c``) and backward runs in time chunks (:mod:`rnnkit._fused_chunks`); the PyTorch operators
+below run where it is unavailable (CUDA, no compiler).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from . import _fused_compiled as compiled
+from . import _kernels
 from ._fused_common import (
     Plan,
     add_biases,
@@ -31,6 +37,9 @@ from ._fused_common import (
 class FusedRNN(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
+        ctx.steps = _kernels.steps_for(x)
+        if ctx.steps is not None:
+            return compiled.rnn_forward(ctx, ctx.steps, x, h0.contiguous(), w_ih, w_hh, b_ih, b_hh, plan, relu)
         pack, _ = make_linear(plan.onednn, x.shape[1])
         acc = make_accumulate(plan.onednn)
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
@@ -57,6 +66,8 @@ class FusedRNN(Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout: Tensor, dh_n: Tensor):
+        if ctx.steps is not None:
+            return compiled.rnn_backward(ctx, ctx.steps, dout, dh_n)
         x, h0, w_ih, w_hh, S = ctx.saved_tensors
         plan: Plan = ctx.plan
         pack, linear = make_linear(plan.onednn, x.shape[1])

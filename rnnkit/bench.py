@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import layers
+from . import _kernels, layers
+from ._fused_chunks import release_scratch
 from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "fused_over_floor", "main"]
@@ -191,7 +192,8 @@ def _memory_child(cfg: BenchConfig) -> dict:
         for H in cfg.hidden:
             for b in cfg.backends:
                 _, fwd_bwd = _workload(mode, b, H, cfg, "cpu")
-                fwd_bwd()  # warm-up: one-time caches are not the workload's memory
+                fwd_bwd()  # warm-up: one-time caches are not the workload's memory ...
+                release_scratch()  # ... but the fused backward's reused scratch is: it is allocated afresh below
                 gc.collect()
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")  # reset VmHWM to the current RSS
@@ -347,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
                   **machine_info(), config=asdict(cfg))
     report["results"] = run(cfg)
     report["gemm_choice"] = gemm_choice()  # the fused backend's per-step kernel, measured per shape
+    report["elementwise"] = _kernels.status()  # the fused backend's element-wise steps on the CPU
     if cfg.memory and not cfg.fwd_only:
         report["memory"] = measure_memory(cfg)
         report["memory_method"] = {d: MEMORY_METHOD["cuda" if d.startswith("cuda") else "cpu"]
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict:
     if report["gemm_choice"]:
         print("fused GEMM kernel chosen by measurement (RNNKIT_FUSED_GEMM=" + report["gemm_override"] + "): "
               + ", ".join(f"{shape}: {path}" for shape, path in report["gemm_choice"].items()))
+    print(f"fused element-wise steps (RNNKIT_FUSED_KERNELS={os.environ.get('RNNKIT_FUSED_KERNELS', 'auto')}): "
+          + report["elementwise"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:

@@ -1,10 +1,13 @@
 """The fused backend (rnnkit/fused.py) against two independent oracles: torch.nn (packed sequences for lengths, a
 per-sequence time reversal for ``reverse``) and a plain autograd loop written here; plus gradcheck, the fallback
-warning, partial ``requires_grad`` and the float32 oneDNN path. Values and gradients in float64 to 1e-10."""
+warning, partial ``requires_grad``, the float32 oneDNN path, backward in time chunks and strided output gradients.
+Values and gradients in float64 to 1e-10. Every test runs twice: with the compiled element-wise steps
+(rnnkit/_kernels.c) and with PyTorch operators (the path CUDA and machines without a C compiler take)."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import warnings
 
 import pytest
@@ -12,11 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import _fused_common, fused, recurrence
+from rnnkit import _fused_chunks, _fused_common, fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch-ops"])
+def elementwise(request, monkeypatch):
+    """Which element-wise steps run: RNNKIT_FUSED_KERNELS=c fails loudly if the compiled ones cannot be built."""
+    if request.param == "compiled" and shutil.which("gcc") is None:
+        pytest.skip("no C compiler (gcc) on this machine: only the PyTorch-operator steps run")
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "c" if request.param == "compiled" else "torch")
+    return request.param
 
 
 # ------------------------------------------------------------------------------------------------ test inputs
@@ -391,3 +403,70 @@ def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
         assert not _fused_common._onednn_available()
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
     assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == "addmm"
+
+
+# ------------------------------------------------------------------------------------------------ chunks, strides
+@pytest.mark.parametrize("chunk_steps", [1, 2, 3])
+@pytest.mark.parametrize("c", random_configs(15, seed=17), ids=config_id)
+def test_backward_in_chunks_matches(c, chunk_steps, monkeypatch):
+    """Backward in chunks of 1-3 steps (the weight gradients summed chunk by chunk, dout staged per chunk) gives
+    the same values as the autograd loop; the chunk size is set through the byte budget the backend reads."""
+    G = GATES[c["mode"]] + (1 if c["mode"] == "GRU" and c["reset_after"] else 0)
+    monkeypatch.setattr(_fused_chunks, "CHUNK_BYTES", chunk_steps * c["B"] * G * c["H"] * 8)
+    got, want = run_both(c, loop_direction)
+    assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+@pytest.mark.parametrize("layout", ["broadcast", "batch-major", "sliced"])
+def test_strided_output_gradients(mode, ra, layout, monkeypatch):
+    """dL/d output as out.sum() hands it over (stride 0), from a batch-major view, or every other column of a wider
+    tensor: read in place, and equal to the same gradient made contiguous."""
+    monkeypatch.setattr(_fused_chunks, "CHUNK_BYTES", 2 * 3 * 4 * 5 * 8)  # several chunks
+    x, hx, params, lens = make_case(mode, 7, 3, 4, 5, seed=8)
+    if layout == "broadcast":
+        g = torch.ones((), dtype=DT).expand(7, 3, 5)
+    elif layout == "batch-major":
+        g = torch.randn(3, 7, 5, dtype=DT).transpose(0, 1)
+    else:
+        g = torch.randn(7, 3, 10, dtype=DT)[..., ::2]
+    assert not g.is_contiguous()
+    grads = []
+    for dout in (g, g.contiguous()):
+        out, _ = fused.run_direction(mode, x, hx, *params, reset_after=ra)
+        grads.append(torch.autograd.grad(out, leaves(x, hx, params), dout))
+    assert_all_close(list(grads[0]), list(grads[1]), atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_non_contiguous_initial_state(mode):
+    """h_0 (and c_0) as strided views: the same results as contiguous copies."""
+    x, hx, params, lens = make_case(mode, 5, 3, 2, 4, lengths=[5, 2, 4], seed=12)
+    wide = tuple(torch.stack([h, h], 2)[..., 0] for h in (hx if isinstance(hx, tuple) else (hx,)))  # stride 2
+    assert not wide[0].is_contiguous()
+    strided = wide if mode == "LSTM" else wide[0]
+    got = fused.run_direction(mode, x, strided, *params, lengths=lens)
+    want = fused.run_direction(mode, x, hx, *params, lengths=lens)
+    assert torch.equal(got[0], want[0])
+
+
+def test_scratch_reused_between_calls_never_leaks_into_results():
+    """The chunk buffer kept for the next backward is not part of any gradient returned by the previous one."""
+    x, hx, params, lens = make_case("LSTM", 6, 3, 2, 4, seed=14)
+    first = outputs_and_grads(fused.run_direction, "LSTM", x, hx, params, lens)
+    kept = [t.clone() for t in first]
+    second = outputs_and_grads(fused.run_direction, "LSTM", x, hx, params, lens, seed=2)  # other output gradients
+    assert_all_close(first, kept, atol=0.0)
+    assert not all(torch.equal(a, b) for a, b in zip(first[3:], second[3:], strict=True))
+
+
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+def test_steps_large_enough_to_split_over_threads(mode, ra):
+    """B*H = 4096 elements per step: the compiled kernels split the rows over OpenMP threads (small test steps run
+    on one); lengths and reverse included."""
+    lengths = [4, 1, 3, 2] * 16
+    x, hx, params, lens = make_case(mode, 4, 64, 8, 64, lengths=lengths, seed=15)
+    kw = dict(reverse=True, reset_after=ra)
+    got = outputs_and_grads(fused.run_direction, mode, x, hx, params, lens, **kw)
+    want = outputs_and_grads(loop_direction, mode, x, hx, params, lens, **kw)
+    assert_all_close(got, want)

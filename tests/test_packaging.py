@@ -2,6 +2,7 @@
 and the core package imports and runs without the optional music21 (the chorales extra)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -68,7 +69,11 @@ def test_core_install_runs_without_music21(tmp_path):
             assert "rnnkit[chorales]" in str(err), err
         else:
             raise AssertionError("load_chorales ran without music21")
+        import shutil
+        from rnnkit import _kernels  # the installed package ships the C source of the fused backend's steps
+        assert shutil.which("gcc") is None or _kernels.status().startswith("compiled C"), _kernels.status()
         print("ok", torch.__version__)
         """)
-    done = subprocess.run([str(python), "-c", smoke], capture_output=True, text=True, cwd=tmp_path)
+    env = dict(os.environ, RNNKIT_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([str(python), "-c", smoke], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0 and done.stdout.startswith("ok 2.13.0"), done.stdout + done.stderr

@@ -143,6 +143,7 @@ def _environment() -> dict[str, str]:
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
         "RNNKIT_GRADING_EXPORT": EXPORT_DIR, **({"RNNKIT_SANDBOX_DEBUG": "1"} if _DEBUG else {}),
         "NBGRADER_EXECUTION": "autograde", "RNNKIT_CACHE": "/tmp/rnnkit-cache",
+        "RNNKIT_FUSED_KERNELS": "torch",  # no compiler runs on a student's behalf; grading needs no speed
     }
 
 

@@ -1,0 +1,198 @@
+r"""Compiled element-wise steps for the fused backend: ``_kernels.c``, built with the system C compiler at first use.
+
+A fused time step is one matrix product and a handful of element-wise operations. At the sizes of a course
+(B=64, H=128) each PyTorch operator costs a few microseconds of dispatch and a full read and write of the step, so
+the element-wise half cost as much as the product. ``_kernels.c`` does that half in one pass per step, vectorised
+with glibc's libmvec and split over PyTorch's own OpenMP threads, and is a small Python extension module (each
+kernel a ``METH_FASTCALL`` function of integer addresses: ctypes would cost a microsecond a call). It needs no
+PyTorch headers, so it compiles in about a second (``gcc -O3 -march=native``); the module is cached per source,
+compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default ``~/.cache/rnnkit/kernels``).
+
+``RNNKIT_FUSED_KERNELS`` chooses: ``auto`` (default) uses the compiled steps where they build and pass a self-test,
+else PyTorch operators; ``torch`` always uses PyTorch operators; ``c`` requires the compiled steps (an error if they
+are unavailable). Only CPU tensors of float32 or float64 use them; CUDA always runs PyTorch operators.
+:func:`status` says which is in use and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+__all__ = ["Steps", "steps_for", "status"]
+
+SOURCE = Path(__file__).with_name("_kernels.c")
+KEEP_BUILDS = 8  # cached modules kept per folder, the newest
+FLAGS = ["-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+KERNELS = ("rnn_fwd", "rnn_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "grurb_gates", "grurb_out",
+           "grurb_bwd1", "grurb_bwd2")
+
+_state: dict[str, object] = {}  # "lib": the loaded library or None, "why": the reason it is not used
+
+
+class Steps:
+    """The compiled step functions for one dtype: ``steps.lstm_fwd(B, H, *addresses)``; see ``_kernels.c``."""
+
+    rnn_fwd: Callable[..., None]
+    rnn_bwd: Callable[..., None]
+    lstm_fwd: Callable[..., None]
+    lstm_bwd: Callable[..., None]
+    gru_fwd: Callable[..., None]
+    gru_bwd: Callable[..., None]
+    grurb_gates: Callable[..., None]
+    grurb_out: Callable[..., None]
+    grurb_bwd1: Callable[..., None]
+    grurb_bwd2: Callable[..., None]
+
+    def __init__(self, module: ModuleType, suffix: str):
+        for name in KERNELS:
+            setattr(self, name, getattr(module, f"{name}_{suffix}"))
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("RNNKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rnnkit")
+    return Path(root) / "kernels"
+
+
+def _torch_libgomp() -> Path | None:
+    """The OpenMP runtime PyTorch runs on, if any: linking against that very file makes the kernels share its
+    threads (a second runtime would fight PyTorch's spinning threads for the same cores)."""
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = {line.split()[-1] for line in maps.splitlines() if re.search(r"/libgomp[^/]*\.so", line)}
+    return Path(found.pop()) if len(found) == 1 else None
+
+
+def _cpu_signature() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        return " ".join(sorted(set(re.findall(r"^(?:model name|flags)\s*:\s*(.*)$", info, re.M))))
+    except OSError:
+        return platform.processor()
+
+
+def _build() -> Path:
+    """Compile ``_kernels.c`` (or reuse the cached build); returns the extension module's path."""
+    if platform.system() != "Linux":
+        raise OSError(f"compiled kernels are built on Linux only (this is {platform.system()})")
+    cc = shutil.which(os.environ.get("CC", "gcc"))
+    if cc is None:
+        raise OSError("no C compiler (gcc, or $CC) on PATH")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    gomp = _torch_libgomp()
+    compile_flags = FLAGS + ["-I" + sysconfig.get_paths()["include"]] + (["-fopenmp"] if gomp else [])
+    link = ["-lmvec", "-lm"] + ([f"-L{gomp.parent}", f"-l:{gomp.name}", f"-Wl,-rpath,{gomp.parent}"] if gomp else [])
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(compile_flags + link).encode(),
+                                      _cpu_signature().encode(), sys.version.encode()])).hexdigest()[:20]
+    folder = _cache_dir()
+    target = folder / f"kernels-{key}.so"
+    if target.exists():
+        info = target.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise OSError(f"{target} is not this user's own file (or others may write it): not loaded")
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
+        # compile and link apart: linking with the compile flags' relatives (-ffast-math and the like) can pull in
+        # start-up code that changes the floating-point mode of the whole process
+        for cmd in ([cc, *compile_flags, "-c", str(SOURCE), "-o", str(obj)], [cc, "-shared", str(obj), "-o", str(lib),
+                                                                                *link]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise OSError(f"{' '.join(cmd[:2])} ... failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
+    for old in sorted(folder.glob("kernels-*.so"), key=lambda p: p.stat().st_mtime)[:-KEEP_BUILDS]:
+        old.unlink(missing_ok=True)  # builds of older sources, compilers or Pythons
+    return target
+
+
+def _self_test(steps: dict[torch.dtype, Steps]) -> str | None:
+    """Why the compiled steps disagree with PyTorch's operators on a small LSTM step, or None if they agree."""
+    g = torch.Generator().manual_seed(0)
+    for dtype, s in steps.items():
+        B, H = 3, 37
+        pre = torch.randn(B, 4 * H, generator=g, dtype=dtype) * 4
+        cp, hp = torch.randn(B, H, generator=g, dtype=dtype), torch.randn(B, H, generator=g, dtype=dtype)
+        gates, c, h = torch.empty_like(pre), torch.empty_like(cp), torch.empty_like(hp)
+        s.lstm_fwd(B, H, *(t.data_ptr() for t in (pre, gates, cp, c, hp, h)), None)
+        i, f, gg, o = pre.chunk(4, 1)
+        i, f, gg, o = i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid()
+        want_c = f * cp + i * gg
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        for got, want in ((gates, torch.cat([i, f, gg, o], 1)), (c, want_c), (h, o * want_c.tanh())):
+            if not torch.allclose(got, want, atol=tol, rtol=tol):
+                return f"{dtype} results differ from PyTorch's by {(got - want).abs().max().item():.3g}"
+    return None
+
+
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_rnnkit_kernels", path)
+    if spec is None or spec.loader is None:
+        raise OSError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load() -> ModuleType | None:
+    if "lib" not in _state:
+        _state["lib"], _state["why"] = None, ""
+        try:
+            lib = _import(_build())
+            steps = {torch.float32: Steps(lib, "float"), torch.float64: Steps(lib, "double")}
+            problem = _self_test(steps)
+            if problem is None:
+                _state["lib"], _state["steps"] = lib, steps
+            else:
+                _state["why"] = f"the compiled kernels failed their self-test ({problem})"
+                warnings.warn(f"rnnkit fused backend: {_state['why']}; using PyTorch operators", RuntimeWarning,
+                              stacklevel=3)
+        except (OSError, ImportError, subprocess.SubprocessError, AttributeError) as err:
+            _state["why"] = f"compiled kernels unavailable: {err}"
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def steps_for(x: Tensor) -> Steps | None:
+    """The compiled steps for tensors like ``x``, or None where PyTorch operators run the step (see module doc)."""
+    choice = os.environ.get("RNNKIT_FUSED_KERNELS", "auto").lower()
+    if choice not in ("auto", "c", "torch"):
+        raise ValueError(f"RNNKIT_FUSED_KERNELS must be 'auto', 'c' or 'torch', got {choice!r}")
+    if choice == "torch" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    if _load() is None:
+        if choice == "c":
+            raise RuntimeError(f"RNNKIT_FUSED_KERNELS=c, but {_state['why']}")
+        return None
+    return _state["steps"][x.dtype]  # type: ignore[index]
+
+
+def status() -> str:
+    """Which element-wise steps the fused backend runs on the CPU, and why: for the bench and bug reports."""
+    choice = os.environ.get("RNNKIT_FUSED_KERNELS", "auto").lower()
+    if choice == "torch":
+        return "PyTorch operators (RNNKIT_FUSED_KERNELS=torch)"
+    if _load() is None:
+        return f"PyTorch operators ({_state['why']})"
+    threads = "OpenMP threads shared with PyTorch" if _torch_libgomp() else "one thread"
+    return f"compiled C ({' '.join(FLAGS[:2])}, libmvec, {threads})"

@@ -1,0 +1,249 @@
+r"""The fused cells' forward and backward loops with compiled element-wise steps (:mod:`rnnkit._kernels`).
+
+The same equations as the PyTorch-operator versions in ``_fused_rnn.py``, ``_fused_lstm.py`` and ``_fused_gru.py``
+(whose docstrings derive them), organised around one compiled kernel call per step and direction (two for the GRU
+with the reset gate before its product):
+
+* **forward**: one GEMM for all input projections, then per step the hidden product (in place into the step's slot
+  of the projection buffer where ``torch.addmm`` computes it) and one kernel that applies the gates and writes the
+  states; the kernels keep torch.nn's gate order, so no weight or gradient is reordered.
+* **backward**: per step one kernel that turns the incoming state gradient into the step's pre-activation gradients
+  (nothing is precomputed for all steps) and one GEMM for the gradient reaching the previous state, in time chunks
+  whose large products run as each chunk ends (:mod:`rnnkit._fused_chunks`).
+
+Each function is called from its cell's ``torch.autograd.Function`` with that Function's ``ctx``; every address
+handed to a kernel points into a tensor that the function keeps alive for the call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _kernels
+from ._fused_chunks import DoutSteps, GradSums, chunks, give_scratch, take_scratch, walk
+from ._fused_common import (
+    Plan,
+    add_biases,
+    addresses,
+    input_projection,
+    keep_addresses,
+    make_accumulate,
+    make_linear,
+    prev_addresses,
+)
+
+
+def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_elems: int):
+    """What every backward starts from: ``(plan, acc, pack, spans, K, douts, adds, keep, dh)`` -- chunks of at most
+    ``K`` steps of ``step_elems`` gradient elements each, the two ``(B, H)`` buffers the steps' products add into
+    (used in turn: one holds the gradient the next step reads), the mask addresses and hbar at the last step."""
+    plan: Plan = ctx.plan
+    pack, _ = make_linear(plan.onednn, x.shape[1])
+    T, B, H = S.shape
+    spans = chunks(plan, step_elems * S.element_size())
+    K = max(hi - lo for lo, hi in spans)
+    adds = (x.new_empty(B, H), x.new_empty(B, H))
+    mask = ctx.saved_tensors[-1]
+    keep = [None] * T if mask is None else addresses(mask)
+    last = dout[plan.last] if plan.valid is None else dout[plan.last] * plan.valid[plan.last]
+    dh = (dh_n + last).contiguous()  # (B, H)
+    return plan, make_accumulate(plan.onednn), pack, spans, K, DoutSteps(dout, plan, K), adds, keep, dh
+
+
+# ------------------------------------------------------------------------------------------------ Elman RNN
+def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
+    pack, _ = make_linear(plan.onednn, x.shape[1])
+    acc = make_accumulate(plan.onednn)
+    B, H = x.shape[1], w_hh.shape[1]
+    w = pack(w_hh)
+    xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, H): one GEMM, all steps
+    S = torch.empty_like(xg)  # (T, B, H) states in time order
+    xg_, S_, Sa = xg.unbind(0), S.unbind(0), addresses(S)
+    mask, keep = keep_addresses(plan)
+    h, hp = h0, h0.data_ptr()
+    for t in plan.steps:
+        pre = acc(xg_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, into xg[t] where the kernel can
+        k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre)
+        h, hp = S_[t], Sa[t]
+    out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+    ctx.save_for_backward(x, h0, w_ih, w_hh, S, mask)
+    ctx.plan, ctx.relu = plan, relu
+    return out, S[plan.last].clone()
+
+
+def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
+    x, h0, w_ih, w_hh, S, _ = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    T, B, H = S.shape
+    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * H)
+    dG = take_scratch(x, K, B, H)  # one chunk of delta_t = hbar_t f'(pre_t)
+    sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
+    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+    Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
+    for lo, hi, steps in walk(plan, spans, douts):
+        for t, i, dprev in steps:
+            add = adds[t & 1]
+            k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], dprev, douts.su, douts.sj, add.data_ptr(), keep[t])
+            dh = acc(add, dG_[i], w_back)  # hbar_{t-1} = delta_t W_hh + dout_{t-1}
+        chunk = dG[: hi - lo]
+        sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
+    dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
+    give_scratch(dG)
+    return dx, dh if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None
+
+
+# ------------------------------------------------------------------------------------------------ LSTM
+def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+    pack, _ = make_linear(plan.onednn, x.shape[1])
+    acc = make_accumulate(plan.onednn)
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, 4H) rows (i, f, g, o)
+    S, C = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): h_t, c_t in time order
+    w = pack(w_hh)
+    G_, S_ = G.unbind(0), S.unbind(0)
+    Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
+    mask, keep = keep_addresses(plan)
+    h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
+    for t in plan.steps:
+        pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can)
+        k.lstm_fwd(B, H, pre.data_ptr(), Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
+        h, hp, cp = S_[t], Sa[t], Ca[t]
+    out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
+    ctx.plan = plan
+    return out, S[plan.last].clone(), C[plan.last].clone()
+
+
+def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
+    x, h0, c0, w_ih, w_hh, S, C, G, _ = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    T, B, H = S.shape
+    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    dG = take_scratch(x, K, B, 4 * H)  # one chunk of gradients of the pre-activations, rows (i, f, g, o)
+    sums = GradSums(x, w_ih, h0, S, plan, need[0], need[3], need[4], need[5] or need[6])
+    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+    Ga, Ca, dGa, dG_ = addresses(G), addresses(C), addresses(dG), dG.unbind(0)
+    cprev = prev_addresses(plan, Ca, c0.data_ptr())
+    dc = dc_n.clone(memory_format=torch.contiguous_format)  # (B, H) cbar
+    dcp = dc.data_ptr()
+    for lo, hi, steps in walk(plan, spans, douts):
+        for t, i, dprev in steps:
+            add = adds[t & 1]
+            k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, dprev, douts.su, douts.sj,
+                       add.data_ptr(), keep[t])  # dG[i]; cbar <- cbar_{t-1}
+            dh = acc(add, dG_[i], w_back)  # hbar_{t-1} = dG_t W_hh + dout_{t-1}
+        chunk = dG[: hi - lo]
+        sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
+    dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
+    give_scratch(dG)
+    return (dx, dh if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
+            db if need[5] else None, db if need[6] else None, None)
+
+
+# ------------------------------------------------------------------------------------------------ GRU, reset after
+def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+    pack, linear = make_linear(plan.onednn, x.shape[1])
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    X = input_projection(x, w_ih, b_ih, plan.onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
+    N, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): n, h in time order
+    w = pack(w_hh)
+    S_ = S.unbind(0)
+    Xa, Na, Sa = addresses(X), addresses(N), addresses(S)
+    mask, keep = keep_addresses(plan)
+    # the step's product h W_hh^T + b_hh lands in one of two (B, 3H) buffers, in turn (torch.addmm writes into
+    # them; oneDNN's operator returns a new tensor); b_hh as a full (B, 3H) addend is one plain copy per step
+    bias = (x.new_zeros(3 * H) if b_hh is None else b_hh).expand(B, 3 * H).contiguous()
+    bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))
+    h, hp = h0, h0.data_ptr()
+    for t in plan.steps:
+        hW = linear(h, w, add=bias) if plan.onednn else torch.addmm(bias, h, w, out=bufs[t & 1])  # (B, 3H)
+        k.gru_fwd(B, H, hW.data_ptr(), Xa[t], Na[t], hp, Sa[t], keep[t])  # X[t] <- (r, z, hW_n); N[t] <- n; h_t
+        h, hp = S_[t], Sa[t]
+    out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
+    ctx.save_for_backward(x, h0, w_ih, w_hh, S, X, N, mask)
+    ctx.plan = plan
+    return out, S[plan.last].clone()
+
+
+def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
+    x, h0, w_ih, w_hh, S, X, N, _ = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    T, B, H = S.shape
+    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    dF = take_scratch(x, K, B, 4 * H)  # one chunk of (d_hn, d_r, d_z, d_n): hidden side [:3H], input side [H:]
+    sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
+    w_back = pack(torch.roll(w_hh, H, 0).t())  # acc(out, a, w_back) = out + a @ W_hh with rows (n, r, z)
+    Xa, Na, dFa = addresses(X), addresses(N), addresses(dF)
+    hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
+    dFh_ = dF[..., : 3 * H].unbind(0)  # (B, 3H) hidden side of each step
+    for lo, hi, steps in walk(plan, spans, douts):
+        for t, i, dprev in steps:
+            add = adds[t & 1]
+            k.gru_bwd(B, H, Xa[t], Na[t], dFa[i], hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
+                      add.data_ptr(), keep[t])
+            dh = acc(add, dFh_[i], w_back)  # hbar_prev = (d_hn, d_r, d_z) W_hh[n, r, z] + hbar z + dout_prev
+        F = dF[: hi - lo]
+        sums.add(lo, hi, [F[..., H:]], [(F[..., : 3 * H], None)], [F])
+    dx, dw_ih, dw_hh, db = sums.result()
+    give_scratch(dF)
+    dw_hh = None if dw_hh is None else torch.roll(dw_hh, -H, 0)  # rows (n, r, z) -> (r, z, n)
+    db_ih = None if db is None or not need[4] else db[H:]
+    db_hh = None if db is None or not need[5] else torch.roll(db[: 3 * H], -H, 0)
+    return dx, dh if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
+
+
+# ------------------------------------------------------------------------------------------------ GRU, reset before
+def gru_reset_before_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
+    pack, _ = make_linear(plan.onednn, x.shape[1])
+    acc = make_accumulate(plan.onednn)
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    b = add_biases(b_ih, b_hh)  # every bias is additive in this form
+    b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
+    RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.onednn)  # (T, B, 2H) -> r, z
+    N = input_projection(x, w_ih[2 * H :], b_n, plan.onednn)  # (T, B, H) -> n
+    RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
+    w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H)
+    RZ_, N_, RH_, S_ = RZ.unbind(0), N.unbind(0), RH.unbind(0), S.unbind(0)
+    RZa, Na, RHa, Sa = addresses(RZ), addresses(N), addresses(RH), addresses(S)
+    mask, keep = keep_addresses(plan)
+    h, hp = h0, h0.data_ptr()
+    for t in plan.steps:
+        pre = acc(RZ_[t], h, w_rz)  # (B, 2H)
+        k.grurb_gates(B, H, pre.data_ptr(), RZa[t], hp, RHa[t])  # RZ[t] <- (r, z); RH[t] <- r h_prev
+        pre = acc(N_[t], RH_[t], w_n)  # (B, H)
+        k.grurb_out(B, H, pre.data_ptr(), Na[t], RZa[t], hp, Sa[t], keep[t])  # N[t] <- n; h_t
+        h, hp = S_[t], Sa[t]
+    out = S if plan.valid is None else S * plan.valid
+    ctx.save_for_backward(x, h0, w_ih, w_hh, S, RZ, N, RH, mask)
+    ctx.plan = plan
+    return out, S[plan.last].clone()
+
+
+def gru_reset_before_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
+    x, h0, w_ih, w_hh, S, RZ, N, RH, _ = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    T, B, H = S.shape
+    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 3 * H)
+    pack, linear = make_linear(plan.onednn, B)
+    scratch = take_scratch(x, K * B * 3 * H)
+    dRZ, dN = scratch[: K * B * 2 * H].view(K, B, 2 * H), scratch[K * B * 2 * H :].view(K, B, H)  # chunk buffers
+    sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
+    w_rz_back = pack(w_hh[: 2 * H].t())  # acc(out, a, w_rz_back) = out + a @ [W_hr; W_hz]
+    w_n_back = pack(w_hh[2 * H :].t())  # linear(a, w_n_back) = a @ W_hn
+    RZa, Na, dRZa, dNa = addresses(RZ), addresses(N), addresses(dRZ), addresses(dN)
+    hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
+    dRZ_, dN_ = dRZ.unbind(0), dN.unbind(0)
+    for lo, hi, steps in walk(plan, spans, douts):
+        for t, i, dprev in steps:
+            add = adds[t & 1]
+            k.grurb_bwd1(B, H, RZa[t], Na[t], dRZa[i], dNa[i], hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
+                         add.data_ptr(), keep[t])  # d_z, d_n; add = dout_prev + hbar z
+            drh = linear(dN_[i], w_n_back)  # (B, H) gradient of r h_prev
+            k.grurb_bwd2(B, H, RZa[t], dRZa[i], hprev[t], drh.data_ptr(), add.data_ptr(), keep[t])  # d_r; add
+            dh = acc(add, dRZ_[i], w_rz_back)  # hbar_prev
+        m = hi - lo
+        sums.add(lo, hi, [dRZ[:m], dN[:m]], [(dRZ[:m], None), (dN[:m], RH[lo:hi])], [dRZ[:m], dN[:m]])
+    dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
+    give_scratch(scratch)
+    return dx, dh if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None

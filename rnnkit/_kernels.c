@@ -1,0 +1,267 @@
+/* The element-wise half of one time step of the fused backend (rnnkit/fused.py), for float and double.
+ *
+ * Each function is one pass over a (B, H) step: every gate of a row is read once, its activations and the values the
+ * next kernel needs are written once, so a step costs one call instead of five to ten PyTorch operators, each of
+ * which would read and write the whole step again. The matrix products stay in PyTorch (oneDNN or MKL).
+ *
+ * Layout: every pointer is a contiguous row-major (B, k*H) block, gates in torch.nn's row order
+ * (LSTM: i, f, g, o; GRU: r, z, n). keep is NULL when every row runs, else keep[b] == 0 for a row whose sequence has
+ * ended: its state is carried over unchanged and its gate gradients are zero. dout_prev (the gradient of the layer's
+ * output at the step read next in backward) may be NULL. Built by rnnkit/_kernels.py with -fopenmp-simd (glibc's
+ * libmvec gives the vector exp and tanh) and, where PyTorch runs on OpenMP, with -fopenmp against PyTorch's own
+ * libgomp, so the rows of a step split over the threads that just ran its matrix product.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+__attribute__((simd("notinbranch"))) float expf(float);
+__attribute__((simd("notinbranch"))) float tanhf(float);
+__attribute__((simd("notinbranch"))) double exp(double);
+__attribute__((simd("notinbranch"))) double tanh(double);
+
+static inline float sigmoid_float(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline double sigmoid_double(double x) { return 1.0 / (1.0 + exp(-x)); }
+static inline float tanh_float(float x) { return tanhf(x); }
+static inline double tanh_double(double x) { return tanh(x); }
+
+/* elements of a (B, H) step below which one thread is faster than waking the others (settable for measurements) */
+static int64_t rnnkit_min_parallel = 4096;
+/* every kernel's arguments are named B and H */
+#define ROWS _Pragma("omp parallel for schedule(static) if (B * H >= rnnkit_min_parallel)") \
+    for (int64_t b = 0; b < B; b++)
+#define SIMD _Pragma("omp simd")
+/* add += dout_prev's row b, when there is one: its rows su and its columns sj elements apart (sj = 0 for the
+ * broadcast gradient of out.sum()) */
+#define ADD_DOUT if (u) { if (sj == 1) { SIMD for (int64_t j = 0; j < H; j++) a[j] += u[j]; }                        \
+                          else { for (int64_t j = 0; j < H; j++) a[j] += u[j * sj]; } }
+
+#define DEFINE_KERNELS(T)                                                                                            \
+/* RNN forward: h = act(pre) */                                                                                      \
+static void rnn_fwd_##T(int64_t B, int64_t H, int32_t relu, const T *pre, T *h, const T *hp, const uint8_t *keep) {  \
+    ROWS {                                                                                                           \
+        const T *p = pre + b * H, *q = hp + b * H;                                                                   \
+        T *o = h + b * H;                                                                                            \
+        if (keep && !keep[b]) { SIMD for (int64_t j = 0; j < H; j++) o[j] = q[j]; }                                  \
+        else if (relu) { SIMD for (int64_t j = 0; j < H; j++) o[j] = p[j] < 0 ? (T)0 : p[j]; }                       \
+        else { SIMD for (int64_t j = 0; j < H; j++) o[j] = tanh_##T(p[j]); }                                         \
+    }                                                                                                                \
+}                                                                                                                    \
+/* RNN backward: d = hbar f'(pre) from h;  add = dout_prev (+ hbar where the row has ended) */                       \
+static void rnn_bwd_##T(int64_t B, int64_t H, int32_t relu, const T *h, const T *dh, T *d, const T *dout_prev,       \
+                        int64_t su, int64_t sj, T *add, const uint8_t *keep) {                                       \
+    ROWS {                                                                                                           \
+        const T *s = h + b * H, *g = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                            \
+        T *e = d + b * H, *a = add + b * H;                                                                          \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T slope = relu ? (T)(s[j] > 0) : (T)1 - s[j] * s[j];                                                     \
+            e[j] = run ? g[j] * slope : (T)0;                                                                        \
+            a[j] = (run ? (T)0 : g[j]);                                                                              \
+        }                                                                                                            \
+        ADD_DOUT                                                                                                     \
+    }                                                                                                                \
+}                                                                                                                    \
+/* LSTM forward: gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                       \
+static void lstm_fwd_##T(int64_t B, int64_t H, const T *pre, T *gates, const T *cp, T *c, const T *hp, T *h,         \
+                  const uint8_t *keep) {                                                                             \
+    ROWS {                                                                                                           \
+        const T *p = pre + b * 4 * H, *cq = cp + b * H, *hq = hp + b * H;                                            \
+        T *q = gates + b * 4 * H, *cr = c + b * H, *hr = h + b * H;                                                  \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T i = sigmoid_##T(p[j]), f = sigmoid_##T(p[H + j]);                                                      \
+            T g = tanh_##T(p[2 * H + j]), o = sigmoid_##T(p[3 * H + j]);                                             \
+            q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o;                                              \
+            T cn = f * cq[j] + i * g;                                                                                \
+            T hn = o * tanh_##T(cn);                                                                                 \
+            cr[j] = run ? cn : cq[j];                                                                                \
+            hr[j] = run ? hn : hq[j];                                                                                \
+        }                                                                                                            \
+    }                                                                                                                \
+}                                                                                                                    \
+/* LSTM backward, dgates = the gradients of the pre-activations of gates (i, f, g, o):                               \
+ * cbar += hbar o (1 - tanh^2 c);  d_o = hbar tanh(c) o(1-o);  d_i = cbar g i(1-i);  d_f = cbar c_prev f(1-f);       \
+ * d_g = cbar i (1-g^2);  cbar_prev = cbar f (carried unchanged where the row has ended);  add as for the RNN */     \
+static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc, \
+                  const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                         \
+    ROWS {                                                                                                           \
+        const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;        \
+        const T *q = gates + b * 4 * H;                                                                              \
+        T *e = dgates + b * 4 * H, *dcr = dc + b * H, *a = add + b * H;                                              \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T i = q[j], f = q[H + j], g = q[2 * H + j], o = q[3 * H + j], hbar = g_[j];                              \
+            T tc = tanh_##T(cr[j]);                                                                                  \
+            T cbar = dcr[j] + hbar * o * ((T)1 - tc * tc);                                                           \
+            e[j] = run ? cbar * g * (i - i * i) : (T)0;                                                              \
+            e[H + j] = run ? cbar * cq[j] * (f - f * f) : (T)0;                                                      \
+            e[2 * H + j] = run ? cbar * i * ((T)1 - g * g) : (T)0;                                                   \
+            e[3 * H + j] = run ? hbar * tc * (o - o * o) : (T)0;                                                     \
+            dcr[j] = run ? cbar * f : dcr[j];                                                                        \
+            a[j] = (run ? (T)0 : hbar);                                                                              \
+        }                                                                                                            \
+        ADD_DOUT                                                                                                     \
+    }                                                                                                                \
+}                                                                                                                    \
+/* GRU (reset after the product) forward. hW = h_prev W_hh^T + b_hh (the step's product), X = the step's input       \
+ * projections (x_r + b_ir, x_z + b_iz, x_n + b_in), overwritten by (r, z, hW_n) for backward:                       \
+ * r = sig(X_r + hW_r);  z = sig(X_z + hW_z);  n = tanh(X_n + r hW_n);  h = n + z (h_prev - n) */                    \
+static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, T *X, T *n_out, const T *hp, T *h, const uint8_t *keep) { \
+    ROWS {                                                                                                           \
+        const T *p = hW + b * 3 * H, *hq = hp + b * H;                                                               \
+        T *q = X + b * 3 * H, *nr = n_out + b * H, *hr = h + b * H;                                                  \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T r = sigmoid_##T(q[j] + p[j]), z = sigmoid_##T(q[H + j] + p[H + j]), hn = p[2 * H + j];                 \
+            T n = tanh_##T(q[2 * H + j] + r * hn);                                                                   \
+            q[j] = r; q[H + j] = z; q[2 * H + j] = hn; nr[j] = n;                                                    \
+            hr[j] = run ? n + z * (hq[j] - n) : hq[j];                                                               \
+        }                                                                                                            \
+    }                                                                                                                \
+}                                                                                                                    \
+/* GRU (reset after) backward, from X = (r, z, hW_n) and n, into one (B, 4H) row dF = (d_hn, d_r, d_z, d_n): its     \
+ * first 3H columns are the gradients of the product's rows in the order (n, r, z), its last 3H those of the input   \
+ * projection in W_ih's order (r, z, n), so each side is one block for the large products after the loop.            \
+ * d_n = hbar (1-z)(1-n^2);  d_hn = d_n r;  d_r = d_n hW_n r(1-r);  d_z = hbar (h_prev - n) z(1-z);                  \
+ * add = dout_prev + hbar z  (all of hbar where the row has ended) */                                                \
+static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dF, const T *hp, const T *dh,              \
+                 const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                          \
+    ROWS {                                                                                                           \
+        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                         \
+        const T *q = X + b * 3 * H, *nr = n_ + b * H;                                                                \
+        T *e = dF + b * 4 * H, *a = add + b * H;                                                                     \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T r = q[j], z = q[H + j], hn = q[2 * H + j], n = nr[j], hbar = g_[j];                                    \
+            T dn = hbar * ((T)1 - z) * ((T)1 - n * n);                                                               \
+            e[j] = run ? dn * r : (T)0;                                                                              \
+            e[H + j] = run ? dn * hn * (r - r * r) : (T)0;                                                           \
+            e[2 * H + j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                            \
+            e[3 * H + j] = run ? dn : (T)0;                                                                          \
+            a[j] = (run ? hbar * z : hbar);                                                                          \
+        }                                                                                                            \
+        ADD_DOUT                                                                                                     \
+    }                                                                                                                \
+}                                                                                                                    \
+/* GRU (reset before the product, Cho et al. 2014), forward in two halves around the second product:                 \
+ * gates: RZ = sig(pre_rz), RH = r h_prev;   out: n = tanh(pre_n), h = n + z (h_prev - n) */                         \
+static void grurb_gates_##T(int64_t B, int64_t H, const T *pre, T *RZ, const T *hp, T *RH) {                         \
+    ROWS {                                                                                                           \
+        const T *p = pre + b * 2 * H, *hq = hp + b * H;                                                              \
+        T *q = RZ + b * 2 * H, *rh = RH + b * H;                                                                     \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T r = sigmoid_##T(p[j]);                                                                                 \
+            q[j] = r; q[H + j] = sigmoid_##T(p[H + j]); rh[j] = r * hq[j];                                           \
+        }                                                                                                            \
+    }                                                                                                                \
+}                                                                                                                    \
+static void grurb_out_##T(int64_t B, int64_t H, const T *pre, T *N, const T *RZ, const T *hp, T *h,                  \
+                         const uint8_t *keep) {                                                                      \
+    ROWS {                                                                                                           \
+        const T *p = pre + b * H, *z = RZ + b * 2 * H + H, *hq = hp + b * H;                                         \
+        T *nr = N + b * H, *hr = h + b * H;                                                                          \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T n = tanh_##T(p[j]);                                                                                    \
+            nr[j] = n;                                                                                               \
+            hr[j] = run ? n + z[j] * (hq[j] - n) : hq[j];                                                            \
+        }                                                                                                            \
+    }                                                                                                                \
+}                                                                                                                    \
+/* GRU (reset before) backward, first half (before d_rh = d_n W_hn), from RZ = (r, z) and N = n: z's slot of dRZ     \
+ * gets d_z, dN gets d_n,                                                                                            \
+ * add = dout_prev + hbar z (all of hbar where the row has ended); r's slot is left for the second half */           \
+static void grurb_bwd1_##T(int64_t B, int64_t H, const T *RZ, const T *N, T *dRZ, T *dN, const T *hp, const T *dh,   \
+                    const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                       \
+    ROWS {                                                                                                           \
+        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                         \
+        const T *zq = RZ + b * 2 * H + H, *nr = N + b * H;                                                           \
+        T *dz = dRZ + b * 2 * H + H, *dnr = dN + b * H, *a = add + b * H;                                            \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T z = zq[j], n = nr[j], hbar = g_[j];                                                                    \
+            dz[j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                                   \
+            dnr[j] = run ? hbar * ((T)1 - z) * ((T)1 - n * n) : (T)0;                                                \
+            a[j] = (run ? hbar * z : hbar);                                                                          \
+        }                                                                                                            \
+        ADD_DOUT                                                                                                     \
+    }                                                                                                                \
+}                                                                                                                    \
+/* second half, given drh = d_n W_hn (the gradient of r h_prev): r's slot of dRZ gets d_r = drh h_prev r(1-r),       \
+ * add += drh r */                                                                                                   \
+static void grurb_bwd2_##T(int64_t B, int64_t H, const T *RZ, T *dRZ, const T *hp, const T *drh, T *add,             \
+                    const uint8_t *keep) {                                                                           \
+    ROWS {                                                                                                           \
+        const T *hq = hp + b * H, *d = drh + b * H;                                                                  \
+        const T *rq = RZ + b * 2 * H;                                                                                \
+        T *dr = dRZ + b * 2 * H, *a = add + b * H;                                                                   \
+        int run = !keep || keep[b];                                                                                  \
+        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
+            T r = rq[j];                                                                                             \
+            dr[j] = run ? d[j] * hq[j] * (r - r * r) : (T)0;                                                         \
+            a[j] += run ? d[j] * r : (T)0;                                                                           \
+        }                                                                                                            \
+    }                                                                                                                \
+}
+
+DEFINE_KERNELS(float)
+DEFINE_KERNELS(double)
+
+/* ---- Python bindings: each kernel as a METH_FASTCALL function of int arguments (addresses, sizes; None = NULL).
+ * ctypes would cost about a microsecond a call, as much as a kernel at B=64, H=128. */
+static int read_ints(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, int64_t *v) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "expected %zd arguments, got %zd", want, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        v[i] = args[i] == Py_None ? 0 : PyLong_AsLongLong(args[i]);
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+#define P(i) ((void *)(intptr_t)v[i])
+#define WRAP(name, n, ...)                                                                                           \
+    static PyObject *py_##name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                            \
+        int64_t v[16];                                                                                               \
+        (void)self;                                                                                                  \
+        if (read_ints(args, nargs, n, v) < 0) return NULL;                                                           \
+        Py_BEGIN_ALLOW_THREADS name(__VA_ARGS__); Py_END_ALLOW_THREADS                                               \
+        Py_RETURN_NONE;                                                                                              \
+    }
+#define WRAP_ALL(T)                                                                                                  \
+    WRAP(rnn_fwd_##T, 7, v[0], v[1], (int32_t)v[2], P(3), P(4), P(5), P(6))                                          \
+    WRAP(rnn_bwd_##T, 11, v[0], v[1], (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                \
+    WRAP(lstm_fwd_##T, 9, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                      \
+    WRAP(lstm_bwd_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))          \
+    WRAP(gru_fwd_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))                                             \
+    WRAP(gru_bwd_##T, 12, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), v[8], v[9], P(10), P(11))                  \
+    WRAP(grurb_gates_##T, 6, v[0], v[1], P(2), P(3), P(4), P(5))                                                     \
+    WRAP(grurb_out_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))                                           \
+    WRAP(grurb_bwd1_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))        \
+    WRAP(grurb_bwd2_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))
+WRAP_ALL(float)
+WRAP_ALL(double)
+
+static PyObject *py_set_min_parallel(PyObject *self, PyObject *arg) {
+    (void)self;
+    int64_t v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    int64_t old = rnnkit_min_parallel;
+    rnnkit_min_parallel = v;
+    return PyLong_FromLongLong(old);
+}
+
+#define ENTRY(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, NULL}
+#define ENTRIES(T) ENTRY(rnn_fwd_##T), ENTRY(rnn_bwd_##T), ENTRY(lstm_fwd_##T), ENTRY(lstm_bwd_##T), \
+    ENTRY(gru_fwd_##T), ENTRY(gru_bwd_##T), ENTRY(grurb_gates_##T), ENTRY(grurb_out_##T), ENTRY(grurb_bwd1_##T), \
+    ENTRY(grurb_bwd2_##T)
+static PyMethodDef methods[] = {
+    ENTRIES(float), ENTRIES(double),
+    {"set_min_parallel", py_set_min_parallel, METH_O, "smallest B*H split over threads"},
+    {NULL, NULL, 0, NULL},
+};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rnnkit_kernels", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+PyMODINIT_FUNC PyInit__rnnkit_kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,96 @@
+"""The compiled element-wise steps (rnnkit/_kernels.py, _kernels.c): how they are chosen, built, cached and refused.
+Their numbers are tested through the fused backend against torch.nn and an autograd loop (tests/test_fused.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from rnnkit import _kernels
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler (gcc) on this machine")
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """A process that has not loaded the kernels yet, with its own empty cache folder."""
+    monkeypatch.setattr(_kernels, "_state", {})
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("RNNKIT_FUSED_KERNELS", raising=False)
+    return tmp_path / "kernels"
+
+
+@needs_gcc
+def test_builds_once_into_the_cache_and_reports_itself(fresh, monkeypatch):
+    assert _kernels.steps_for(torch.zeros(1)) is not None
+    built = list(fresh.glob("kernels-*.so"))
+    assert len(built) == 1
+    assert _kernels.status().startswith("compiled C (-O3 -march=native")
+    monkeypatch.setattr(_kernels, "_state", {})  # a new process: the cached module is used, nothing compiles
+
+    run = subprocess.run
+
+    def no_compiler(cmd, **kw):
+        if "-c" in cmd or "-shared" in cmd:
+            raise AssertionError(f"compiled again: {cmd}")
+        return run(cmd, **kw)
+
+    monkeypatch.setattr(_kernels.subprocess, "run", no_compiler)
+    assert _kernels.steps_for(torch.zeros(1, dtype=torch.float64)) is not None
+
+
+def test_without_a_compiler_pytorch_operators_run_and_say_why(fresh, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-rnnkit")
+    assert _kernels.steps_for(torch.zeros(1)) is None
+    assert "no C compiler" in _kernels.status()
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "c")
+    with pytest.raises(RuntimeError, match="RNNKIT_FUSED_KERNELS=c, but compiled kernels unavailable: no C compiler"):
+        _kernels.steps_for(torch.zeros(1))
+
+
+@needs_gcc
+def test_a_cached_module_others_may_write_is_not_loaded(fresh, monkeypatch):
+    assert _kernels.steps_for(torch.zeros(1)) is not None
+    (built,) = fresh.glob("kernels-*.so")
+    os.chmod(built, 0o666)
+    monkeypatch.setattr(_kernels, "_state", {})
+    assert _kernels.steps_for(torch.zeros(1)) is None
+    assert "others may write it" in _kernels.status()
+
+
+@needs_gcc
+def test_a_failed_self_test_warns_and_falls_back(fresh, monkeypatch):
+    monkeypatch.setattr(_kernels, "_self_test", lambda steps: "torch.float32 results differ by 0.5")
+    with pytest.warns(RuntimeWarning, match="failed their self-test .* using PyTorch operators"):
+        assert _kernels.steps_for(torch.zeros(1)) is None
+    assert "self-test" in _kernels.status()
+
+
+@needs_gcc
+def test_the_self_test_can_fail(fresh):
+    """The self-test compares against PyTorch: a kernel computing something else is caught."""
+    _kernels.steps_for(torch.zeros(1))
+    steps = _kernels._state["steps"]
+
+    class Wrong:
+        def lstm_fwd(self, B, H, pre, gates, cp, c, hp, h, keep):
+            steps[torch.float32].lstm_fwd(B, H, pre, gates, hp, c, cp, h, keep)  # c_prev and h_prev swapped
+
+    assert _kernels._self_test({torch.float32: steps[torch.float32]}) is None
+    assert "differ" in _kernels._self_test({torch.float32: Wrong()})
+
+
+def test_choice_is_checked_and_followed(fresh, monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "fast")
+    with pytest.raises(ValueError, match="must be 'auto', 'c' or 'torch', got 'fast'"):
+        _kernels.steps_for(torch.zeros(1))
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "torch")
+    assert _kernels.steps_for(torch.zeros(1)) is None
+    assert _kernels.status() == "PyTorch operators (RNNKIT_FUSED_KERNELS=torch)"
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "auto")
+    for dtype in (torch.float16, torch.bfloat16, torch.int64):  # the kernels exist for float and double only
+        assert _kernels.steps_for(torch.zeros(1, dtype=dtype)) is None
