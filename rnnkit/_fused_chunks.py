@@ -52,10 +52,12 @@ def release_scratch() -> None:
     _SPARE.clear()
 
 
-def chunks(plan: Plan, step_bytes: int) -> list[tuple[int, int]]:
-    """Time ranges ``[lo, hi)`` in the order backward visits them, each at most ``CHUNK_BYTES / step_bytes`` steps
-    (at least one); within a chunk backward visits ``reversed(range(lo, hi))``, or ``range(lo, hi)`` if ``reverse``."""
-    K = max(1, min(plan.T, CHUNK_BYTES // max(1, step_bytes)))
+def chunks(plan: Plan, step_bytes: int, state_bytes: int) -> list[tuple[int, int]]:
+    """Time ranges ``[lo, hi)`` in the order backward visits them; within a chunk backward visits
+    ``reversed(range(lo, hi))``, or ``range(lo, hi)`` if ``reverse``. A chunk's gradients take at most
+    ``CHUNK_BYTES`` and at most ``state_bytes`` (one ``(T, B, H)`` state buffer, so that backward's peak stays within
+    about one state buffer of what forward saved), but at least one step's ``step_bytes``."""
+    K = max(1, min(plan.T, min(CHUNK_BYTES, state_bytes) // max(1, step_bytes)))
     bounds = [(lo, min(lo + K, plan.T)) for lo in range(0, plan.T, K)]
     return bounds if plan.reverse else bounds[::-1]
 
@@ -114,7 +116,7 @@ class GradSums:
                  need_w_hh: bool, need_b: bool):
         self.x, self.w_ih, self.h0, self.S, self.plan = x, w_ih, h0, S, plan
         self.need_w_ih, self.need_w_hh, self.need_b = need_w_ih, need_w_hh, need_b
-        self.mm, self.gram = matmul_for(plan.onednn), gram_for(plan.onednn)
+        self.mm, self.gram = matmul_for(plan.bulk_onednn), gram_for(plan.bulk_onednn)
         self.need_x = need_x
         self.dx: Tensor | None = None  # (T, B, I), made by the first chunk
         self.dw_ih: Tensor | None = None
@@ -137,7 +139,7 @@ class GradSums:
                 if dx is None:  # one chunk is the whole sequence: its product is dx
                     dx = self.mm(d, w)  # (n*B, I)
                     self.dx = dx.view(T, B, I)
-                elif not self.plan.onednn:
+                elif not self.plan.bulk_onednn:
                     torch.mm(d, w, out=dx) if rows == d.shape[1] else dx.addmm_(d, w)  # into dx's rows directly
                 else:
                     dx.copy_(self.mm(d, w)) if rows == d.shape[1] else dx.add_(self.mm(d, w))

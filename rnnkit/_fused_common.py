@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "gemm_choice", "hprev_grad", "input_grads",
+    "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "bulk_path", "gemm_choice", "hprev_grad",
+    "input_grads",
     "mul_prev", "sub_prev", "input_projection", "add_biases", "matmul_for", "gram_for",
     "one_minus_square", "sigmoid_slope", "addresses", "prev_addresses", "keep_addresses",
 ]
@@ -41,8 +42,9 @@ __all__ = [
 # = "addmm" or "onednn" overrides the measurement. Float64 and CUDA always use torch.addmm / torch.mm.
 # --------------------------------------------------------------------------------------------------------------------
 _ONEDNN_OK: bool | None = None
-_CHOICES: dict[tuple, str] = {}  # (device, dtype, batch, hidden, gate rows) -> "onednn" | "addmm"
+_CHOICES: dict[tuple, str] = {}  # ("step", batch, hidden, gate rows) or ("bulk", rows, inputs) -> "onednn" | "addmm"
 _MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
+_BULK_ROWS = 512  # rows of the probe for the whole-sequence products
 
 
 def _onednn_available() -> bool:
@@ -89,27 +91,73 @@ def _seconds_per_step(onednn: bool, batch: int, hidden: int, rows: int) -> float
     return statistics.median(times[1:])  # the first call pays for warm-up
 
 
-def gemm_path(x: Tensor, w_hh: Tensor) -> str:
-    """``"onednn"`` or ``"addmm"``: the kernel of the per-step (and whole-sequence) products of a layer whose input
-    is like ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0 or w_hh.numel() == 0:
+def _forced_or_none(x: Tensor, w: Tensor) -> str | None:
+    """The kernel every product of this layer uses whatever the timings (CUDA, float64, empty, override), or None."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0 or w.numel() == 0:
         return "addmm"
     forced = os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower()
     if forced == "addmm" or not _onednn_available():
         return "addmm"
-    if forced == "onednn":
-        return "onednn"
-    key = ("cpu", "float32", x.shape[1], w_hh.shape[1], w_hh.shape[0])
+    return "onednn" if forced == "onednn" else None
+
+
+def gemm_path(x: Tensor, w_hh: Tensor) -> str:
+    """``"onednn"`` or ``"addmm"``: the kernel of the per-step products of a layer whose input is like
+    ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached."""
+    forced = _forced_or_none(x, w_hh)
+    if forced is not None:
+        return forced
+    key = ("step", x.shape[1], w_hh.shape[1], w_hh.shape[0])
     if key not in _CHOICES:
         with torch.no_grad():
-            onednn, addmm = (_seconds_per_step(k, *key[2:]) for k in (True, False))
+            onednn, addmm = (_seconds_per_step(k, *key[1:]) for k in (True, False))
+        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
+    return _CHOICES[key]
+
+
+def _seconds_bulk(onednn: bool, rows: int, inputs: int) -> float:
+    """Best seconds of the three whole-sequence products (input projection, ``dx``, ``dW_ih``) on a probe of
+    ``_BULK_ROWS`` rows of ``T*B``, for ``W_ih (rows, inputs)``."""
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.randn(_BULK_ROWS, inputs, generator=g), torch.randn(_BULK_ROWS, rows, generator=g)
+    w = torch.randn(rows, inputs, generator=g)
+    mm, gram = matmul_for(onednn), gram_for(onednn)
+    times: list[float] = []
+    for _ in range(4):
+        start = time.perf_counter()
+        input_projection(x.unsqueeze(0), w, None, onednn)
+        mm(d, w)
+        gram(d, x)
+        times.append(time.perf_counter() - start)
+    return min(times[1:])  # the first call pays for warm-up
+
+
+def bulk_path(x: Tensor, w_ih: Tensor) -> str:
+    """``"onednn"`` or ``"addmm"`` (``torch.mm``): the kernel of the products over all ``T*B`` rows of a layer with
+    input like ``x`` and ``w_ih (G*H, I)``; measured once per shape like :func:`gemm_path` (on the machine this was
+    written on, MKL ran them faster than oneDNN, whose operator also copies transposed operands)."""
+    forced = _forced_or_none(x, w_ih)
+    if forced is not None:
+        return forced
+    key = ("bulk", w_ih.shape[0], w_ih.shape[1])
+    if key not in _CHOICES:
+        with torch.no_grad():
+            onednn, addmm = (_seconds_bulk(k, *key[1:]) for k in (True, False))
         _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
     return _CHOICES[key]
 
 
 def gemm_choice() -> dict[str, str]:
-    """The kernels chosen by measurement so far in this process: ``{"cpu float32 B=64 H=256 rows=1024": "onednn"}``."""
-    return {f"{d} {t} B={b} H={h} rows={r}": path for (d, t, b, h, r), path in sorted(_CHOICES.items())}
+    """The kernels chosen by measurement so far in this process, per-step products by batch, hidden size and gate
+    rows, whole-sequence products by ``W_ih``'s shape: ``{"cpu float32 step B=64 H=256 rows=1024": "onednn",
+    "cpu float32 sequence W_ih=1024x256": "addmm"}``."""
+    out = {}
+    for key, path in sorted(_CHOICES.items()):
+        if key[0] == "step":
+            out["cpu float32 step B={} H={} rows={}".format(*key[1:])] = path
+        else:
+            out["cpu float32 sequence W_ih={}x{}".format(*key[1:])] = path
+    return out
 
 
 def make_linear(onednn: bool, batch: int) -> tuple[Callable[[Tensor], Tensor], Callable[..., Tensor]]:
@@ -160,7 +208,8 @@ class Plan:
     reverse: bool
     valid: Tensor | None  # (T, B, 1) in the input's dtype: 1 while t < lengths[b]; None when every row runs T steps
     keep: Tensor | None  # (T, B, 1) bool, the same mask for torch.where
-    onednn: bool = False  # the products go through oneDNN (gemm_path), else torch.addmm / torch.mm
+    onednn: bool = False  # the per-step products go through oneDNN (gemm_path), else torch.addmm
+    bulk_onednn: bool = False  # the whole-sequence products go through oneDNN (bulk_path), else torch.mm
 
     @property
     def steps(self) -> range:
@@ -180,14 +229,15 @@ class Plan:
         return t + 1 if self.reverse else t - 1
 
 
-def make_plan(x: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
+def make_plan(x: Tensor, w_ih: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
     T, B = x.shape[0], x.shape[1]
     onednn = gemm_path(x, w_hh) == "onednn"
+    bulk = bulk_path(x, w_ih) == "onednn"
     if lengths is None or bool((lengths >= T).all()):
-        return Plan(T, reverse, None, None, onednn)
+        return Plan(T, reverse, None, None, onednn, bulk)
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
     keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
-    return Plan(T, reverse, keep.to(x.dtype), keep, onednn)
+    return Plan(T, reverse, keep.to(x.dtype), keep, onednn, bulk)
 
 
 def addresses(buf: Tensor) -> list[int]:
@@ -289,7 +339,7 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
         d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
     out = torch.mm(d_first.t(), h0)  # (N, H), small
     if T > 1:
-        out += gram_for(plan.onednn)(d_rest.reshape((T - 1) * B, N), s_rest.reshape((T - 1) * B, H))
+        out += gram_for(plan.bulk_onednn)(d_rest.reshape((T - 1) * B, N), s_rest.reshape((T - 1) * B, H))
     return out
 
 

@@ -34,21 +34,38 @@ from ._fused_common import (
 )
 
 
-def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_elems: int):
-    """What every backward starts from: ``(plan, acc, pack, spans, K, douts, adds, keep, dh)`` -- chunks of at most
-    ``K`` steps of ``step_elems`` gradient elements each, the two ``(B, H)`` buffers the steps' products add into
-    (used in turn: one holds the gradient the next step reads), the mask addresses and hbar at the last step."""
+def _keeps_graph() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph=True``), so that what forward saved must come
+    through it unchanged; without PyTorch's probe for it, assume so."""
+    probe = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if probe is None else bool(probe())
+
+
+def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_elems: int, room: bool = True):
+    """What every backward starts from: ``(plan, acc, pack, spans, in_place, douts, adds, keep, dh)``.
+
+    When the graph is not kept, forward's saved buffers die with this backward, so where they have ``room`` for the
+    gradients each step's are written over the values the step has just read (``in_place``) and the whole sequence is
+    one chunk: no new buffer. Otherwise gradients go to a reused scratch buffer, in chunks of steps of ``step_elems``
+    elements. ``adds`` are the
+    two ``(B, H)`` buffers the steps' products add into, in turn (one holds the gradient the next step reads);
+    ``dh`` is hbar at the last step."""
     plan: Plan = ctx.plan
     pack, _ = make_linear(plan.onednn, x.shape[1])
     T, B, H = S.shape
-    spans = chunks(plan, step_elems * S.element_size())
+    in_place = room and not _keeps_graph()
+    spans = [(0, T)] if in_place else chunks(plan, step_elems * S.element_size(), S.numel() * S.element_size())
     K = max(hi - lo for lo, hi in spans)
     adds = (x.new_empty(B, H), x.new_empty(B, H))
     mask = ctx.saved_tensors[-1]
     keep = [None] * T if mask is None else addresses(mask)
     last = dout[plan.last] if plan.valid is None else dout[plan.last] * plan.valid[plan.last]
     dh = (dh_n + last).contiguous()  # (B, H)
-    return plan, make_accumulate(plan.onednn), pack, spans, K, DoutSteps(dout, plan, K), adds, keep, dh
+    return plan, make_accumulate(plan.onednn), pack, spans, in_place, DoutSteps(dout, plan, K), adds, keep, dh
+
+
+def _span(spans: list[tuple[int, int]]) -> int:
+    return max(hi - lo for lo, hi in spans)
 
 
 # ------------------------------------------------------------------------------------------------ Elman RNN
@@ -57,7 +74,7 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     acc = make_accumulate(plan.onednn)
     B, H = x.shape[1], w_hh.shape[1]
     w = pack(w_hh)
-    xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, H): one GEMM, all steps
+    xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, H): one GEMM, all steps
     S = torch.empty_like(xg)  # (T, B, H) states in time order
     xg_, S_, Sa = xg.unbind(0), S.unbind(0), addresses(S)
     mask, keep = keep_addresses(plan)
@@ -76,8 +93,9 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     x, h0, w_ih, w_hh, S, _ = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * H)
-    dG = take_scratch(x, K, B, H)  # one chunk of delta_t = hbar_t f'(pre_t)
+    # forward saves only the states, which are the layer's output: no room for the gradients, always a scratch chunk
+    plan, acc, pack, spans, _, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * H, room=False)
+    dG = take_scratch(x, _span(spans), B, H)  # delta_t = hbar_t f'(pre_t), a chunk at a time
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
     Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
@@ -98,7 +116,7 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
     pack, _ = make_linear(plan.onednn, x.shape[1])
     acc = make_accumulate(plan.onednn)
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, 4H) rows (i, f, g, o)
+    G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
     S, C = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): h_t, c_t in time order
     w = pack(w_hh)
     G_, S_ = G.unbind(0), S.unbind(0)
@@ -119,8 +137,8 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
     x, h0, c0, w_ih, w_hh, S, C, G, _ = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
-    dG = take_scratch(x, K, B, 4 * H)  # one chunk of gradients of the pre-activations, rows (i, f, g, o)
+    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    dG = G if in_place else take_scratch(x, _span(spans), B, 4 * H)  # pre-activation gradients, rows (i, f, g, o)
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[3], need[4], need[5] or need[6])
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
     Ga, Ca, dGa, dG_ = addresses(G), addresses(C), addresses(dG), dG.unbind(0)
@@ -136,7 +154,8 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
         chunk = dG[: hi - lo]
         sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
-    give_scratch(dG)
+    if not in_place:
+        give_scratch(dG)
     return (dx, dh if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,
             db if need[5] else None, db if need[6] else None, None)
 
@@ -145,20 +164,20 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
 def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
     pack, linear = make_linear(plan.onednn, x.shape[1])
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    X = input_projection(x, w_ih, b_ih, plan.onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
+    # the input projection carries every additive bias (b_ih and b_hh's r, z rows); b_hn goes to the kernel
+    b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
+    b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
+    X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
     N, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): n, h in time order
     w = pack(w_hh)
     S_ = S.unbind(0)
     Xa, Na, Sa = addresses(X), addresses(N), addresses(S)
     mask, keep = keep_addresses(plan)
-    # the step's product h W_hh^T + b_hh lands in one of two (B, 3H) buffers, in turn (torch.addmm writes into
-    # them; oneDNN's operator returns a new tensor); b_hh as a full (B, 3H) addend is one plain copy per step
-    bias = (x.new_zeros(3 * H) if b_hh is None else b_hh).expand(B, 3 * H).contiguous()
-    bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))
-    h, hp = h0, h0.data_ptr()
+    bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
+    h, hp, bn = h0, h0.data_ptr(), b_hn.data_ptr()
     for t in plan.steps:
-        hW = linear(h, w, add=bias) if plan.onednn else torch.addmm(bias, h, w, out=bufs[t & 1])  # (B, 3H)
-        k.gru_fwd(B, H, hW.data_ptr(), Xa[t], Na[t], hp, Sa[t], keep[t])  # X[t] <- (r, z, hW_n); N[t] <- n; h_t
+        hW = linear(h, w) if plan.onednn else torch.mm(h, w, out=bufs[t & 1])  # (B, 3H) h W_hh^T
+        k.gru_fwd(B, H, hW.data_ptr(), bn, Xa[t], Na[t], hp, Sa[t], keep[t])  # X[t] <- (r, z, hW_n); N[t] <- n
         h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, X, N, mask)
@@ -170,26 +189,31 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     x, h0, w_ih, w_hh, S, X, N, _ = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
-    dF = take_scratch(x, K, B, 4 * H)  # one chunk of (d_hn, d_r, d_z, d_n): hidden side [:3H], input side [H:]
+    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    if in_place:  # (d_r, d_z, d_hn) over X = (r, z, hW_n), d_n over N = n
+        dP, dN = X, N
+    else:  # one chunk of (B, 4H) rows (d_r, d_z, d_hn, d_n)
+        scratch = take_scratch(x, _span(spans), B, 4 * H)
+        dP, dN = scratch[..., : 3 * H], scratch[..., 3 * H :]
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
-    w_back = pack(torch.roll(w_hh, H, 0).t())  # acc(out, a, w_back) = out + a @ W_hh with rows (n, r, z)
-    Xa, Na, dFa = addresses(X), addresses(N), addresses(dF)
+    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+    Xa, Na, dPa, dNa = addresses(X), addresses(N), addresses(dP), addresses(dN)
+    sp, sn = dP.stride(1), dN.stride(1)
     hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
-    dFh_ = dF[..., : 3 * H].unbind(0)  # (B, 3H) hidden side of each step
+    dP_ = dP.unbind(0)  # (B, 3H) the hidden side of each step
     for lo, hi, steps in walk(plan, spans, douts):
         for t, i, dprev in steps:
             add = adds[t & 1]
-            k.gru_bwd(B, H, Xa[t], Na[t], dFa[i], hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
+            k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
                       add.data_ptr(), keep[t])
-            dh = acc(add, dFh_[i], w_back)  # hbar_prev = (d_hn, d_r, d_z) W_hh[n, r, z] + hbar z + dout_prev
-        F = dF[: hi - lo]
-        sums.add(lo, hi, [F[..., H:]], [(F[..., : 3 * H], None)], [F])
-    dx, dw_ih, dw_hh, db = sums.result()
-    give_scratch(dF)
-    dw_hh = None if dw_hh is None else torch.roll(dw_hh, -H, 0)  # rows (n, r, z) -> (r, z, n)
-    db_ih = None if db is None or not need[4] else db[H:]
-    db_hh = None if db is None or not need[5] else torch.roll(db[: 3 * H], -H, 0)
+            dh = acc(add, dP_[i], w_back)  # hbar_prev = (d_r, d_z, d_hn) W_hh + hbar z + dout_prev
+        hidden, n_rows = dP[: hi - lo], dN[: hi - lo]
+        sums.add(lo, hi, [hidden[..., : 2 * H], n_rows], [(hidden, None)], [hidden, n_rows])
+    dx, dw_ih, dw_hh, db = sums.result()  # db = (sums of d_r, d_z, d_hn, d_n)
+    if not in_place:
+        give_scratch(scratch)
+    db_ih = None if db is None or not need[4] else torch.cat([db[: 2 * H], db[3 * H :]])
+    db_hh = None if db is None or not need[5] else db[: 3 * H]
     return dx, dh if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
 
 
@@ -200,8 +224,8 @@ def gru_reset_before_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     b = add_biases(b_ih, b_hh)  # every bias is additive in this form
     b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
-    RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.onednn)  # (T, B, 2H) -> r, z
-    N = input_projection(x, w_ih[2 * H :], b_n, plan.onednn)  # (T, B, H) -> n
+    RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.bulk_onednn)  # (T, B, 2H) -> r, z
+    N = input_projection(x, w_ih[2 * H :], b_n, plan.bulk_onednn)  # (T, B, H) -> n
     RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
     w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H)
     RZ_, N_, RH_, S_ = RZ.unbind(0), N.unbind(0), RH.unbind(0), S.unbind(0)
@@ -224,10 +248,14 @@ def gru_reset_before_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor
     x, h0, w_ih, w_hh, S, RZ, N, RH, _ = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, K, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 3 * H)
+    plan, acc, _, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 3 * H)
     pack, linear = make_linear(plan.onednn, B)
-    scratch = take_scratch(x, K * B * 3 * H)
-    dRZ, dN = scratch[: K * B * 2 * H].view(K, B, 2 * H), scratch[K * B * 2 * H :].view(K, B, H)  # chunk buffers
+    if in_place:  # (d_r, d_z) over RZ = (r, z), d_n over N = n
+        dRZ, dN = RZ, N
+    else:
+        K = _span(spans)
+        scratch = take_scratch(x, K * B * 3 * H)
+        dRZ, dN = scratch[: K * B * 2 * H].view(K, B, 2 * H), scratch[K * B * 2 * H :].view(K, B, H)
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
     w_rz_back = pack(w_hh[: 2 * H].t())  # acc(out, a, w_rz_back) = out + a @ [W_hr; W_hz]
     w_n_back = pack(w_hh[2 * H :].t())  # linear(a, w_n_back) = a @ W_hn
@@ -245,5 +273,6 @@ def gru_reset_before_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor
         m = hi - lo
         sums.add(lo, hi, [dRZ[:m], dN[:m]], [(dRZ[:m], None), (dN[:m], RH[lo:hi])], [dRZ[:m], dN[:m]])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
-    give_scratch(scratch)
+    if not in_place:
+        give_scratch(scratch)
     return dx, dh if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None

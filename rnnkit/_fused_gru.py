@@ -65,7 +65,7 @@ class FusedGRU(Function):
         if b_ih is not None or b_hh is not None:
             b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
             b_hn = None if b_hh is None else b_hh[2 * H :]
-        P = input_projection(x, w_ih, b_x, plan.onednn)  # (T, B, 3H), becomes (r, z, W_hn h + b_hn)
+        P = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H), becomes (r, z, W_hn h + b_hn)
         N = P[..., 2 * H :].clone(memory_format=torch.contiguous_format)  # (T, B, H) x_n + b_in, becomes n
         if b_hn is None:
             P[..., 2 * H :].zero_()
@@ -132,7 +132,7 @@ class FusedGRU(Function):
             add = dS * Zc_[t] if t == plan.first else torch.addcmul(dout_[plan.prev(t)], dS, Zc_[t])
             dS = linear(Fh_[t], w_back, add=add)  # hbar_prev
         F2 = F.view(T * B, 4 * H)
-        dx, dw_ih, db_ih = input_grads([F2[:, H:]], x, w_ih, need[0], need[2], need[4], plan.onednn)
+        dx, dw_ih, db_ih = input_grads([F2[:, H:]], x, w_ih, need[0], need[2], need[4], plan.bulk_onednn)
         dw_hh = torch.roll(hprev_grad(F[..., : 3 * H], S, h0, plan), -H, 0) if need[3] else None  # rows (r, z, n)
         db_hh = torch.roll(F2[:, : 3 * H].sum(0), -H, 0) if need[5] else None
         return dx, dS if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None
@@ -152,8 +152,8 @@ class FusedGRUResetBefore(Function):
         T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
         b = add_biases(b_ih, b_hh)  # every bias is additive in this form
         b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
-        RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.onednn)  # (T, B, 2H) -> r, z
-        N = input_projection(x, w_ih[2 * H :], b_n, plan.onednn)  # (T, B, H) -> n
+        RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.bulk_onednn)  # (T, B, 2H) -> r, z
+        N = input_projection(x, w_ih[2 * H :], b_n, plan.bulk_onednn)  # (T, B, H) -> n
         RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
         w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H), packed
         RZ_, r_, z_ = RZ.unbind(0), RZ[..., :H].unbind(0), RZ[..., H:].unbind(0)
@@ -211,7 +211,7 @@ class FusedGRUResetBefore(Function):
             dS = linear(dRZ_[t], w_rz_back, add=add)  # hbar_prev
         dN2 = An.view(T * B, H)
         dx, dw_ih, db = input_grads([dRZ.view(T * B, 2 * H), dN2], x, w_ih, need[0], need[2], need[4] or need[5],
-                                    plan.onednn)
+                                    plan.bulk_onednn)
         dw_hh = None
         if need[3]:
             dw_hh = torch.cat([hprev_grad(dRZ, S, h0, plan), dN2.t() @ RH.reshape(T * B, H)])  # (3H, H)

@@ -74,7 +74,7 @@ class FusedLSTM(Function):
         w_ih_p, w_hh_p = _to_ofig(w_ih, H), _to_ofig(w_hh, H)  # (4H, I), (4H, H) rows (o, i, f, g)
         b = add_biases(b_ih, b_hh)
         b_p = None if b is None else _to_ofig(b, H)
-        G = input_projection(x, w_ih_p, b_p, plan.onednn)  # (T, B, 4H), becomes the gates
+        G = input_projection(x, w_ih_p, b_p, plan.bulk_onednn)  # (T, B, 4H), becomes the gates
         T, B = x.shape[0], x.shape[1]
         S, C, TC = (x.new_empty(T, B, H) for _ in range(3))  # (T, B, H): h_t, c_t, tanh(c_t) in time order
         w = pack(w_hh_p)  # W_hh in the layout the per-step GEMM reads
@@ -149,7 +149,7 @@ class FusedLSTM(Function):
         dG = A  # (T, B, 4H) pre-activation gradients, rows (o, i, f, g)
         dw_hh = _from_ofig(hprev_grad(dG, S, h0, plan), H) if need[4] else None
         dx, dw_ih, db = input_grads([dG.view(T * B, 4 * H)], x, w_ih_p, need[0], need[3], need[5] or need[6],
-                                    plan.onednn)
+                                    plan.bulk_onednn)
         dw_ih = None if dw_ih is None else _from_ofig(dw_ih, H)
         db = None if db is None else _from_ofig(db, H)
         return (dx, dS if need[1] else None, dc if need[2] else None, dw_ih, dw_hh,

@@ -43,7 +43,7 @@ class FusedRNN(Function):
         pack, _ = make_linear(plan.onednn, x.shape[1])
         acc = make_accumulate(plan.onednn)
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
-        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.onednn)  # (T, B, H): one GEMM, all steps
+        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, H): one GEMM, all steps
         S = torch.empty_like(xg)  # (T, B, H) states in time order
         xg_, S_ = xg.unbind(0), S.unbind(0)  # per-step views, made once
         keep = None if plan.keep is None else plan.keep.unbind(0)
@@ -94,5 +94,6 @@ class FusedRNN(Function):
         T, B, H = S.shape
         # the weight gradients as the floor computes them: no (T, B, I + H) concatenation, which cost memory
         dw_hh = hprev_grad(dG, S, h0, plan) if need[3] else None
-        dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5], plan.onednn)
+        dx, dw_ih, db = input_grads([dG.view(T * B, H)], x, w_ih, need[0], need[2], need[4] or need[5],
+                                    plan.bulk_onednn)
         return dx, dS if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None

@@ -104,41 +104,45 @@ static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const 
         ADD_DOUT                                                                                                     \
     }                                                                                                                \
 }                                                                                                                    \
-/* GRU (reset after the product) forward. hW = h_prev W_hh^T + b_hh (the step's product), X = the step's input       \
- * projections (x_r + b_ir, x_z + b_iz, x_n + b_in), overwritten by (r, z, hW_n) for backward:                       \
- * r = sig(X_r + hW_r);  z = sig(X_z + hW_z);  n = tanh(X_n + r hW_n);  h = n + z (h_prev - n) */                    \
-static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, T *X, T *n_out, const T *hp, T *h, const uint8_t *keep) { \
+/* GRU (reset after the product) forward. hW = h_prev W_hh^T (the step's product), bn = b_hn, X = the step's input   \
+ * projections plus the additive biases (x_r + b_ir + b_hr, x_z + b_iz + b_hz, x_n + b_in), overwritten by           \
+ * (r, z, hW_n + b_hn) for backward:                                                                                 \
+ * r = sig(X_r + hW_r);  z = sig(X_z + hW_z);  n = tanh(X_n + r (hW_n + b_hn));  h = n + z (h_prev - n) */           \
+static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, const T *bn, T *X, T *n_out, const T *hp, T *h,           \
+                        const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
         const T *p = hW + b * 3 * H, *hq = hp + b * H;                                                               \
         T *q = X + b * 3 * H, *nr = n_out + b * H, *hr = h + b * H;                                                  \
         int run = !keep || keep[b];                                                                                  \
         SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T r = sigmoid_##T(q[j] + p[j]), z = sigmoid_##T(q[H + j] + p[H + j]), hn = p[2 * H + j];                 \
+            T r = sigmoid_##T(q[j] + p[j]), z = sigmoid_##T(q[H + j] + p[H + j]), hn = p[2 * H + j] + bn[j];         \
             T n = tanh_##T(q[2 * H + j] + r * hn);                                                                   \
             q[j] = r; q[H + j] = z; q[2 * H + j] = hn; nr[j] = n;                                                    \
             hr[j] = run ? n + z * (hq[j] - n) : hq[j];                                                               \
         }                                                                                                            \
     }                                                                                                                \
 }                                                                                                                    \
-/* GRU (reset after) backward, from X = (r, z, hW_n) and n, into one (B, 4H) row dF = (d_hn, d_r, d_z, d_n): its     \
- * first 3H columns are the gradients of the product's rows in the order (n, r, z), its last 3H those of the input   \
- * projection in W_ih's order (r, z, n), so each side is one block for the large products after the loop.            \
+/* GRU (reset after) backward, from X = (r, z, hW_n + b_hn) and n: the gradients of the hidden side's pre-activations\
+ * dP = (d_r, d_z, d_hn), in W_hh's row order, and d_n, the input side's n row (its r, z rows are d_r, d_z); row b of\
+ * each is written at dP + b sp and dn + b sn, so they may go over X and n themselves (sp = 3H, sn = H) or into one  \
+ * (B, 4H) block (sp = sn = 4H, dn = dP + 3H).                                                                       \
  * d_n = hbar (1-z)(1-n^2);  d_hn = d_n r;  d_r = d_n hW_n r(1-r);  d_z = hbar (h_prev - n) z(1-z);                  \
  * add = dout_prev + hbar z  (all of hbar where the row has ended) */                                                \
-static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dF, const T *hp, const T *dh,              \
-                 const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                          \
+static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dP, int64_t sp, T *dn_, int64_t sn,        \
+                        const T *hp, const T *dh, const T *dout_prev, int64_t su, int64_t sj, T *add,                \
+                        const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
         const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                         \
         const T *q = X + b * 3 * H, *nr = n_ + b * H;                                                                \
-        T *e = dF + b * 4 * H, *a = add + b * H;                                                                     \
+        T *e = dP + b * sp, *dnr = dn_ + b * sn, *a = add + b * H;                                                   \
         int run = !keep || keep[b];                                                                                  \
         SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
             T r = q[j], z = q[H + j], hn = q[2 * H + j], n = nr[j], hbar = g_[j];                                    \
             T dn = hbar * ((T)1 - z) * ((T)1 - n * n);                                                               \
-            e[j] = run ? dn * r : (T)0;                                                                              \
-            e[H + j] = run ? dn * hn * (r - r * r) : (T)0;                                                           \
-            e[2 * H + j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                            \
-            e[3 * H + j] = run ? dn : (T)0;                                                                          \
+            e[j] = run ? dn * hn * (r - r * r) : (T)0;                                                               \
+            e[H + j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                                \
+            e[2 * H + j] = run ? dn * r : (T)0;                                                                      \
+            dnr[j] = run ? dn : (T)0;                                                                                \
             a[j] = (run ? hbar * z : hbar);                                                                          \
         }                                                                                                            \
         ADD_DOUT                                                                                                     \
@@ -235,8 +239,9 @@ static int read_ints(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, i
     WRAP(rnn_bwd_##T, 11, v[0], v[1], (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                \
     WRAP(lstm_fwd_##T, 9, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                      \
     WRAP(lstm_bwd_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))          \
-    WRAP(gru_fwd_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))                                             \
-    WRAP(gru_bwd_##T, 12, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), v[8], v[9], P(10), P(11))                  \
+    WRAP(gru_fwd_##T, 9, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                       \
+    WRAP(gru_bwd_##T, 15, v[0], v[1], P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13),    \
+         P(14))                                                                                                      \
     WRAP(grurb_gates_##T, 6, v[0], v[1], P(2), P(3), P(4), P(5))                                                     \
     WRAP(grurb_out_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))                                           \
     WRAP(grurb_bwd1_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))        \

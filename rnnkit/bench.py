@@ -100,12 +100,12 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     h0 = torch.randn(B, H, device=x.device)
     S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
-    plan = make_plan(x, w_hh, None, False)  # the kernel the fused layer would choose for these shapes
-    xg = input_projection(x, w_ih, b, plan.onednn)  # (T, B, GH)
+    plan = make_plan(x, w_ih, w_hh, None, False)  # the kernels the fused layer would choose for these shapes
+    xg = input_projection(x, w_ih, b, plan.bulk_onednn)  # (T, B, GH)
     pack, linear = make_linear(plan.onednn, B)
 
     def fwd():
-        input_projection(x, w_ih, b, plan.onednn)  # all input projections
+        input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections
         w = pack(w_hh)
         for t in range(T):
             linear(S[t], w, add=xg[t])  # (B, GH): the step's product plus what it adds (input part, biases)
@@ -115,7 +115,7 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
         w_back = pack(w_hh.t())
         for t in range(T):
             linear(d[t], w_back, add=h0)  # gradient reaching h_{t-1}
-        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.onednn)
+        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.bulk_onednn)
         return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
     return fwd, fwd_bwd
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = dict(command="python -m rnnkit.bench " + " ".join(sys.argv[1:] if argv is None else argv),
                   **machine_info(), config=asdict(cfg))
     report["results"] = run(cfg)
-    report["gemm_choice"] = gemm_choice()  # the fused backend's per-step kernel, measured per shape
+    report["gemm_choice"] = gemm_choice()  # the fused backend's GEMM kernels, measured per shape
     report["elementwise"] = _kernels.status()  # the fused backend's element-wise steps on the CPU
     if cfg.memory and not cfg.fwd_only:
         report["memory"] = measure_memory(cfg)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{report['torch_threads']} threads  B={cfg.batch} T={cfg.seq_len}  median of {cfg.repeats}")
     print(format_table(report))
     if report["gemm_choice"]:
-        print("fused GEMM kernel chosen by measurement (RNNKIT_FUSED_GEMM=" + report["gemm_override"] + "): "
+        print("fused GEMM kernels chosen by measurement (RNNKIT_FUSED_GEMM=" + report["gemm_override"] + "): "
               + ", ".join(f"{shape}: {path}" for shape, path in report["gemm_choice"].items()))
     print(f"fused element-wise steps (RNNKIT_FUSED_KERNELS={os.environ.get('RNNKIT_FUSED_KERNELS', 'auto')}): "
           + report["elementwise"])

@@ -94,7 +94,7 @@ def run_direction(
             lengths=lengths, reverse=reverse, nonlinearity=nonlinearity, reset_after=reset_after,
         )
 
-    plan = make_plan(x, w_hh, lengths, reverse)
+    plan = make_plan(x, w_ih, w_hh, lengths, reverse)
     if mode == "LSTM":
         h0, c0 = states
         out, h_n, c_n = FusedLSTM.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan)

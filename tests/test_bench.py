@@ -34,7 +34,7 @@ def test_tiny_run_writes_the_documented_json(tmp_path, capsys):
                                             for b in ("reference", "fused", "torch")}
     printed = capsys.readouterr().out
     assert "fused ms (x torch)" in printed and "fused/floor" in printed and "wrote" in printed
-    assert "fused GEMM kernel chosen by measurement" in printed and report["gemm_choice"]
+    assert "fused GEMM kernels chosen by measurement" in printed and report["gemm_choice"]
     md = bench.markdown_table(report)
     assert md.count("\n") == 2 + 4 - 1 and "| LSTM | 12 |" in md
     lstm12 = {r["backend"]: r for r in recs if (r["mode"], r["hidden"], r["pass"]) == ("LSTM", 12, "fwd+bwd")}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import _fused_chunks, _fused_common, fused, recurrence
+from rnnkit import _fused_chunks, _fused_common, _fused_compiled, fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
@@ -52,13 +52,14 @@ def leaves(x, hx, params):
     return [t for t in [x, *hs, *params] if t is not None]
 
 
-def outputs_and_grads(fn, mode, x, hx, params, lens, *, seed=1, **kw):
-    """Run fn, then backprop a random linear function of output and every final state."""
+def outputs_and_grads(fn, mode, x, hx, params, lens, *, seed=1, retain_graph=False, **kw):
+    """Run fn, then backprop a random linear function of output and every final state (keeping the graph if asked:
+    then the fused backend's compiled path runs backward in chunks, else in one pass over forward's buffers)."""
     out, hn = fn(mode, x, hx, *params, lengths=lens, **kw)
     hs = list(hn) if isinstance(hn, tuple) else [hn]
     g = torch.Generator().manual_seed(seed)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in [out, *hs])
-    grads = torch.autograd.grad(loss, leaves(x, hx, params))
+    grads = torch.autograd.grad(loss, leaves(x, hx, params), retain_graph=retain_graph)
     return [out.detach(), *[h.detach() for h in hs], *grads]
 
 
@@ -158,12 +159,13 @@ def config_id(c):
         c["lengths"] is not None, **c)
 
 
-def run_both(c, oracle, device="cpu"):
+def run_both(c, oracle, device="cpu", retain_graph=False):
     x, hx, params, lens = make_case(c["mode"], c["T"], c["B"], c["I"], c["H"], bias=c["bias"], lengths=c["lengths"],
                                     device=device, seed=c["seed"])
     kw = dict(reverse=c["reverse"], nonlinearity=c["nonlinearity"])
     oracle_kw = dict(kw) if oracle is torch_nn_direction else dict(kw, reset_after=c["reset_after"])
-    got = outputs_and_grads(fused.run_direction, c["mode"], x, hx, params, lens, reset_after=c["reset_after"], **kw)
+    got = outputs_and_grads(fused.run_direction, c["mode"], x, hx, params, lens, reset_after=c["reset_after"],
+                            retain_graph=retain_graph, **kw)
     want = outputs_and_grads(oracle, c["mode"], x, hx, params, lens, **oracle_kw)
     return got, want
 
@@ -308,12 +310,15 @@ def test_empty_batch(mode):
 
 @pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
 def test_backward_twice_with_retain_graph(mode, ra):
-    """Backward never overwrites what forward saved: a second backward through the same graph gives the same grads."""
+    """A backward that keeps the graph leaves what forward saved intact, so a second backward through the same graph
+    gives the same grads (the compiled path sums them in other chunks the first time: equal up to rounding)."""
     x, hx, params, lens = make_case(mode, 4, 3, 2, 3, lengths=[4, 1, 3], seed=6)
     out, _ = fused.run_direction(mode, x, hx, *params, lengths=lens, reset_after=ra)
     first = torch.autograd.grad(out.sum(), [x, *params], retain_graph=True)
-    second = torch.autograd.grad(out.sum(), [x, *params])
+    second = torch.autograd.grad(out.sum(), [x, *params], retain_graph=True)
+    third = torch.autograd.grad(out.sum(), [x, *params])  # the last one may write over the saved buffers
     assert_all_close(list(second), list(first), atol=0)
+    assert_all_close(list(third), list(first), atol=1e-13)
 
 
 def test_vmap_falls_back_and_matches(monkeypatch):
@@ -358,9 +363,10 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     if not _fused_common._onednn_available():
         assert choice == {}  # nothing to choose between
         return
-    key = "cpu float32 B=3 H=5 rows=15"
-    assert list(choice) == [key] and choice[key] in ("onednn", "addmm")
-    assert _fused_common.make_plan(x, params[1], None, False).onednn == (choice[key] == "onednn")
+    step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2"
+    assert sorted(choice) == [bulk, step] and {choice[step], choice[bulk]} <= {"onednn", "addmm"}
+    plan = _fused_common.make_plan(x, params[0], params[1], None, False)
+    assert plan.onednn == (choice[step] == "onednn") and plan.bulk_onednn == (choice[bulk] == "onednn")
 
 
 @pytest.mark.parametrize("faster", ["onednn", "addmm"])
@@ -368,11 +374,13 @@ def test_the_faster_kernel_is_chosen(faster, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
     monkeypatch.setattr(_fused_common, "_CHOICES", {})
     monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
-    monkeypatch.setattr(_fused_common, "_seconds_per_step",
-                        lambda onednn, *shape: 1.0 if onednn == (faster == "onednn") else 2.0)
-    x, w_hh = torch.zeros(4, 8, 3), torch.zeros(12, 4)
-    assert _fused_common.gemm_path(x, w_hh) == faster
-    assert fused.gemm_choice() == {"cpu float32 B=8 H=4 rows=12": faster}
+    timing = lambda onednn, *shape: 1.0 if onednn == (faster == "onednn") else 2.0  # noqa: E731
+    monkeypatch.setattr(_fused_common, "_seconds_per_step", timing)
+    monkeypatch.setattr(_fused_common, "_seconds_bulk", lambda onednn, *shape: 3.0 - timing(onednn))  # the other
+    x, w_ih, w_hh = torch.zeros(4, 8, 3), torch.zeros(12, 3), torch.zeros(12, 4)
+    other = "addmm" if faster == "onednn" else "onednn"
+    assert _fused_common.gemm_path(x, w_hh) == faster and _fused_common.bulk_path(x, w_ih) == other
+    assert fused.gemm_choice() == {"cpu float32 step B=8 H=4 rows=12": faster, "cpu float32 sequence W_ih=12x3": other}
 
 
 @pytest.mark.parametrize("forced", ["addmm", "onednn"])
@@ -380,7 +388,9 @@ def test_the_environment_overrides_the_measurement(forced, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", forced)
     monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
     monkeypatch.setattr(_fused_common, "_seconds_per_step", lambda *a: pytest.fail("measured despite the override"))
+    monkeypatch.setattr(_fused_common, "_seconds_bulk", lambda *a: pytest.fail("measured despite the override"))
     assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == forced
+    assert _fused_common.bulk_path(torch.zeros(4, 8, 3), torch.zeros(12, 3)) == forced
 
 
 def test_float64_and_empty_inputs_never_use_onednn(monkeypatch):
@@ -388,6 +398,7 @@ def test_float64_and_empty_inputs_never_use_onednn(monkeypatch):
     f64 = torch.float64
     assert _fused_common.gemm_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 4, dtype=f64)) == "addmm"
     assert _fused_common.gemm_path(torch.zeros(4, 0, 3), torch.zeros(12, 4)) == "addmm"
+    assert _fused_common.bulk_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 3, dtype=f64)) == "addmm"
 
 
 def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
@@ -408,13 +419,26 @@ def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
 # ------------------------------------------------------------------------------------------------ chunks, strides
 @pytest.mark.parametrize("chunk_steps", [1, 2, 3])
 @pytest.mark.parametrize("c", random_configs(15, seed=17), ids=config_id)
-def test_backward_in_chunks_matches(c, chunk_steps, monkeypatch):
-    """Backward in chunks of 1-3 steps (the weight gradients summed chunk by chunk, dout staged per chunk) gives
-    the same values as the autograd loop; the chunk size is set through the byte budget the backend reads."""
+def test_backward_in_chunks_matches(c, chunk_steps, monkeypatch, elementwise):
+    """Backward in chunks of 1-3 steps (the weight gradients summed chunk by chunk, dout staged per chunk; the
+    compiled path's way when the graph is kept) gives the same values as the autograd loop; the chunk size is set
+    through the byte budget the backend reads."""
     G = GATES[c["mode"]] + (1 if c["mode"] == "GRU" and c["reset_after"] else 0)
     monkeypatch.setattr(_fused_chunks, "CHUNK_BYTES", chunk_steps * c["B"] * G * c["H"] * 8)
-    got, want = run_both(c, loop_direction)
+    spans = []
+    monkeypatch.setattr(_fused_compiled, "walk", _recording(_fused_chunks.walk, spans))
+    got, want = run_both(c, loop_direction, retain_graph=True)
     assert_all_close(got, want)
+    if elementwise == "compiled":  # the chunks really were that small (or smaller: one state buffer at most)
+        assert max(hi - lo for lo, hi in spans) <= chunk_steps and (len(spans) > 1 or c["T"] <= chunk_steps)
+
+
+def _recording(walk, spans):
+    """``walk`` that also notes the chunks it was given."""
+    def recorded(plan, chunk_spans, douts):
+        spans.extend(chunk_spans)
+        return walk(plan, chunk_spans, douts)
+    return recorded
 
 
 @pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
@@ -432,10 +456,11 @@ def test_strided_output_gradients(mode, ra, layout, monkeypatch):
         g = torch.randn(7, 3, 10, dtype=DT)[..., ::2]
     assert not g.is_contiguous()
     grads = []
-    for dout in (g, g.contiguous()):
+    for dout, retain in ((g, False), (g, True), (g.contiguous(), False)):  # in one pass, in chunks; contiguous
         out, _ = fused.run_direction(mode, x, hx, *params, reset_after=ra)
-        grads.append(torch.autograd.grad(out, leaves(x, hx, params), dout))
-    assert_all_close(list(grads[0]), list(grads[1]), atol=1e-12)
+        grads.append(torch.autograd.grad(out, leaves(x, hx, params), dout, retain_graph=retain))
+    assert_all_close(list(grads[0]), list(grads[2]), atol=1e-12)
+    assert_all_close(list(grads[1]), list(grads[2]), atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
