@@ -34,6 +34,8 @@ static int64_t rnnkit_min_parallel = 4096;
 /* add += dout_prev's row b, when there is one: its rows su and its columns sj elements apart (sj = 0 for the
  * broadcast gradient of out.sum()) */
 #define ADD_DOUT if (u) { if (sj == 1) { SIMD for (int64_t j = 0; j < H; j++) a[j] += u[j]; }                        \
+                          else if (sj == 0) { __typeof__(*a) u0 = u[0];                                              \
+                                              SIMD for (int64_t j = 0; j < H; j++) a[j] += u0; }                     \
                           else { for (int64_t j = 0; j < H; j++) a[j] += u[j * sj]; } }
 
 #define DEFINE_KERNELS(T)                                                                                            \
@@ -122,8 +124,8 @@ static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, const T *bn, T *X, T 
         }                                                                                                            \
     }                                                                                                                \
 }                                                                                                                    \
-/* GRU (reset after) backward, from X = (r, z, hW_n + b_hn) and n: the gradients of the hidden side's pre-activations\
- * dP = (d_r, d_z, d_hn), in W_hh's row order, and d_n, the input side's n row (its r, z rows are d_r, d_z); row b of\
+/* GRU (reset after) backward, from X = (r, z, hW_n + b_hn) and n: the gradients of the hidden side's pre-activations \
+ * dP = (d_r, d_z, d_hn), in W_hh's row order, and d_n, the input side's n row (its r, z rows are d_r, d_z); row b of \
  * each is written at dP + b sp and dn + b sn, so they may go over X and n themselves (sp = 3H, sn = H) or into one  \
  * (B, 4H) block (sp = sn = 4H, dn = dP + 3H).                                                                       \
  * d_n = hbar (1-z)(1-n^2);  d_hn = d_n r;  d_r = d_n hW_n r(1-r);  d_z = hbar (h_prev - n) z(1-z);                  \
@@ -259,8 +261,8 @@ static PyObject *py_set_min_parallel(PyObject *self, PyObject *arg) {
 }
 
 #define ENTRY(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, NULL}
-#define ENTRIES(T) ENTRY(rnn_fwd_##T), ENTRY(rnn_bwd_##T), ENTRY(lstm_fwd_##T), ENTRY(lstm_bwd_##T), \
-    ENTRY(gru_fwd_##T), ENTRY(gru_bwd_##T), ENTRY(grurb_gates_##T), ENTRY(grurb_out_##T), ENTRY(grurb_bwd1_##T), \
+#define ENTRIES(T) ENTRY(rnn_fwd_##T), ENTRY(rnn_bwd_##T), ENTRY(lstm_fwd_##T), ENTRY(lstm_bwd_##T),                 \
+    ENTRY(gru_fwd_##T), ENTRY(gru_bwd_##T), ENTRY(grurb_gates_##T), ENTRY(grurb_out_##T), ENTRY(grurb_bwd1_##T),     \
     ENTRY(grurb_bwd2_##T)
 static PyMethodDef methods[] = {
     ENTRIES(float), ENTRIES(double),

@@ -53,7 +53,7 @@ class BenchConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 256, 512])  # hidden sizes; input size = hidden size
     batch: int = 64  # sequences per batch
     seq_len: int = 100  # time steps T
-    repeats: int = 7  # timed rounds per configuration (the median is reported)
+    repeats: int = 11  # timed rounds per configuration (the median is reported)
     warmup: int = 1  # untimed rounds first (allocator, oneDNN primitive caches, lazy imports)
     modes: list[str] = field(default_factory=lambda: list(MODES))  # cells
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))  # "torch" is always added: ratios need it

@@ -5,20 +5,26 @@ with ``backend="fused"`` (the default). What makes it fast, as measured by ``pyt
 book page "How fast is rnnkit?":
 
 * **One GEMM for every input projection** ``x.reshape(T*B, I) @ W_ih^T`` and **one small GEMM per step** for the
-  hidden projection, in the kernel measured fastest for the layer's shapes at its first call (:func:`gemm_choice`);
-  the element-wise gate arithmetic writes into preallocated ``(T, B, G*H)`` buffers with ``out=``.
+  hidden projection, each in the kernel (oneDNN or MKL) measured fastest for the layer's shapes at its first call
+  (:func:`gemm_choice`).
+* **One compiled element-wise kernel per step** on the CPU (:mod:`rnnkit._kernels`, ``_kernels.c``, built with the
+  system C compiler at first use): the gate non-linearities, the state update and, in backward, every gate gradient
+  in one pass over the step, vectorised and split over PyTorch's own threads. Where it is unavailable (CUDA, no
+  compiler, ``RNNKIT_FUSED_KERNELS=torch``) the same equations run as a few PyTorch operators per step, with every
+  factor that does not depend on the incoming gradient computed for all steps before the backward loop.
 * **Hand-written backward through time.** Autograd would record every gate operation of every step; here backward is
-  one loop over ``t = T-1, ..., 0`` with one GEMM (two for the reset-before GRU) and one to five element-wise kernels
-  per step. Every factor of the gate gradients that does not depend on the incoming gradient is computed for all
-  steps at once before the loop, and the buffer holding those factors is overwritten by the gradients in place.
-* **Weight gradients after the loop,** as single GEMMs over all ``T*B`` rows: ``dW_hh = dG^T H_prev``,
-  ``dW_ih = dG^T X``, ``dX = dG W_ih``.
+  one loop over ``t = T-1, ..., 0`` with one GEMM per step (two for the reset-before GRU). The gradients are written
+  over the buffers forward saved when the graph is not kept (no new memory), else into a reused buffer a chunk of
+  steps at a time (:mod:`rnnkit._fused_chunks`).
+* **Weight gradients as a few large GEMMs** over ``T*B`` rows: ``dW_hh = dG^T H_prev``, ``dW_ih = dG^T X``,
+  ``dX = dG W_ih``.
 * **No per-step autograd indexing,** which would cost O(T^2) memory traffic.
 
-The cells live in ``_fused_rnn.py``, ``_fused_lstm.py`` and ``_fused_gru.py``; shared plumbing in ``_fused_common.py``.
-Double backward is not implemented (the Functions are ``once_differentiable``). Where the fused path cannot run --
-forward-mode AD or functorch transforms (``vmap``, ``jvp``, ``grad``), which would need rules this module does not
-define -- the call falls back to the reference loop and says so once with a ``RuntimeWarning``.
+The cells live in ``_fused_rnn.py``, ``_fused_lstm.py`` and ``_fused_gru.py`` (PyTorch-operator steps) and
+``_fused_compiled.py`` (compiled steps); shared plumbing in ``_fused_common.py``. Double backward is not implemented
+(the Functions are ``once_differentiable``). Where the fused path cannot run -- forward-mode AD or functorch
+transforms (``vmap``, ``jvp``, ``grad``), which would need rules this module does not define -- the call falls back to
+the reference loop and says so once with a ``RuntimeWarning``.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from ._fused_common import gemm_choice, make_plan
 from ._fused_gru import FusedGRU, FusedGRUResetBefore
 from ._fused_lstm import FusedLSTM
 from ._fused_rnn import FusedRNN
+from ._kernels import status as kernel_status
 from ._recurrent import State
 
-__all__ = ["run_direction", "gemm_choice"]
+__all__ = ["run_direction", "gemm_choice", "kernel_status"]
 
 try:
     from torch._C._functorch import is_functorch_wrapped_tensor
