@@ -24,7 +24,7 @@ __all__ = [
     "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "bulk_path", "gemm_choice", "hprev_grad",
     "input_grads",
     "mul_prev", "sub_prev", "input_projection", "add_biases", "matmul_for", "gram_for",
-    "one_minus_square", "sigmoid_slope", "addresses", "prev_addresses", "keep_addresses",
+    "one_minus_square", "sigmoid_slope", "reset_before_projections", "addresses", "prev_addresses", "keep_addresses",
 ]
 
 
@@ -374,6 +374,16 @@ def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None, onednn: bool) ->
     else:
         out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
     return out.view(T, B, w_ih.shape[0])
+
+
+def reset_before_projections(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, onednn: bool
+                             ) -> tuple[Tensor, Tensor]:
+    """The GRU with the reset gate before its product (every bias additive): ``x W_i(r,z)^T + b_(r,z)`` as
+    ``(T, B, 2H)`` and ``x W_in^T + b_n`` as ``(T, B, H)``, two buffers the steps then fill with r, z and n."""
+    H = w_ih.shape[0] // 3
+    b = add_biases(b_ih, b_hh)
+    b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
+    return input_projection(x, w_ih[: 2 * H], b_rz, onednn), input_projection(x, w_ih[2 * H :], b_n, onednn)
 
 
 def one_minus_square(t: Tensor, out: Tensor | None = None) -> Tensor:

@@ -31,6 +31,7 @@ from ._fused_common import (
     make_accumulate,
     make_linear,
     prev_addresses,
+    reset_before_projections,
 )
 
 
@@ -222,10 +223,7 @@ def gru_reset_before_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_
     pack, _ = make_linear(plan.onednn, x.shape[1])
     acc = make_accumulate(plan.onednn)
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    b = add_biases(b_ih, b_hh)  # every bias is additive in this form
-    b_rz, b_n = (None, None) if b is None else (b[: 2 * H], b[2 * H :])
-    RZ = input_projection(x, w_ih[: 2 * H], b_rz, plan.bulk_onednn)  # (T, B, 2H) -> r, z
-    N = input_projection(x, w_ih[2 * H :], b_n, plan.bulk_onednn)  # (T, B, H) -> n
+    RZ, N = reset_before_projections(x, w_ih, b_ih, b_hh, plan.bulk_onednn)  # (T, B, 2H) -> r, z; (T, B, H) -> n
     RH, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): r * h_prev, h
     w_rz, w_n = pack(w_hh[: 2 * H]), pack(w_hh[2 * H :])  # W_hr;W_hz (2H, H) and W_hn (H, H)
     RZ_, N_, RH_, S_ = RZ.unbind(0), N.unbind(0), RH.unbind(0), S.unbind(0)

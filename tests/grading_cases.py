@@ -175,6 +175,35 @@ def read_export(path: Path) -> dict[tuple[str, str], dict]:
         return {(row["student_id"], row["assignment"]): row for row in csv.DictReader(fh)}
 
 
+def grade_batch(assignment: str, submissions: dict, jobs: int) -> dict[str, float]:
+    """Grade ``{student: (notebook, expected score, words the feedback must contain)}`` as ``make autograde`` does,
+    in the sandbox, and check every score and feedback word; prints and returns the sandbox seconds per student."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"rnnkit-{assignment[:3]}-") as tmp:
+        course = make_course(Path(tmp) / "course", [assignment])
+        for student, (nb, _, _) in submissions.items():
+            submit(course, student, assignment, nb)
+        started = time.monotonic()
+        done = make_autograde(course, jobs=jobs, db_url=f"sqlite:///{course}/grading/gradebook.db", cell_timeout=60,
+                              timeout=240, report=Path(tmp) / "report.json")
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        rows = read_export(course / "grades.csv")
+        seconds = dict(json.loads((Path(tmp) / "report.json").read_text())["sandbox_seconds"])
+        print(f"\n{assignment[:2]} sandbox seconds per submission: {seconds}; "
+              f"batch of {len(submissions)} with JOBS={jobs}: {elapsed:.0f} s")
+        for student, (_, score, words) in submissions.items():
+            row = rows[(student, assignment)]
+            assert abs(float(row["score"]) - score) < 1e-6, (student, row)
+            path = course / "grading" / "autograded" / student / assignment / f"{assignment}.ipynb"
+            feedback = "\n".join(json.dumps(c.get("outputs", [])) for c in nbformat.read(str(path), as_version=4).cells
+                                 if c.cell_type == "code")
+            for word in words:
+                assert word in feedback, f"{student}: feedback lacks {word!r}"
+        return seconds
+
+
 def gradebook_scores(db_url: str, course_id: str = "rnnkit") -> dict[tuple[str, str, str], float]:
     """(student, assignment, grade_id) -> auto_score for every grade in the gradebook."""
     from nbgrader.api import Gradebook

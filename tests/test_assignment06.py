@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
-import time
-from pathlib import Path
 
 import grading_cases as gc
 import nbformat
@@ -253,27 +250,8 @@ def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
             "_w = model.state_dict()\nmodel = _Fake(len(vocab), 64, embedding_dim=16)\nmodel.load_state_dict(_w)")),
             8.0, ["embed.weight has 16 rows, but the vocabulary of the training names has 27 symbols"]),
     }
-    with tempfile.TemporaryDirectory(prefix="rnnkit-a06-") as tmp:
-        course = gc.make_course(Path(tmp) / "course", [NAME])
-        for student, (nb, _, _) in submissions.items():
-            gc.submit(course, student, NAME, nb)
-        started = time.monotonic()
-        done = gc.make_autograde(course, jobs=2, db_url=f"sqlite:///{course}/grading/gradebook.db", cell_timeout=60,
-                                 timeout=240, report=Path(tmp) / "report.json")
-        elapsed = time.monotonic() - started
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        rows = gc.read_export(course / "grades.csv")
-        seconds = dict(json.loads((Path(tmp) / "report.json").read_text())["sandbox_seconds"])
-        print(f"\n06 sandbox seconds per submission: {seconds}; "
-              f"batch of {len(submissions)} with JOBS=2: {elapsed:.0f} s")
-        for student, (_, score, words) in submissions.items():
-            assert float(rows[(student, NAME)]["score"]) == pytest.approx(score), (student, rows[(student, NAME)])
-            path = course / "grading" / "autograded" / student / NAME / f"{NAME}.ipynb"
-            feedback = "\n".join(json.dumps(c.get("outputs", [])) for c in nbformat.read(str(path), as_version=4).cells
-                                 if c.cell_type == "code")
-            for word in words:
-                assert word in feedback, f"{student}: feedback lacks {word!r}"
-        assert all(s < 240 for s in seconds.values()), seconds
+    seconds = gc.grade_batch(NAME, submissions, jobs=2)
+    assert all(s < 240 for s in seconds.values()), seconds
 
 
 # ----------------------------------------------------------------- correct answers written differently keep their marks

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import export
 from . import FIXTURE_DIR, Case, Spec, generator, register
+from ._exported import state_dict
 
 EOS = "\n"  # id 0, like the end-of-sequence symbol of assignment 1
 EVAL_BATCH, EVAL_STEPS = 32, 50  # how the judge batches the test names (the notebook's perplexity uses the same)
@@ -251,39 +251,6 @@ def train_reference(seed: int = 0) -> dict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-def _weights(got: dict) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """The exported state dict as ``{name: array}``, or why it cannot be one."""
-    structure = export.text(got, "structure", "")
-    if not (structure.startswith("{") and structure.endswith("}")) or len(structure) < 3:
-        return None, "the export should be the model's state_dict (a dict of tensors), " \
-                     f"got {_describe(structure)}"
-    from ..judge import _split
-
-    weights = {}
-    for j, item in enumerate(_split(structure[1:-1])):
-        key, _, letter = item.rpartition(":")
-        if letter != "T" or export.text(got, f"l{j}.type") != "torch.Tensor":
-            return None, f"state_dict entry {key!r} should be a tensor"
-        dtype = export.text(got, f"l{j}.dtype", "?")
-        if dtype not in ("torch.float32", "torch.float64"):
-            return None, f"state_dict entry {key!r} has dtype {dtype}, expected torch.float32"
-        value = got.get(f"l{j}.value")
-        shape = tuple(np.asarray(got.get(f"l{j}.shape", [])).tolist())
-        if value is None or value.dtype.kind != "f" or tuple(value.shape) != shape:
-            return None, f"state_dict entry {key!r} could not be read (too large or malformed)"
-        if not np.isfinite(value).all():
-            return None, f"state_dict entry {key!r} contains NaN or inf: training diverged (lower the learning " \
-                         "rate, check the clipping)"
-        weights[key] = value
-    return weights, None
-
-
-def _describe(structure: str) -> str:
-    from ..judge import _describe as describe
-
-    return describe(structure) if structure else "nothing"
-
-
 def _rebuild(weights: dict[str, np.ndarray], vocab_size: int):
     """An rnnkit CharLM holding ``weights`` (float64), or the reason the weights do not describe one."""
     from rnnkit.models import CharLM
@@ -320,7 +287,7 @@ def _rebuild(weights: dict[str, np.ndarray], vocab_size: int):
 
 def _judge_threshold(threshold: float):
     def judge(got: dict, want: dict, case: int) -> str | None:
-        weights, why = _weights(got)
+        weights, why = state_dict(got, "lower the learning rate, check the clipping")
         if weights is None:
             return why
         value, why = judged_perplexity(weights)

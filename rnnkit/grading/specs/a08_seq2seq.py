@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import export
 from . import FIXTURE_DIR, Case, Spec, generator, randn, register
+from ._exported import state_dict
 from ._handout import VOCAB, Reference
 
 BOS, EOS = 0, 1  # tokens 2..11 (VOCAB = 12) are the digits 0..9
@@ -222,32 +222,6 @@ def greedy_accuracy(model, src, src_lengths, tgt, tgt_lengths) -> float:
     return float(correct.double().mean())
 
 
-def _weights(got: dict):
-    """The exported state dict as ``{name: array}``, or why it cannot be one."""
-    from ..judge import _describe, _split
-
-    structure = export.text(got, "structure", "")
-    if not (structure.startswith("{") and structure.endswith("}")) or len(structure) < 3:
-        return None, "the export should be the model's state_dict (a dict of tensors), got " + (
-            _describe(structure) if structure else "nothing")
-    weights = {}
-    for j, item in enumerate(_split(structure[1:-1])):
-        key, _, letter = item.rpartition(":")
-        if letter != "T" or export.text(got, f"l{j}.type") != "torch.Tensor":
-            return None, f"state_dict entry {key!r} should be a tensor"
-        dtype = export.text(got, f"l{j}.dtype", "?")
-        if dtype not in ("torch.float32", "torch.float64"):
-            return None, f"state_dict entry {key!r} has dtype {dtype}, expected torch.float32"
-        value = got.get(f"l{j}.value")
-        shape = tuple(np.asarray(got.get(f"l{j}.shape", [])).tolist())
-        if value is None or value.dtype.kind != "f" or tuple(value.shape) != shape:
-            return None, f"state_dict entry {key!r} could not be read (too large or malformed)"
-        if not np.isfinite(value).all():
-            return None, f"state_dict entry {key!r} contains NaN or inf: training diverged (lower the learning rate)"
-        weights[key] = value
-    return weights, None
-
-
 def rebuild(weights: dict):
     """A :class:`Reference` holding ``weights`` (float64), or the reason the weights do not describe one."""
     emb, w_hh = weights.get("src_embed.weight"), weights.get("enc_fwd.1")
@@ -289,7 +263,7 @@ def judged_accuracy(weights: dict) -> tuple[float | None, str | None]:
 
 def _judge_threshold(threshold: float):
     def judge(got: dict, want: dict, case: int) -> str | None:
-        weights, why = _weights(got)
+        weights, why = state_dict(got, "lower the learning rate")
         if weights is None:
             return why
         value, why = judged_accuracy(weights)
