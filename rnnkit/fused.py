@@ -7,7 +7,7 @@ book page "How fast is rnnkit?":
 * **One GEMM for every input projection** ``x.reshape(T*B, I) @ W_ih^T`` and **one small GEMM per step** for the
   hidden projection, each in the kernel (oneDNN or MKL) measured fastest for the layer's shapes at its first call
   (:func:`gemm_choice`).
-* **One compiled element-wise kernel per step** on the CPU (:mod:`rnnkit._kernels`, ``_kernels.c``, built with the
+* **One compiled element-wise kernel per step** on the CPU (``rnnkit._kernels``, ``_kernels.c``, built with the
   system C compiler at first use): the gate non-linearities, the state update and, in backward, every gate gradient
   in one pass over the step, vectorised and split over PyTorch's own threads. Where it is unavailable (CUDA, no
   compiler, ``RNNKIT_FUSED_KERNELS=torch``) the same equations run as a few PyTorch operators per step, with every
@@ -15,7 +15,7 @@ book page "How fast is rnnkit?":
 * **Hand-written backward through time.** Autograd would record every gate operation of every step; here backward is
   one loop over ``t = T-1, ..., 0`` with one GEMM per step (two for the reset-before GRU). The gradients are written
   over the buffers forward saved when the graph is not kept (no new memory), else into a reused buffer a chunk of
-  steps at a time (:mod:`rnnkit._fused_chunks`).
+  steps at a time (``rnnkit._fused_chunks``).
 * **Weight gradients as a few large GEMMs** over ``T*B`` rows: ``dW_hh = dG^T H_prev``, ``dW_ih = dG^T X``,
   ``dX = dG W_ih``.
 * **No per-step autograd indexing,** which would cost O(T^2) memory traffic.
