@@ -495,3 +495,17 @@ def test_steps_large_enough_to_split_over_threads(mode, ra):
     got = outputs_and_grads(fused.run_direction, mode, x, hx, params, lens, **kw)
     want = outputs_and_grads(loop_direction, mode, x, hx, params, lens, **kw)
     assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("mode,ra", [("LSTM", True), ("GRU", True), ("GRU", False)])
+def test_saturated_gates(mode, ra):
+    """Pre-activations in the hundreds (gates pinned at 0 or 1, where a vector exp would leave its fast path): the
+    same values as the autograd loop."""
+    x, hx, params, lens = make_case(mode, 5, 4, 3, 6, lengths=[5, 3, 5, 1], seed=16)
+    with torch.no_grad():
+        for p in params[:2]:
+            p.mul_(300)
+    kw = dict(reverse=False, reset_after=ra)
+    got = outputs_and_grads(fused.run_direction, mode, x, hx, params, lens, **kw)
+    want = outputs_and_grads(loop_direction, mode, x, hx, params, lens, **kw)
+    assert_all_close(got, want)
