@@ -55,7 +55,9 @@ def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_
     pack, _ = make_linear(plan.onednn, x.shape[1])
     T, B, H = S.shape
     in_place = room and not _keeps_graph()
-    spans = [(0, T)] if in_place else chunks(plan, step_elems * S.element_size(), S.numel() * S.element_size())
+    # a cell that saved only its output (no room) holds the chunk beside it at every backward: half a state buffer
+    state_bytes = S.numel() * S.element_size() // (1 if room else 2)
+    spans = [(0, T)] if in_place else chunks(plan, step_elems * S.element_size(), state_bytes)
     K = max(hi - lo for lo, hi in spans)
     adds = (x.new_empty(B, H), x.new_empty(B, H))
     mask = ctx.saved_tensors[-1]
