@@ -129,20 +129,20 @@ class GradSums:
         n = hi - lo
         flat = [d.reshape(n * B, d.shape[-1]) for d in inputs]  # (n*B, N_k) each
         if self.need_x:
-            rows, whole = 0, n == T
-            if self.dx is None and not whole:
+            if self.dx is None and n < T:
                 self.dx = self.x.new_empty(self.x.shape)
-            dx = None if whole else self.dx[lo:hi].view(n * B, I)  # type: ignore[index]
-            for d in flat:
+            dx = None if n == T else self.dx[lo:hi].view(n * B, I)  # type: ignore[index]
+            rows = 0
+            for k, d in enumerate(flat):
                 w = self.w_ih[rows : rows + d.shape[1]]  # the rows of W_ih this block multiplies
                 rows += d.shape[1]
-                if dx is None:  # one chunk is the whole sequence: its product is dx
+                if dx is None:  # one chunk is the whole sequence: its first product is dx
                     dx = self.mm(d, w)  # (n*B, I)
                     self.dx = dx.view(T, B, I)
-                elif not self.plan.bulk_onednn:
-                    torch.mm(d, w, out=dx) if rows == d.shape[1] else dx.addmm_(d, w)  # into dx's rows directly
+                elif self.plan.bulk_onednn:  # oneDNN's operator has no out=
+                    dx.copy_(self.mm(d, w)) if k == 0 else dx.add_(self.mm(d, w))
                 else:
-                    dx.copy_(self.mm(d, w)) if rows == d.shape[1] else dx.add_(self.mm(d, w))
+                    torch.mm(d, w, out=dx) if k == 0 else dx.addmm_(d, w)  # into dx's rows directly
         if self.need_w_ih:
             x2 = self.x[lo:hi].reshape(n * B, I)
             self.dw_ih = _plus(self.dw_ih, [self.gram(d, x2) for d in flat])

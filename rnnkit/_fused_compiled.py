@@ -42,15 +42,20 @@ def _keeps_graph() -> bool:
     return True if probe is None else bool(probe())
 
 
-def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_elems: int, room: bool = True):
+def _span(spans: list[tuple[int, int]]) -> int:
+    """The most steps in one chunk."""
+    return max(hi - lo for lo, hi in spans)
+
+
+def _backward_setup(ctx, x: Tensor, S: Tensor, mask: Tensor | None, dout: Tensor, dh_n: Tensor, step_elems: int,
+                    room: bool = True):
     """What every backward starts from: ``(plan, acc, pack, spans, in_place, douts, adds, keep, dh)``.
 
     When the graph is not kept, forward's saved buffers die with this backward, so where they have ``room`` for the
     gradients each step's are written over the values the step has just read (``in_place``) and the whole sequence is
     one chunk: no new buffer. Otherwise gradients go to a reused scratch buffer, in chunks of steps of ``step_elems``
-    elements. ``adds`` are the
-    two ``(B, H)`` buffers the steps' products add into, in turn (one holds the gradient the next step reads);
-    ``dh`` is hbar at the last step."""
+    elements. ``adds`` are the two ``(B, H)`` buffers the steps' products add into, in turn (one holds the gradient
+    the next step reads); ``keep`` the addresses of the length mask's steps; ``dh`` is hbar at the last step."""
     plan: Plan = ctx.plan
     pack, _ = make_linear(plan.onednn, x.shape[1])
     T, B, H = S.shape
@@ -58,17 +63,12 @@ def _backward_setup(ctx, x: Tensor, S: Tensor, dout: Tensor, dh_n: Tensor, step_
     # a cell that saved only its output (no room) holds the chunk beside it at every backward: half a state buffer
     state_bytes = S.numel() * S.element_size() // (1 if room else 2)
     spans = [(0, T)] if in_place else chunks(plan, step_elems * S.element_size(), state_bytes)
-    K = max(hi - lo for lo, hi in spans)
     adds = (x.new_empty(B, H), x.new_empty(B, H))
-    mask = ctx.saved_tensors[-1]
     keep = [None] * T if mask is None else addresses(mask)
     last = dout[plan.last] if plan.valid is None else dout[plan.last] * plan.valid[plan.last]
     dh = (dh_n + last).contiguous()  # (B, H)
-    return plan, make_accumulate(plan.onednn), pack, spans, in_place, DoutSteps(dout, plan, K), adds, keep, dh
-
-
-def _span(spans: list[tuple[int, int]]) -> int:
-    return max(hi - lo for lo, hi in spans)
+    douts = DoutSteps(dout, plan, _span(spans))
+    return plan, make_accumulate(plan.onednn), pack, spans, in_place, douts, adds, keep, dh
 
 
 # ------------------------------------------------------------------------------------------------ Elman RNN
@@ -93,11 +93,11 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
 
 
 def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
-    x, h0, w_ih, w_hh, S, _ = ctx.saved_tensors
+    x, h0, w_ih, w_hh, S, mask = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
     # forward saves only the states, which are the layer's output: no room for the gradients, always a scratch chunk
-    plan, acc, pack, spans, _, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * H, room=False)
+    plan, acc, pack, spans, _, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * H, room=False)
     dG = take_scratch(x, _span(spans), B, H)  # delta_t = hbar_t f'(pre_t), a chunk at a time
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
@@ -137,10 +137,10 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
 
 
 def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
-    x, h0, c0, w_ih, w_hh, S, C, G, _ = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, S, C, G, mask = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * 4 * H)
     dG = G if in_place else take_scratch(x, _span(spans), B, 4 * H)  # pre-activation gradients, rows (i, f, g, o)
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[3], need[4], need[5] or need[6])
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
@@ -189,10 +189,10 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
 
 
 def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
-    x, h0, w_ih, w_hh, S, X, N, _ = ctx.saved_tensors
+    x, h0, w_ih, w_hh, S, X, N, mask = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 4 * H)
+    plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * 4 * H)
     if in_place:  # (d_r, d_z, d_hn) over X = (r, z, hW_n), d_n over N = n
         dP, dN = X, N
     else:  # one chunk of (B, 4H) rows (d_r, d_z, d_hn, d_n)
@@ -245,10 +245,10 @@ def gru_reset_before_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_
 
 
 def gru_reset_before_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
-    x, h0, w_ih, w_hh, S, RZ, N, RH, _ = ctx.saved_tensors
+    x, h0, w_ih, w_hh, S, RZ, N, RH, mask = ctx.saved_tensors
     need = ctx.needs_input_grad
     T, B, H = S.shape
-    plan, acc, _, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, dout, dh_n, B * 3 * H)
+    plan, acc, _, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * 3 * H)
     pack, linear = make_linear(plan.onednn, B)
     if in_place:  # (d_r, d_z) over RZ = (r, z), d_n over N = n
         dRZ, dN = RZ, N

@@ -16,6 +16,7 @@ are unavailable). Only CPU tensors of float32 or float64 use them; CUDA always r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -69,6 +70,7 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+@functools.cache  # torch's runtime is loaded with torch, once
 def _torch_libgomp() -> Path | None:
     """The OpenMP runtime PyTorch runs on, if any: linking against that very file makes the kernels share its
     threads (a second runtime would fight PyTorch's spinning threads for the same cores)."""
