@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,78 @@ def make_course(dest: Path, names: list[str]) -> Path:
 def source_notebook(assignment: str) -> tuple[str, nbformat.NotebookNode]:
     path = sorted((REPO / "solutions" / assignment).glob("*.ipynb"))[0]
     return path.stem, nbformat.read(str(path), as_version=4)
+
+
+def visible_cells(name: str, solution_id: str, replace: tuple[str, str]):
+    """(nbgrader metadata, compiled visible code) of each code cell of the source notebook, hidden tests removed, with
+    one line of the solution cell ``solution_id`` replaced."""
+    nb = json.loads((REPO / "solutions" / name / f"{name}.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        md = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if md.get("grade_id") == solution_id:
+            assert replace[0] in source, replace[0]
+            source = source.replace(*replace)
+        source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)  # visible part
+        yield md, compile(source, f"<{md.get('grade_id', 'cell')}>", "exec")
+
+
+def run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str, str], *,
+                earlier_may_fail: bool = False) -> str:
+    """Run the notebook's cells in-process up to the test cell ``grade_id`` (its visible part only), with one line of
+    the solution cell ``solution_id`` replaced; return the visible test's AssertionError message ('' if it passed).
+    ``earlier_may_fail``: an earlier test cell's failing assert is passed over (a student runs on by hand)."""
+    namespace: dict = {}
+    for md, code in visible_cells(name, solution_id, replace):
+        try:
+            exec(code, namespace)
+        except AssertionError as exc:
+            if md.get("grade_id") == grade_id:
+                return str(exc)
+            if not (earlier_may_fail and md.get("grade")):
+                raise
+        if md.get("grade_id") == grade_id:
+            return ""
+    raise AssertionError(f"no cell {grade_id}")
+
+
+def answer_functions(name: str, solution_id: str, replace: tuple[str, str], runs, stop_after: str | None = None
+                     ) -> dict:
+    """The namespace after running, in-process, the source notebook's code cells whose nbgrader metadata ``runs``
+    accepts (no test cells, no training), with the cell ``solution_id``'s text replaced, up to ``stop_after``."""
+    _, nb = source_notebook(name)
+    namespace: dict = {}
+    for cell in nb.cells:
+        md = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and runs(md):
+            source = cell.source.replace(*replace) if md.get("grade_id") == solution_id else cell.source
+            exec(compile(source, md["grade_id"], "exec"), namespace)
+            if md["grade_id"] == stop_after:
+                break
+    return namespace
+
+
+def verdict(check: str, obj):
+    """The trusted judge's verdict on ``obj`` for the graded check ``check``, as the grader reaches it."""
+    from rnnkit.grading import export, judge, specs
+
+    return judge.compare(check, export.collect(specs.get(check), obj))
+
+
+def need_sandbox() -> None:
+    """Skip where the grading sandbox cannot run here; in CI it must run, so fail there instead."""
+    import pytest
+
+    from rnnkit.grading import sandbox
+
+    try:
+        sandbox.check_available()
+    except sandbox.SandboxUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the grading sandbox must work in CI: {exc}")
+        pytest.skip(str(exc))
 
 
 def _strip(source: str, begin: str, end: str) -> str:

@@ -10,10 +10,9 @@ import grading_cases as gc
 import nbformat
 import pytest
 import torch
-from test_assignments import _run_visible
 
 from rnnkit.data.names import NAMES_FILE, load_names
-from rnnkit.grading import export, judge, sandbox, specs
+from rnnkit.grading import export, judge, specs
 from rnnkit.grading.specs import a06_char_lm as a06
 
 NAME = "06_char_lm"
@@ -79,25 +78,22 @@ MISTAKES = [
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_visible_tests_name_the_mistake(mistake):
     _, solution_id, grade_id, replace, message, _ = mistake
-    assert message in _run_visible(NAME, grade_id, solution_id, replace)
+    assert message in gc.run_visible(NAME, grade_id, solution_id, replace)
 
 
 def test_visible_tests_pass_on_the_solution():
     for grade_id in ("test_vocab", "test_tbptt", "test_train", "test_perplexity", "test_sample"):
-        assert _run_visible(NAME, grade_id, "vocab_code", ("", "")) == ""
+        assert gc.run_visible(NAME, grade_id, "vocab_code", ("", "")) == ""
+
+
+def _runs(md: dict) -> bool:
+    """The cells ``_functions`` runs, by their nbgrader metadata."""
+    return (md.get("solution") or md.get("grade_id") == "setup") and md.get("grade_id") != "model"
 
 
 def _functions(solution_id: str, replace: tuple[str, str]) -> dict:
     """The notebook's setup and answer cells run in-process (no tests, no training), one line replaced."""
-    _, nb = gc.source_notebook(NAME)
-    namespace: dict = {}
-    for cell in nb.cells:
-        md = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (md.get("solution") or md.get("grade_id") == "setup") \
-                and md.get("grade_id") != "model":
-            source = cell.source.replace(*replace) if md.get("grade_id") == solution_id else cell.source
-            exec(compile(source, md["grade_id"], "exec"), namespace)
-    return namespace
+    return gc.answer_functions(NAME, solution_id, replace, _runs)
 
 
 _FUNCTION_OF = {"build_vocab": "build_vocab", "encode_names": "encode", "decode_ids": "decode",
@@ -230,12 +226,7 @@ def _replace_model(nb, code: str):
 
 @pytest.mark.slow
 def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
-    try:
-        sandbox.check_available()
-    except sandbox.SandboxUnavailable as exc:
-        if __import__("os").environ.get("CI") == "true":
-            pytest.fail(f"the grading sandbox must work in CI: {exc}")
-        pytest.skip(str(exc))
+    gc.need_sandbox()
     submissions = {
         "correct": (gc.correct_notebook(NAME), 10.0, ["PASS names_perplexity_8"]),
         "blank": (nbformat.read(str(gc.REPO / "exercises" / NAME / f"{NAME}.ipynb"), as_version=4), 0.0, []),

@@ -7,9 +7,8 @@ import grading_cases as gc
 import nbformat
 import pytest
 import torch
-from test_assignments import _run_visible
 
-from rnnkit.grading import export, judge, sandbox, specs
+from rnnkit.grading import specs
 from rnnkit.grading.specs import a07_backward as a07
 
 NAME = "07_backward"
@@ -63,44 +62,36 @@ MISTAKES = [
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_visible_tests_name_the_mistake(mistake):
     _, solution_id, grade_id, replace, message, _ = mistake
-    assert message in _run_visible(NAME, grade_id, solution_id, replace)
+    assert message in gc.run_visible(NAME, grade_id, solution_id, replace)
 
 
 def test_visible_tests_pass_on_the_solution():
     for grade_id in ("test_lstm_cell_backward", "test_gru_cell_backward_reset_after",
                      "test_gru_cell_backward_reset_before", "test_bptt", "test_grad_norms"):
-        assert _run_visible(NAME, grade_id, "setup", ("", "")) == ""
+        assert gc.run_visible(NAME, grade_id, "setup", ("", "")) == ""
 
 
 def test_a_visible_test_says_autograd_is_switched_off_when_grading():
     replace = (gc.find(gc.source_notebook(NAME)[1], "lstm_cell_backward").source, AUTOGRAD_LSTM)
-    assert "autograd, which is switched off when grading" in _run_visible(
+    assert "autograd, which is switched off when grading" in gc.run_visible(
         NAME, "test_lstm_cell_backward", "lstm_cell_backward", replace)
+
+
+def _runs(md: dict) -> bool:
+    """The cells ``_functions`` runs, by their nbgrader metadata."""
+    return not md.get("grade") and md.get("grade_id") != "check_own_code"
 
 
 def _functions(solution_id: str, replace: tuple[str, str], stop_after: str | None = None) -> dict:
     """The notebook's setup, given and answer cells run in-process (no test cells), one cell's text replaced, up to
     the cell ``stop_after`` (default: all)."""
-    _, nb = gc.source_notebook(NAME)
-    namespace: dict = {}
-    for cell in nb.cells:
-        md = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and not md.get("grade") and md.get("grade_id") != "check_own_code":
-            source = cell.source.replace(*replace) if md.get("grade_id") == solution_id else cell.source
-            exec(compile(source, md["grade_id"], "exec"), namespace)
-            if md["grade_id"] == stop_after:
-                break
-    return namespace
-
-
-def _verdict(check: str, obj):
-    return judge.compare(check, export.collect(specs.get(check), obj))
+    return gc.answer_functions(NAME, solution_id, replace, _runs, stop_after)
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_hidden_checks_fail_the_mistake(mistake):
     _, solution_id, _, replace, _, check = mistake
-    verdict = _verdict(check, _functions(solution_id, replace)[_FUNCTION_OF[check]])
+    verdict = gc.verdict(check, _functions(solution_id, replace)[_FUNCTION_OF[check]])
     assert not verdict.passed, verdict.message
 
 
@@ -108,7 +99,7 @@ def test_the_solution_passes_every_check():
     functions = _functions("setup", ("", ""))
     for check in CHECKS:
         obj = functions["GRADIENT_PATH"] if check == "gradient_path" else functions[_FUNCTION_OF[check]]
-        verdict = _verdict(check, obj)
+        verdict = gc.verdict(check, obj)
         assert verdict.passed, verdict.message
     assert functions["GRADIENT_PATH"] == "c"
 
@@ -116,7 +107,7 @@ def test_the_solution_passes_every_check():
 def test_delegating_to_autograd_fails_the_hidden_check_with_the_reason():
     fn = _functions("lstm_cell_backward", (gc.find(gc.source_notebook(NAME)[1], "lstm_cell_backward").source,
                                            AUTOGRAD_LSTM), stop_after="lstm_cell_backward")["lstm_cell_backward"]
-    verdict = _verdict("lstm_cell_backward", fn)
+    verdict = gc.verdict("lstm_cell_backward", fn)
     # the runtime guard names the rule (before: only the RuntimeError autograd raises under no_grad)
     assert not verdict.passed and "calls torch.autograd.grad" in verdict.message, verdict.message
 
@@ -148,12 +139,7 @@ def test_every_check_has_a_rule_stated_in_the_notebook_and_switches_autograd_off
 # ---------------------------------------------------------------------- whole submissions through `make autograde`
 @pytest.mark.slow
 def test_sandboxed_grading_of_correct_blank_and_autograd_submissions():
-    try:
-        sandbox.check_available()
-    except sandbox.SandboxUnavailable as exc:
-        if __import__("os").environ.get("CI") == "true":
-            pytest.fail(f"the grading sandbox must work in CI: {exc}")
-        pytest.skip(str(exc))
+    gc.need_sandbox()
     autograd = gc.correct_notebook(NAME)
     gc.find(autograd, "lstm_cell_backward").source = AUTOGRAD_LSTM
     # Part 1 (2) and everything that steps with the LSTM cell's backward: lstm_bptt (half of 3), Part 4 (2)

@@ -10,9 +10,8 @@ import grading_cases as gc
 import nbformat
 import pytest
 import torch
-from test_assignments import _run_visible
 
-from rnnkit.grading import export, judge, sandbox, specs
+from rnnkit.grading import export, judge, specs
 from rnnkit.grading.specs import a08_seq2seq as a08
 
 NAME = "08_seq2seq"
@@ -114,42 +113,36 @@ MISTAKES = [
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_visible_tests_name_the_mistake(mistake):
     _, solution_id, grade_id, replace, message, _ = mistake
-    assert message in _run_visible(NAME, grade_id, solution_id, replace)
+    assert message in gc.run_visible(NAME, grade_id, solution_id, replace)
 
 
 def test_visible_tests_pass_on_the_solution():
     for grade_id in ("test_bi_encoder", "test_loss", "test_greedy", "test_beam"):
-        assert _run_visible(NAME, grade_id, "setup", ("", "")) == ""
+        assert gc.run_visible(NAME, grade_id, "setup", ("", "")) == ""
+
+
+def _runs(md: dict) -> bool:
+    """The cells ``_functions`` runs, by their nbgrader metadata."""
+    return not md.get("grade") and md.get("grade_id") not in ("train", "decode", "model")
 
 
 def _functions(solution_id: str, replace: tuple[str, str]) -> dict:
     """The notebook's setup, given and answer cells run in-process (no tests, no training), one cell's text
     replaced."""
-    _, nb = gc.source_notebook(NAME)
-    namespace: dict = {}
-    for cell in nb.cells:
-        md = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and not md.get("grade") and md.get("grade_id") not in ("train", "decode", "model"):
-            source = cell.source.replace(*replace) if md.get("grade_id") == solution_id else cell.source
-            exec(compile(source, md["grade_id"], "exec"), namespace)
-    return namespace
-
-
-def _verdict(check: str, obj):
-    return judge.compare(check, export.collect(specs.get(check), obj))
+    return gc.answer_functions(NAME, solution_id, replace, _runs)
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_hidden_checks_fail_the_mistake(mistake):
     _, solution_id, _, replace, _, check = mistake
-    verdict = _verdict(check, _functions(solution_id, replace)[_FUNCTION_OF[check]])
+    verdict = gc.verdict(check, _functions(solution_id, replace)[_FUNCTION_OF[check]])
     assert not verdict.passed, verdict.message
 
 
 def test_the_solution_passes_every_function_check_and_the_notebook_model_is_the_judges():
     functions = _functions("setup", ("", ""))
     for check, fn in _FUNCTION_OF.items():
-        verdict = _verdict(check, functions[fn])
+        verdict = gc.verdict(check, functions[fn])
         assert verdict.passed, verdict.message
     for got, want in zip(functions["make_data"](30, torch.Generator().manual_seed(3)),
                          a08.make_data(30, torch.Generator().manual_seed(3)), strict=True):
@@ -248,12 +241,7 @@ _FAKE = ("class _Fake(Seq2Seq):\n    def state_dict(self, *a, **k):\n"
 
 @pytest.mark.slow
 def test_sandboxed_grading_of_correct_blank_and_hostile_submissions():
-    try:
-        sandbox.check_available()
-    except sandbox.SandboxUnavailable as exc:
-        if __import__("os").environ.get("CI") == "true":
-            pytest.fail(f"the grading sandbox must work in CI: {exc}")
-        pytest.skip(str(exc))
+    gc.need_sandbox()
     submissions = {
         "correct": (gc.correct_notebook(NAME), 10.0, [f"PASS {ACCURACY[-1]}", "PASS beam_search"]),
         "blank": (nbformat.read(str(gc.REPO / "exercises" / NAME / f"{NAME}.ipynb"), as_version=4), 0.0, []),

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import grading_cases as gc
 import nbformat
 import pytest
 
@@ -178,41 +179,6 @@ def test_monkeypatching_rnnkit_torch_and_numpy_in_the_notebook_gains_nothing(cou
 
 
 # ------------------------------------------------------------------------ visible tests explain the usual mistakes
-def _visible_cells(name: str, solution_id: str, replace: tuple[str, str]):
-    """(nbgrader metadata, compiled visible code) of each code cell of the source notebook, hidden tests removed, with
-    one line of the solution cell ``solution_id`` replaced."""
-    nb = json.loads(_source(name).read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        md = cell.get("metadata", {}).get("nbgrader", {})
-        source = "".join(cell["source"])
-        if md.get("grade_id") == solution_id:
-            assert replace[0] in source, replace[0]
-            source = source.replace(*replace)
-        source = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", source, flags=re.S)  # visible part
-        yield md, compile(source, f"<{md.get('grade_id', 'cell')}>", "exec")
-
-
-def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str, str], *,
-                 earlier_may_fail: bool = False) -> str:
-    """Run the notebook's cells in-process up to the test cell ``grade_id`` (its visible part only), with one line of
-    the solution cell ``solution_id`` replaced; return the visible test's AssertionError message ('' if it passed).
-    ``earlier_may_fail``: an earlier test cell's failing assert is passed over (a student runs on by hand)."""
-    namespace: dict = {}
-    for md, code in _visible_cells(name, solution_id, replace):
-        try:
-            exec(code, namespace)
-        except AssertionError as exc:
-            if md.get("grade_id") == grade_id:
-                return str(exc)
-            if not (earlier_may_fail and md.get("grade")):
-                raise
-        if md.get("grade_id") == grade_id:
-            return ""
-    raise AssertionError(f"no cell {grade_id}")
-
-
 @pytest.mark.parametrize("name, grade_id, solution_id, replace, message", [
     ("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("i, f, g, o = gates.chunk", "f, i, g, o = gates.chunk"),
      "your input gate uses rows of the forget gate; your forget gate uses rows of the input gate. "
@@ -280,7 +246,7 @@ def _run_visible(name: str, grade_id: str, solution_id: str, replace: tuple[str,
      "torch.rand(..., dtype=torch.float64) draws different numbers"),
 ])
 def test_visible_tests_name_the_mistake(name, grade_id, solution_id, replace, message):
-    assert message in _run_visible(name, grade_id, solution_id, replace)
+    assert message in gc.run_visible(name, grade_id, solution_id, replace)
 
 
 _C_IN_PLACE = ("    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)\n",
@@ -301,7 +267,7 @@ _C_IN_PLACE = ("    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh
      "rnn_forward changed its argument h0 in place"),
 ])
 def test_visible_tests_blame_an_input_changed_in_place_not_a_gate(name, grade_id, solution_id, replace, message):
-    said = _run_visible(name, grade_id, solution_id, replace, earlier_may_fail=True)
+    said = gc.run_visible(name, grade_id, solution_id, replace, earlier_may_fail=True)
     assert said.startswith(message) and "gate uses rows" not in said, said
 
 
@@ -331,7 +297,7 @@ def test_every_visible_test_cell_runs_the_rule_check(name):
 
 
 def test_visible_tests_pass_on_the_solution():
-    assert _run_visible("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("", "")) == ""
+    assert gc.run_visible("03_lstm", "test_lstm_cell_forward", "lstm_cell_forward", ("", "")) == ""
 
 
 def test_nbgrader_config_keeps_grading_state_under_grading_and_bounds_cells():
@@ -423,10 +389,10 @@ def test_intro_says_how_points_are_counted(name):
 
 
 def _run_visible_tolerant(name: str, grade_id: str, solution_id: str, replace: tuple[str, str]) -> None:
-    """Like _run_visible, but an earlier test cell may fail (a student runs the next cell by hand); the target cell's
+    """Like gc.run_visible, but an earlier test cell may fail (a student runs the next cell by hand); the target cell's
     visible part must then run without raising."""
     namespace: dict = {}
-    for md, code in _visible_cells(name, solution_id, replace):
+    for md, code in gc.visible_cells(name, solution_id, replace):
         if md.get("grade_id") == grade_id:
             exec(code, namespace)
             return
