@@ -68,37 +68,34 @@ def visit(plan: Plan, lo: int, hi: int) -> range:
 
 
 def walk(plan: Plan, spans: list[tuple[int, int]], douts: DoutSteps
-         ) -> Iterator[tuple[int, int, list[tuple[int, int, int | None]]]]:
-    """Backward's way through time: per chunk ``(lo, hi, steps)``, each step ``(t, i, dout_prev)`` with ``i = t - lo``
-    its row in the chunk buffers and ``dout_prev`` the address of the output gradient of the time step ``t`` reads
-    its state from (None for the first step)."""
+         ) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Backward's way through time: per chunk ``(lo, hi, steps)``, each step ``(t, i, dout)`` with ``i = t - lo``
+    its row in the chunk buffers and ``dout`` the address of the output gradient at time ``t``."""
     for lo, hi in spans:
         douts.stage(lo, hi)
-        yield lo, hi, [(t, t - lo, None if t == plan.first else douts[plan.prev(t)]) for t in visit(plan, lo, hi)]
+        yield lo, hi, [(t, t - lo, douts[t]) for t in visit(plan, lo, hi)]
 
 
 class DoutSteps:
     """Addresses of the ``(B, H)`` steps of ``dL/d output`` (times the length mask), which each backward step adds to
-    the gradient reaching the previous state, with the strides the kernels read them by (``su`` between rows, ``sj``
-    between columns: an ``out.sum()`` loss hands backward a ``dout`` of stride 0). Unmasked, ``dout`` is read where
-    it is; masked, the product with the mask is staged one chunk at a time."""
+    the gradient reaching its state through the next step, with the strides the kernels read them by (``su`` between
+    rows, ``sj`` between columns: an ``out.sum()`` loss hands backward a ``dout`` of stride 0). Unmasked, ``dout`` is
+    read where it is; masked, the product with the mask is staged one chunk at a time."""
 
     def __init__(self, dout: Tensor, plan: Plan, chunk_steps: int):
         self.dout, self.plan = dout, plan
-        self.buf = None if plan.valid is None else dout.new_empty((chunk_steps + 1, *dout.shape[1:]))  # (K+1, B, H)
+        self.buf = None if plan.valid is None else dout.new_empty((chunk_steps, *dout.shape[1:]))  # (K, B, H)
         src = dout if self.buf is None else self.buf
         self.su, self.sj = src.stride(1), src.stride(2)
         self.step, self.base = src.stride(0) * src.element_size(), 0
         self.addr0 = dout.data_ptr()
 
     def stage(self, lo: int, hi: int) -> None:
-        """Make the times that chunk ``[lo, hi)``'s steps read (each step's previous time) addressable."""
+        """Make chunk ``[lo, hi)``'s times addressable."""
         if self.buf is None or self.plan.valid is None:
             return
-        T = self.dout.shape[0]
-        a, b = (max(lo - 1, 0), hi) if not self.plan.reverse else (lo, min(hi + 1, T))
-        torch.mul(self.dout[a:b], self.plan.valid[a:b], out=self.buf[: b - a])
-        self.base, self.addr0 = a, self.buf.data_ptr()
+        torch.mul(self.dout[lo:hi], self.plan.valid[lo:hi], out=self.buf[: hi - lo])
+        self.base, self.addr0 = lo, self.buf.data_ptr()
 
     def __getitem__(self, t: int) -> int:
         return self.addr0 + (t - self.base) * self.step

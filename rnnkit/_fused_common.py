@@ -197,6 +197,14 @@ def make_accumulate(onednn: bool) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     return lambda out, a, w: out.addmm_(a, w)
 
 
+def make_product(onednn: bool) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``prod(out, a, w) = a @ w.T`` like :func:`make_accumulate`, written over ``out`` with ``torch.mm``."""
+    if onednn:
+        plain = torch.ops.mkldnn._linear_pointwise.default
+        return lambda out, a, w: plain(a, w, None, "none", [], "")
+    return lambda out, a, w: torch.mm(a, w, out=out)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Time bookkeeping
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,15 +7,20 @@ with the reset gate before its product):
 * **forward**: one GEMM for all input projections, then per step the hidden product (in place into the step's slot
   of the projection buffer where ``torch.addmm`` computes it) and one kernel that applies the gates and writes the
   states; the kernels keep torch.nn's gate order, so no weight or gradient is reordered.
-* **backward**: per step one kernel that turns the incoming state gradient into the step's pre-activation gradients
-  (nothing is precomputed for all steps) and one GEMM for the gradient reaching the previous state, in time chunks
-  whose large products run as each chunk ends (:mod:`rnnkit._fused_chunks`).
+* **backward**: per step one kernel that adds the step's output gradient to the state gradient that came through
+  the next step's product and turns the sum into the step's pre-activation gradients (nothing is precomputed for
+  all steps), and one GEMM for the gradient reaching the previous state, in time chunks whose large products run
+  as each chunk ends (:mod:`rnnkit._fused_chunks`). Where every row runs to the end, the RNN's and the LSTM's
+  products write their result (``torch.mm(..., out=)``) instead of adding to a buffer the kernel filled: one
+  ``(B, H)`` pass fewer per step.
 
 Each function is called from its cell's ``torch.autograd.Function`` with that Function's ``ctx``; every address
 handed to a kernel points into a tensor that the function keeps alive for the call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,9 +35,12 @@ from ._fused_common import (
     keep_addresses,
     make_accumulate,
     make_linear,
+    make_product,
     prev_addresses,
     reset_before_projections,
 )
+
+Product = Callable[[Tensor, Tensor, Tensor], Tensor]  # (out, a, w) -> a @ w.T, (+ out for make_accumulate's)
 
 
 def _keeps_graph() -> bool:
@@ -55,7 +63,8 @@ def _backward_setup(ctx, x: Tensor, S: Tensor, mask: Tensor | None, dout: Tensor
     gradients each step's are written over the values the step has just read (``in_place``) and the whole sequence is
     one chunk: no new buffer. Otherwise gradients go to a reused scratch buffer, in chunks of steps of ``step_elems``
     elements. ``adds`` are the two ``(B, H)`` buffers the steps' products add into, in turn (one holds the gradient
-    the next step reads); ``keep`` the addresses of the length mask's steps; ``dh`` is hbar at the last step."""
+    the next step reads); ``keep`` the addresses of the length mask's steps; ``dh`` the gradient reaching the last
+    step's state from after it (``dL/dh_n``; the kernels add each step's output gradient)."""
     plan: Plan = ctx.plan
     pack, _ = make_linear(plan.onednn, x.shape[1])
     T, B, H = S.shape
@@ -65,10 +74,18 @@ def _backward_setup(ctx, x: Tensor, S: Tensor, mask: Tensor | None, dout: Tensor
     spans = [(0, T)] if in_place else chunks(plan, step_elems * S.element_size(), state_bytes)
     adds = (x.new_empty(B, H), x.new_empty(B, H))
     keep = [None] * T if mask is None else addresses(mask)
-    last = dout[plan.last] if plan.valid is None else dout[plan.last] * plan.valid[plan.last]
-    dh = (dh_n + last).contiguous()  # (B, H)
+    dh = dh_n.contiguous()  # (B, H)
     douts = DoutSteps(dout, plan, _span(spans))
     return plan, make_accumulate(plan.onednn), pack, spans, in_place, douts, adds, keep, dh
+
+
+def _carry(plan: Plan, acc: Product, adds: tuple[Tensor, Tensor]) -> tuple[Product, tuple[int | None, int | None]]:
+    """``(step, add addresses)`` for a cell whose kernel fills ``add`` only to carry the gradient of rows that have
+    ended (RNN, LSTM): with every row running there is nothing to carry, the kernel writes no ``add`` (None) and
+    ``step`` writes the product itself; otherwise ``step`` is ``acc``, adding the product to what the kernel wrote."""
+    if plan.keep is None:
+        return make_product(plan.onednn), (None, None)
+    return acc, (adds[0].data_ptr(), adds[1].data_ptr())
 
 
 # ------------------------------------------------------------------------------------------------ Elman RNN
@@ -77,14 +94,15 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     acc = make_accumulate(plan.onednn)
     B, H = x.shape[1], w_hh.shape[1]
     w = pack(w_hh)
-    xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, H): one GEMM, all steps
-    S = torch.empty_like(xg)  # (T, B, H) states in time order
-    xg_, S_, Sa = xg.unbind(0), S.unbind(0), addresses(S)
+    # (T, B, H): one GEMM for all steps' input projections; each step's state is written over its own projection
+    # (an RNN needs no pre-activation in backward), so the states take no second buffer, and no fresh pages
+    S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)
+    S_, Sa = S.unbind(0), addresses(S)
     mask, keep = keep_addresses(plan)
     h, hp = h0, h0.data_ptr()
     for t in plan.steps:
-        pre = acc(xg_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, into xg[t] where the kernel can
-        k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre)
+        pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
+        k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre), over pre
         h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, mask)
@@ -102,11 +120,11 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
     Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
+    step, adda = _carry(plan, acc, adds)
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, dprev in steps:
-            add = adds[t & 1]
-            k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], dprev, douts.su, douts.sj, add.data_ptr(), keep[t])
-            dh = acc(add, dG_[i], w_back)  # hbar_{t-1} = delta_t W_hh + dout_{t-1}
+        for t, i, du in steps:
+            k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t])
+            dh = step(adds[t & 1], dG_[i], w_back)  # the part of hbar_{t-1} that comes through step t: delta_t W_hh
         chunk = dG[: hi - lo]
         sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
@@ -148,12 +166,12 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
     cprev = prev_addresses(plan, Ca, c0.data_ptr())
     dc = dc_n.clone(memory_format=torch.contiguous_format)  # (B, H) cbar
     dcp = dc.data_ptr()
+    step, adda = _carry(plan, acc, adds)
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, dprev in steps:
-            add = adds[t & 1]
-            k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, dprev, douts.su, douts.sj,
-                       add.data_ptr(), keep[t])  # dG[i]; cbar <- cbar_{t-1}
-            dh = acc(add, dG_[i], w_back)  # hbar_{t-1} = dG_t W_hh + dout_{t-1}
+        for t, i, du in steps:
+            k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, du, douts.su, douts.sj, adda[t & 1],
+                       keep[t])  # dG[i]; cbar <- cbar_{t-1}
+            dh = step(adds[t & 1], dG_[i], w_back)  # through step t: dG_t W_hh
         chunk = dG[: hi - lo]
         sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
@@ -205,11 +223,11 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
     dP_ = dP.unbind(0)  # (B, 3H) the hidden side of each step
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, dprev in steps:
+        for t, i, du in steps:
             add = adds[t & 1]
-            k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
+            k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), du, douts.su, douts.sj,
                       add.data_ptr(), keep[t])
-            dh = acc(add, dP_[i], w_back)  # hbar_prev = (d_r, d_z, d_hn) W_hh + hbar z + dout_prev
+            dh = acc(add, dP_[i], w_back)  # through step t: (d_r, d_z, d_hn) W_hh + hbar z
         hidden, n_rows = dP[: hi - lo], dN[: hi - lo]
         sums.add(lo, hi, [hidden[..., : 2 * H], n_rows], [(hidden, None)], [hidden, n_rows])
     dx, dw_ih, dw_hh, db = sums.result()  # db = (sums of d_r, d_z, d_hn, d_n)
@@ -263,10 +281,10 @@ def gru_reset_before_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor
     hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
     dRZ_, dN_ = dRZ.unbind(0), dN.unbind(0)
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, dprev in steps:
+        for t, i, du in steps:
             add = adds[t & 1]
-            k.grurb_bwd1(B, H, RZa[t], Na[t], dRZa[i], dNa[i], hprev[t], dh.data_ptr(), dprev, douts.su, douts.sj,
-                         add.data_ptr(), keep[t])  # d_z, d_n; add = dout_prev + hbar z
+            k.grurb_bwd1(B, H, RZa[t], Na[t], dRZa[i], dNa[i], hprev[t], dh.data_ptr(), du, douts.su, douts.sj,
+                         add.data_ptr(), keep[t])  # d_z, d_n; add = hbar z
             drh = linear(dN_[i], w_n_back)  # (B, H) gradient of r h_prev
             k.grurb_bwd2(B, H, RZa[t], dRZa[i], hprev[t], drh.data_ptr(), add.data_ptr(), keep[t])  # d_r; add
             dh = acc(add, dRZ_[i], w_rz_back)  # hbar_prev

@@ -43,13 +43,13 @@ class FusedRNN(Function):
         pack, _ = make_linear(plan.onednn, x.shape[1])
         acc = make_accumulate(plan.onednn)
         w = pack(w_hh)  # W_hh in the layout the per-step GEMM reads
-        xg = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, H): one GEMM, all steps
-        S = torch.empty_like(xg)  # (T, B, H) states in time order
-        xg_, S_ = xg.unbind(0), S.unbind(0)  # per-step views, made once
+        # (T, B, H): one GEMM for all input projections; each state is written over its step's projection
+        S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)
+        S_ = S.unbind(0)  # per-step views, made once
         keep = None if plan.keep is None else plan.keep.unbind(0)
         h = h0
         for t in plan.steps:
-            pre = acc(xg_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, into xg[t] where the kernel can
+            pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
             if relu:
                 torch.clamp_min(pre, 0, out=S_[t])
             else:

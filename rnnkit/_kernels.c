@@ -6,8 +6,9 @@
  *
  * Layout: every pointer is a contiguous row-major (B, k*H) block, gates in torch.nn's row order
  * (LSTM: i, f, g, o; GRU: r, z, n). keep is NULL when every row runs, else keep[b] == 0 for a row whose sequence has
- * ended: its state is carried over unchanged and its gate gradients are zero. dout_prev (the gradient of the layer's
- * output at the step read next in backward) may be NULL. Built by rnnkit/_kernels.py with -fopenmp-simd (glibc's
+ * ended: its state is carried over unchanged and its gate gradients are zero. A backward kernel's dout (the gradient
+ * of the layer's output at its own step) may be NULL; it is added to dh, the part of the state's gradient that came
+ * through the next step's product, so hbar = dh + dout is the whole gradient reaching the state. Built by rnnkit/_kernels.py with -fopenmp-simd (glibc's
  * libmvec gives the vector tanh) and, where PyTorch runs on OpenMP, with -fopenmp against PyTorch's own
  * libgomp, so the rows of a step split over the threads that just ran its matrix product.
  */
@@ -32,12 +33,17 @@ static int64_t rnnkit_min_parallel = 4096;
 #define ROWS _Pragma("omp parallel for schedule(static) if (B * H >= rnnkit_min_parallel)") \
     for (int64_t b = 0; b < B; b++)
 #define SIMD _Pragma("omp simd")
-/* add += dout_prev's row b, when there is one: its rows su and its columns sj elements apart (sj = 0 for the
- * broadcast gradient of out.sum()) */
-#define ADD_DOUT if (u) { if (sj == 1) { SIMD for (int64_t j = 0; j < H; j++) a[j] += u[j]; }                        \
-                          else if (sj == 0) { __typeof__(*a) u0 = u[0];                                              \
-                                              SIMD for (int64_t j = 0; j < H; j++) a[j] += u0; }                     \
-                          else { for (int64_t j = 0; j < H; j++) a[j] += u[j * sj]; } }
+/* A backward kernel's loop over the columns of row b, with du = dout's element (row b, column j); dout's rows are su
+ * and its columns sj elements apart (sj = 0 for the broadcast gradient of out.sum()). One loop per layout, so each
+ * vectorises. */
+#define OVER_DOUT(T, ...) if (!u) { SIMD for (int64_t j = 0; j < H; j++) { const T du = (T)0; __VA_ARGS__ } }        \
+    else if (sj == 1) { SIMD for (int64_t j = 0; j < H; j++) { const T du = u[j]; __VA_ARGS__ } }                    \
+    else if (sj == 0) { const T u0 = u[0]; SIMD for (int64_t j = 0; j < H; j++) { const T du = u0; __VA_ARGS__ } }   \
+    else { SIMD for (int64_t j = 0; j < H; j++) { const T du = u[j * sj]; __VA_ARGS__ } }
+
+/* add (when not NULL) = 0 in a running row, hbar = dh + dout where the row has ended: the next product adds to it */
+#define CARRY(dh_row) if (a) { if (run) { SIMD for (int64_t j = 0; j < H; j++) a[j] = 0; }                            \
+                                else { OVER_DOUT(__typeof__(*a), a[j] = dh_row[j] + du;) } }
 
 #define DEFINE_KERNELS(T)                                                                                            \
 /* RNN forward: h = act(pre) */                                                                                      \
@@ -50,19 +56,19 @@ static void rnn_fwd_##T(int64_t B, int64_t H, int32_t relu, const T *pre, T *h, 
         else { SIMD for (int64_t j = 0; j < H; j++) o[j] = tanh_##T(p[j]); }                                         \
     }                                                                                                                \
 }                                                                                                                    \
-/* RNN backward: d = hbar f'(pre) from h;  add = dout_prev (+ hbar where the row has ended) */                       \
-static void rnn_bwd_##T(int64_t B, int64_t H, int32_t relu, const T *h, const T *dh, T *d, const T *dout_prev,       \
+/* RNN backward: d = hbar f'(pre) from h, hbar = dh + dout;  add (may be NULL when every row runs) = 0, or hbar      \
+ * where the row has ended: the next product adds into it */                                                         \
+static void rnn_bwd_##T(int64_t B, int64_t H, int32_t relu, const T *h, const T *dh, T *d, const T *dout,            \
                         int64_t su, int64_t sj, T *add, const uint8_t *keep) {                                       \
     ROWS {                                                                                                           \
-        const T *s = h + b * H, *g = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                            \
-        T *e = d + b * H, *a = add + b * H;                                                                          \
+        const T *s = h + b * H, *g = dh + b * H, *u = dout ? dout + b * su : 0;                                      \
+        T *e = d + b * H, *a = add ? add + b * H : 0;                                                                \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T slope = relu ? (T)(s[j] > 0) : (T)1 - s[j] * s[j];                                                     \
-            e[j] = run ? g[j] * slope : (T)0;                                                                        \
-            a[j] = (run ? (T)0 : g[j]);                                                                              \
-        }                                                                                                            \
-        ADD_DOUT                                                                                                     \
+        OVER_DOUT(T,                                                                                                 \
+            T slope = relu ? (T)(s[j] > 0) : (T)1 - s[j] * s[j], hbar = g[j] + du;                                   \
+            e[j] = run ? hbar * slope : (T)0;                                                                        \
+        )                                                                                                            \
+        CARRY(g)                                                                                                     \
     }                                                                                                                \
 }                                                                                                                    \
 /* LSTM forward: gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                       \
@@ -85,16 +91,17 @@ static void lstm_fwd_##T(int64_t B, int64_t H, const T *pre, T *gates, const T *
 }                                                                                                                    \
 /* LSTM backward, dgates = the gradients of the pre-activations of gates (i, f, g, o):                               \
  * cbar += hbar o (1 - tanh^2 c);  d_o = hbar tanh(c) o(1-o);  d_i = cbar g i(1-i);  d_f = cbar c_prev f(1-f);       \
- * d_g = cbar i (1-g^2);  cbar_prev = cbar f (carried unchanged where the row has ended);  add as for the RNN */     \
+ * d_g = cbar i (1-g^2);  cbar_prev = cbar f (carried unchanged where the row has ended);  hbar = dh + dout and      \
+ * add as for the RNN */                                                                                             \
 static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc, \
-                  const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                         \
+                  const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                              \
     ROWS {                                                                                                           \
-        const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;        \
+        const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                  \
         const T *q = gates + b * 4 * H;                                                                              \
-        T *e = dgates + b * 4 * H, *dcr = dc + b * H, *a = add + b * H;                                              \
+        T *e = dgates + b * 4 * H, *dcr = dc + b * H, *a = add ? add + b * H : 0;                                    \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T i = q[j], f = q[H + j], g = q[2 * H + j], o = q[3 * H + j], hbar = g_[j];                              \
+        OVER_DOUT(T,                                                                                                 \
+            T i = q[j], f = q[H + j], g = q[2 * H + j], o = q[3 * H + j], hbar = g_[j] + du;                         \
             T tc = tanh_##T(cr[j]);                                                                                  \
             T cbar = dcr[j] + hbar * o * ((T)1 - tc * tc);                                                           \
             e[j] = run ? cbar * g * (i - i * i) : (T)0;                                                              \
@@ -102,9 +109,8 @@ static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const 
             e[2 * H + j] = run ? cbar * i * ((T)1 - g * g) : (T)0;                                                   \
             e[3 * H + j] = run ? hbar * tc * (o - o * o) : (T)0;                                                     \
             dcr[j] = run ? cbar * f : dcr[j];                                                                        \
-            a[j] = (run ? (T)0 : hbar);                                                                              \
-        }                                                                                                            \
-        ADD_DOUT                                                                                                     \
+        )                                                                                                            \
+        CARRY(g_)                                                                                                    \
     }                                                                                                                \
 }                                                                                                                    \
 /* GRU (reset after the product) forward. hW = h_prev W_hh^T (the step's product), bn = b_hn, X = the step's input   \
@@ -130,25 +136,24 @@ static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, const T *bn, T *X, T 
  * each is written at dP + b sp and dn + b sn, so they may go over X and n themselves (sp = 3H, sn = H) or into one  \
  * (B, 4H) block (sp = sn = 4H, dn = dP + 3H).                                                                       \
  * d_n = hbar (1-z)(1-n^2);  d_hn = d_n r;  d_r = d_n hW_n r(1-r);  d_z = hbar (h_prev - n) z(1-z);                  \
- * add = dout_prev + hbar z  (all of hbar where the row has ended) */                                                \
+ * add = hbar z  (all of hbar where the row has ended), hbar = dh + dout */                                          \
 static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dP, int64_t sp, T *dn_, int64_t sn,        \
-                        const T *hp, const T *dh, const T *dout_prev, int64_t su, int64_t sj, T *add,                \
+                        const T *hp, const T *dh, const T *dout, int64_t su, int64_t sj, T *add,                     \
                         const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
-        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                         \
+        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                                   \
         const T *q = X + b * 3 * H, *nr = n_ + b * H;                                                                \
         T *e = dP + b * sp, *dnr = dn_ + b * sn, *a = add + b * H;                                                   \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T r = q[j], z = q[H + j], hn = q[2 * H + j], n = nr[j], hbar = g_[j];                                    \
+        OVER_DOUT(T,                                                                                                 \
+            T r = q[j], z = q[H + j], hn = q[2 * H + j], n = nr[j], hbar = g_[j] + du;                               \
             T dn = hbar * ((T)1 - z) * ((T)1 - n * n);                                                               \
             e[j] = run ? dn * hn * (r - r * r) : (T)0;                                                               \
             e[H + j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                                \
             e[2 * H + j] = run ? dn * r : (T)0;                                                                      \
             dnr[j] = run ? dn : (T)0;                                                                                \
-            a[j] = (run ? hbar * z : hbar);                                                                          \
-        }                                                                                                            \
-        ADD_DOUT                                                                                                     \
+            a[j] = run ? hbar * z : hbar;                                                                            \
+        )                                                                                                            \
     }                                                                                                                \
 }                                                                                                                    \
 /* GRU (reset before the product, Cho et al. 2014), forward in two halves around the second product:                 \
@@ -178,21 +183,20 @@ static void grurb_out_##T(int64_t B, int64_t H, const T *pre, T *N, const T *RZ,
 }                                                                                                                    \
 /* GRU (reset before) backward, first half (before d_rh = d_n W_hn), from RZ = (r, z) and N = n: z's slot of dRZ     \
  * gets d_z, dN gets d_n,                                                                                            \
- * add = dout_prev + hbar z (all of hbar where the row has ended); r's slot is left for the second half */           \
+ * add = hbar z (all of hbar where the row has ended), hbar = dh + dout; r's slot is left for the second half */     \
 static void grurb_bwd1_##T(int64_t B, int64_t H, const T *RZ, const T *N, T *dRZ, T *dN, const T *hp, const T *dh,   \
-                    const T *dout_prev, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                       \
+                    const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                            \
     ROWS {                                                                                                           \
-        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout_prev ? dout_prev + b * su : 0;                         \
+        const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                                   \
         const T *zq = RZ + b * 2 * H + H, *nr = N + b * H;                                                           \
         T *dz = dRZ + b * 2 * H + H, *dnr = dN + b * H, *a = add + b * H;                                            \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T z = zq[j], n = nr[j], hbar = g_[j];                                                                    \
+        OVER_DOUT(T,                                                                                                 \
+            T z = zq[j], n = nr[j], hbar = g_[j] + du;                                                               \
             dz[j] = run ? hbar * (hq[j] - n) * (z - z * z) : (T)0;                                                   \
             dnr[j] = run ? hbar * ((T)1 - z) * ((T)1 - n * n) : (T)0;                                                \
-            a[j] = (run ? hbar * z : hbar);                                                                          \
-        }                                                                                                            \
-        ADD_DOUT                                                                                                     \
+            a[j] = run ? hbar * z : hbar;                                                                            \
+        )                                                                                                            \
     }                                                                                                                \
 }                                                                                                                    \
 /* second half, given drh = d_n W_hn (the gradient of r h_prev): r's slot of dRZ gets d_r = drh h_prev r(1-r),       \
