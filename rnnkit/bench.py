@@ -6,8 +6,9 @@ For every device (CPU, and CUDA when present), cell (RNN tanh, LSTM, GRU) and hi
 * ``fused`` -- the same layer with the fused backend (:mod:`rnnkit.fused`);
 * ``torch`` -- ``torch.nn.RNN/LSTM/GRU`` with the same weights (oneDNN's LSTM/RNN kernels on the CPU, cuDNN on a GPU);
 * ``floor`` -- only the matrix products the fused backend performs (the input GEMM, one hidden GEMM per step and, for
-  forward+backward, the backward GEMMs), with the same GEMM kernels: no gate arithmetic at all. No implementation built
-  from these products can beat it.
+  forward+backward, the backward GEMMs), with the same GEMM kernels: no gate arithmetic at all, and each step's product
+  written into a reused buffer without adding anything to it (``torch.mm(..., out=)``, or oneDNN's plain product), the
+  cheapest way to call it. No implementation built from these products can beat it.
 
 Each configuration runs ``warmup`` untimed rounds, then ``repeats`` rounds in which the backends take turns (rotating
 order), so that load from other processes hits them alike; the table reports medians, their ratios to ``torch`` and
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import _kernels, layers
 from ._fused_chunks import release_scratch
-from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan
+from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan, make_product
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "fused_over_floor", "main"]
 
@@ -54,7 +55,7 @@ class BenchConfig:
     batch: int = 64  # sequences per batch
     seq_len: int = 100  # time steps T
     repeats: int = 11  # timed rounds per configuration (the median is reported)
-    warmup: int = 1  # untimed rounds first (allocator, oneDNN primitive caches, lazy imports)
+    warmup: int = 5  # untimed rounds first (the allocator's thresholds settle, oneDNN primitive caches, lazy imports)
     modes: list[str] = field(default_factory=lambda: list(MODES))  # cells
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))  # "torch" is always added: ratios need it
     devices: list[str] = field(default_factory=lambda: ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -92,7 +93,10 @@ def _workload(mode: str, backend: str, H: int, cfg: BenchConfig, device: str):
 
 def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     """The fused backend's matrix products alone: the same helpers, shapes and kernels (:mod:`rnnkit._fused_common`),
-    with random stand-ins for the states and gate gradients and no element-wise work."""
+    with random stand-ins for the states and gate gradients and no element-wise work. A step's product goes into one
+    of two reused buffers and adds nothing (a fused step adds the input projection to it, or the kernel reads it):
+    calling ``torch.addmm(add, a, w)`` instead would allocate, copy ``add`` and read it again in every step, work a
+    layer can avoid, and then the fused backend could beat its "floor"."""
     T, B, I = x.shape
     w_ih, w_hh, b = net.weight_ih_l0.detach(), net.weight_hh_l0.detach(), net.bias_ih_l0.detach()
     GH, H = w_hh.shape
@@ -101,20 +105,22 @@ def _floor_workload(mode: str, net: Any, x: torch.Tensor):
     S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
     plan = make_plan(x, w_ih, w_hh, None, False)  # the kernels the fused layer would choose for these shapes
-    xg = input_projection(x, w_ih, b, plan.bulk_onednn)  # (T, B, GH)
-    pack, linear = make_linear(plan.onednn, B)
+    pack, _ = make_linear(plan.onednn, B)
+    product = make_product(plan.onednn)
+    outs = (x.new_empty(B, GH), x.new_empty(B, GH))  # the steps' products, in turn
+    grads = (x.new_empty(B, H), x.new_empty(B, H))
 
     def fwd():
         input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections
         w = pack(w_hh)
         for t in range(T):
-            linear(S[t], w, add=xg[t])  # (B, GH): the step's product plus what it adds (input part, biases)
+            product(outs[t & 1], S[t], w)  # (B, GH) h_{t-1} W_hh^T
 
     def fwd_bwd():
         fwd()
         w_back = pack(w_hh.t())
         for t in range(T):
-            linear(d[t], w_back, add=h0)  # gradient reaching h_{t-1}
+            product(grads[t & 1], d[t], w_back)  # (B, H) gradient reaching h_{t-1} through step t
         dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.bulk_onednn)
         return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
