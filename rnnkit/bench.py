@@ -22,12 +22,12 @@ The book's page "How fast is rnnkit?" shows one run's JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
 
 from . import _kernels, layers
@@ -176,38 +177,66 @@ def run(cfg: BenchConfig) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ memory
 MEMORY_METHOD = {
-    "cpu": "peak resident set size (VmHWM, reset through /proc/self/clear_refs) above the resident size just before "
-           "one forward+backward, in a child process with glibc's mmap threshold fixed at 64 KiB so that freed "
-           "tensors go back to the OS; includes the gradients returned",
+    "cpu": "peak of the bytes held by PyTorch's CPU allocator during one forward+backward, above what it held before "
+           "(the allocation and free events of torch.profiler with profile_memory=True, summed in time order); "
+           "includes the gradients returned and scratch kept for the next call",
     "cuda": "torch.cuda.max_memory_allocated() above memory_allocated() before one forward+backward",
 }
 
 
-def _proc_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for the duration (C++ code writes there, not to ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def _memory_child(cfg: BenchConfig) -> dict:
-    """Runs in the child process: peak MiB per "mode/hidden/backend" on the CPU."""
+def _held_peak_mib(fwd_bwd) -> float | None:
+    """Peak MiB of tensor memory held during ``fwd_bwd()`` on the CPU above what was held before it (None if this
+    PyTorch's profiler does not expose its memory events). Counting allocations, not the resident size, keeps the
+    figure from depending on what glibc kept from earlier runs: resident sizes measured one configuration after
+    another in one process varied by a third with the order."""
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # the profiler's C++ side announces its start on stderr
+        prof.start()
+    try:
+        grads = fwd_bwd()
+        del grads
+    finally:
+        with _quiet_stderr():  # ... and its stop
+            prof.stop()
+    results: Any = getattr(prof.profiler, "kineto_results", None)
+    try:  # + bytes allocated, - bytes freed, in time order
+        steps = sorted((e.start_ns(), e.nbytes()) for e in results.events() if e.name() == "[memory]")
+    except AttributeError:
+        return None
+    held = peak = 0
+    for _, nbytes in steps:
+        held += nbytes
+        peak = max(peak, held)
+    return round(peak / 2**20, 1)
+
+
+def _cpu_peaks(cfg: BenchConfig, backends: list[str]) -> dict[str, float] | None:
     peaks = {}
     for mode in cfg.modes:
         for H in cfg.hidden:
-            for b in cfg.backends:
+            for b in backends:
                 _, fwd_bwd = _workload(mode, b, H, cfg, "cpu")
                 fwd_bwd()  # warm-up: one-time caches are not the workload's memory ...
-                release_scratch()  # ... but the fused backward's reused scratch is: it is allocated afresh below
+                release_scratch()  # ... but the fused backward's reused scratch is: it is allocated afresh
                 gc.collect()
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # reset VmHWM to the current RSS
-                base = _proc_kib("VmRSS")
-                grads = fwd_bwd()
-                peaks[f"{mode}/{H}/{b}"] = round((_proc_kib("VmHWM") - base) / 1024, 1)
-                del grads, fwd_bwd
-                gc.collect()
+                peak = _held_peak_mib(fwd_bwd)
+                if peak is None:
+                    return None
+                peaks[f"{mode}/{H}/{b}"] = peak
     return peaks
 
 
@@ -216,15 +245,13 @@ def measure_memory(cfg: BenchConfig) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     # the floor runs on random stand-ins, so its memory says nothing about an implementation: not measured
     backends = [b for b in dict.fromkeys([*cfg.backends, "torch"]) if b != "floor"]
-    if "cpu" in cfg.devices and os.path.exists("/proc/self/clear_refs"):
-        child_cfg = json.dumps(dict(asdict(cfg), backends=backends))
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-        proc = subprocess.run([sys.executable, "-m", "rnnkit.bench", "--memory-child", child_cfg],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode == 0:
-            out["cpu"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "cpu" in cfg.devices:
+        cpu = _cpu_peaks(cfg, backends)
+        if cpu is None:
+            print("rnnkit.bench: this PyTorch's profiler gives no memory events; CPU memory not measured",
+                  file=sys.stderr)
         else:
-            print(f"rnnkit.bench: CPU memory measurement failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            out["cpu"] = cpu
     for device in (d for d in cfg.devices if d.startswith("cuda")):
         peaks = {}
         for mode in cfg.modes:
@@ -330,7 +357,6 @@ def _parse(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]:
     p.add_argument("--fwd-only", action="store_true", help="time only the forward pass (under torch.no_grad)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     for dev in a.device:
         if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -348,9 +374,6 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, a = _parse(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.memory_child is not None:  # internal: the memory-measuring child process
-        print(json.dumps(_memory_child(BenchConfig(**json.loads(a.memory_child)))))
-        return {}
     report = dict(command="python -m rnnkit.bench " + " ".join(sys.argv[1:] if argv is None else argv),
                   **machine_info(), config=asdict(cfg))
     report["results"] = run(cfg)

@@ -58,3 +58,19 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("CUDA present")
     with pytest.raises(SystemExit):
         bench.main(["--device", "cuda"])
+
+
+def test_memory_is_the_peak_of_tensor_bytes_held_at_once():
+    mib = 2**18  # float32 elements in one MiB
+
+    def overlapping():
+        a = torch.ones(4 * mib)
+        b = torch.ones(2 * mib)
+        return a.sum() + b.sum()
+
+    def one_after_the_other():
+        torch.ones(4 * mib).sum()
+        return torch.ones(2 * mib)  # returned: held until the caller drops it
+
+    assert bench._held_peak_mib(overlapping) == pytest.approx(6.0, abs=0.05)
+    assert bench._held_peak_mib(one_after_the_other) == pytest.approx(4.0, abs=0.05)
