@@ -78,15 +78,16 @@ def _seconds_per_step(onednn: bool, batch: int, hidden: int, rows: int) -> float
     g = torch.Generator().manual_seed(0)
     h, d = torch.randn(batch, hidden, generator=g), torch.randn(batch, rows, generator=g)
     w = torch.randn(rows, hidden, generator=g)
-    add_f, add_b = torch.randn(batch, rows, generator=g), torch.randn(batch, hidden, generator=g)
-    pack, linear = make_linear(onednn, batch)
+    out_f, out_b = torch.randn(batch, rows, generator=g), torch.empty(batch, hidden)
+    pack, _ = make_linear(onednn, batch)
+    accumulate, product = make_accumulate(onednn), make_product(onednn)
     w_f, w_b = pack(w), pack(w.t())
     times: list[float] = []
     deadline = time.perf_counter() + _MEASURE_SECONDS
     while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
         start = time.perf_counter()
-        linear(h, w_f, add=add_f)  # (B, rows): the forward step
-        linear(d, w_b, add=add_b)  # (B, H): the backward step
+        accumulate(out_f, h, w_f)  # (B, rows): a forward step, adding to the step's input projection
+        product(out_b, d, w_b)  # (B, H): a backward step
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])  # the first call pays for warm-up
 
