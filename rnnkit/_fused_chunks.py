@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ._fused_common import Plan, gram_for, matmul_for
+from ._fused_common import Plan
+from ._fused_gemm import gram_for, matmul_for
 
 __all__ = ["CHUNK_BYTES", "chunks", "visit", "walk", "take_scratch", "give_scratch", "release_scratch", "DoutSteps",
            "GradSums"]

@@ -1,5 +1,6 @@
-r"""Shared plumbing of the fused backend (:mod:`rnnkit.fused`): the per-step matrix product, the time bookkeeping
-for ``reverse`` and ``lengths``, and the weight-gradient products that run once after the backward loop.
+r"""Shared plumbing of the fused backend (:mod:`rnnkit.fused`): the time bookkeeping for ``reverse`` and ``lengths``,
+the input projection before the loop and the weight-gradient products after it (their kernels come from
+:mod:`rnnkit._fused_gemm`).
 
 Every fused cell stores its states in a ``(T, B, H)`` buffer ``S`` **in time order**: ``S[t]`` is the state after
 the step that reads ``x[t]``. A forward direction steps ``t = 0, ..., T-1`` and reads ``h_{prev} = S[t-1]``; a
@@ -10,200 +11,17 @@ reverse direction steps ``t = T-1, ..., 0`` and reads ``S[t+1]``; the first step
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ._fused_gemm import bulk_path, gemm_path, gram_for, input_projection, matmul_for
+
 __all__ = [
-    "Plan", "make_plan", "make_linear", "make_accumulate", "gemm_path", "bulk_path", "gemm_choice", "hprev_grad",
-    "input_grads",
-    "mul_prev", "sub_prev", "input_projection", "add_biases", "matmul_for", "gram_for",
+    "Plan", "make_plan", "hprev_grad", "input_grads", "mul_prev", "sub_prev", "add_biases",
     "one_minus_square", "sigmoid_slope", "reset_before_projections", "addresses", "prev_addresses", "keep_addresses",
 ]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The one small product per step, and which kernel computes it.
-#
-# On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels on a weight reordered once).
-# For the short, wide products of a recurrence (64 x 256 times 256 x 1024) that took half the time of the MKL sgemm
-# behind torch.addmm on one machine and was slower than it on another: which is faster depends on the CPU. So the
-# kernel is chosen by measurement, once per (device, dtype, batch, hidden, gate rows) in a process: both candidates
-# run the real per-step products (forward and backward) for a few milliseconds and the faster one is kept
-# (gemm_choice() lists the choices). torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight are the PyTorch
-# operators Inductor emits for the same product; they are internal API, so they are probed once, and torch.addmm is
-# used whenever they are missing, fail or disagree (with a warning when they exist but fail). RNNKIT_FUSED_GEMM
-# = "addmm" or "onednn" overrides the measurement. Float64 and CUDA always use torch.addmm / torch.mm.
-# --------------------------------------------------------------------------------------------------------------------
-_ONEDNN_OK: bool | None = None
-_CHOICES: dict[tuple, str] = {}  # ("step", batch, hidden, gate rows) or ("bulk", rows, inputs) -> "onednn" | "addmm"
-_MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
-_BULK_ROWS = 512  # rows of the probe for the whole-sequence products
-
-
-def _onednn_available() -> bool:
-    global _ONEDNN_OK
-    if _ONEDNN_OK is None:
-        _ONEDNN_OK = False
-        op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-        if op is not None and torch.backends.mkldnn.is_available():
-            problem = None
-            try:
-                g = torch.Generator().manual_seed(0)
-                a, w, add = (torch.randn(s, generator=g) for s in ((4, 8), (12, 8), (4, 12)))
-                b = torch.randn(12, generator=g)
-                ok1 = torch.allclose(op(a, w, b, "none", [], ""), torch.addmm(b, a, w.t()), atol=1e-5)
-                ok2 = torch.allclose(op.binary(a, add, w, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
-                packed = torch.ops.mkldnn._reorder_linear_weight(w, 4)
-                ok3 = torch.allclose(op.binary(a, add, packed, None, "add"), torch.addmm(add, a, w.t()), atol=1e-5)
-                _ONEDNN_OK = bool(ok1 and ok2 and ok3)
-                if not _ONEDNN_OK:
-                    problem = "its results differ from torch.addmm"
-            except Exception as err:  # any failure of an internal op means: use the public one
-                problem = f"it raised {type(err).__name__}: {err}"
-            if problem is not None:
-                warnings.warn(f"rnnkit fused backend: oneDNN's linear operator is present but unusable ({problem}); "
-                              "using torch.addmm", RuntimeWarning, stacklevel=3)
-    return _ONEDNN_OK
-
-
-def _seconds_per_step(onednn: bool, batch: int, hidden: int, rows: int) -> float:
-    """Median seconds of one forward plus one backward per-step product with this kernel, on these shapes."""
-    g = torch.Generator().manual_seed(0)
-    h, d = torch.randn(batch, hidden, generator=g), torch.randn(batch, rows, generator=g)
-    w = torch.randn(rows, hidden, generator=g)
-    out_f, out_b = torch.randn(batch, rows, generator=g), torch.empty(batch, hidden)
-    pack, _ = make_linear(onednn, batch)
-    accumulate, product = make_accumulate(onednn), make_product(onednn)
-    w_f, w_b = pack(w), pack(w.t())
-    times: list[float] = []
-    deadline = time.perf_counter() + _MEASURE_SECONDS
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
-        start = time.perf_counter()
-        accumulate(out_f, h, w_f)  # (B, rows): a forward step, adding to the step's input projection
-        product(out_b, d, w_b)  # (B, H): a backward step
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])  # the first call pays for warm-up
-
-
-def _forced_or_none(x: Tensor, w: Tensor) -> str | None:
-    """The kernel every product of this layer uses whatever the timings (CUDA, float64, empty, override), or None."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0 or w.numel() == 0:
-        return "addmm"
-    forced = os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower()
-    if forced == "addmm" or not _onednn_available():
-        return "addmm"
-    return "onednn" if forced == "onednn" else None
-
-
-def gemm_path(x: Tensor, w_hh: Tensor) -> str:
-    """``"onednn"`` or ``"addmm"``: the kernel of the per-step products of a layer whose input is like
-    ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached."""
-    forced = _forced_or_none(x, w_hh)
-    if forced is not None:
-        return forced
-    key = ("step", x.shape[1], w_hh.shape[1], w_hh.shape[0])
-    if key not in _CHOICES:
-        with torch.no_grad():
-            onednn, addmm = (_seconds_per_step(k, *key[1:]) for k in (True, False))
-        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
-    return _CHOICES[key]
-
-
-def _seconds_bulk(onednn: bool, rows: int, inputs: int) -> float:
-    """Best seconds of the three whole-sequence products (input projection, ``dx``, ``dW_ih``) on a probe of
-    ``_BULK_ROWS`` rows of ``T*B``, for ``W_ih (rows, inputs)``."""
-    g = torch.Generator().manual_seed(0)
-    x, d = torch.randn(_BULK_ROWS, inputs, generator=g), torch.randn(_BULK_ROWS, rows, generator=g)
-    w = torch.randn(rows, inputs, generator=g)
-    mm, gram = matmul_for(onednn), gram_for(onednn)
-    times: list[float] = []
-    for _ in range(4):
-        start = time.perf_counter()
-        input_projection(x.unsqueeze(0), w, None, onednn)
-        mm(d, w)
-        gram(d, x)
-        times.append(time.perf_counter() - start)
-    return min(times[1:])  # the first call pays for warm-up
-
-
-def bulk_path(x: Tensor, w_ih: Tensor) -> str:
-    """``"onednn"`` or ``"addmm"`` (``torch.mm``): the kernel of the products over all ``T*B`` rows of a layer with
-    input like ``x`` and ``w_ih (G*H, I)``; measured once per shape like :func:`gemm_path` (on the machine this was
-    written on, MKL ran them faster than oneDNN, whose operator also copies transposed operands)."""
-    forced = _forced_or_none(x, w_ih)
-    if forced is not None:
-        return forced
-    key = ("bulk", w_ih.shape[0], w_ih.shape[1])
-    if key not in _CHOICES:
-        with torch.no_grad():
-            onednn, addmm = (_seconds_bulk(k, *key[1:]) for k in (True, False))
-        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
-    return _CHOICES[key]
-
-
-def gemm_choice() -> dict[str, str]:
-    """The kernels chosen by measurement so far in this process, per-step products by batch, hidden size and gate
-    rows, whole-sequence products by ``W_ih``'s shape: ``{"cpu float32 step B=64 H=256 rows=1024": "onednn",
-    "cpu float32 sequence W_ih=1024x256": "addmm"}``."""
-    out = {}
-    for key, path in sorted(_CHOICES.items()):
-        if key[0] == "step":
-            out["cpu float32 step B={} H={} rows={}".format(*key[1:])] = path
-        else:
-            out["cpu float32 sequence W_ih={}x{}".format(*key[1:])] = path
-    return out
-
-
-def make_linear(onednn: bool, batch: int) -> tuple[Callable[[Tensor], Tensor], Callable[..., Tensor]]:
-    """``(pack, linear)`` for the per-step product: ``linear(a, pack(w), bias=None, add=None)`` is
-    ``a @ w.T (+ bias) (+ add)`` for ``a (batch, K)``, ``w (N, K)``, ``add (batch, N)``, a new ``(batch, N)`` tensor.
-
-    ``pack`` runs once per weight and call of a Function: for oneDNN it reorders ``w`` into the blocked layout its
-    GEMM micro-kernel reads (as nn.LSTM's oneDNN kernel does), for ``torch.addmm`` it is ``w.T``. Both are resolved
-    here, so the loop pays no look-ups."""
-    if onednn:
-        plain, binary = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
-        reorder = torch.ops.mkldnn._reorder_linear_weight.default
-
-        def pack(w: Tensor) -> Tensor:
-            return reorder(w.contiguous(), batch)
-
-        def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
-            return plain(a, w, bias, "none", [], "") if add is None else binary(a, add, w, bias, "add")
-    else:
-        def pack(w: Tensor) -> Tensor:
-            return w.t()
-
-        def linear(a: Tensor, w: Tensor, bias: Tensor | None = None, add: Tensor | None = None) -> Tensor:
-            if add is not None:
-                return torch.addmm(add if bias is None else add + bias, a, w)
-            return torch.mm(a, w) if bias is None else torch.addmm(bias, a, w)
-    return pack, linear
-
-
-def make_accumulate(onednn: bool) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``acc(out, a, w) = out + a @ w.T`` for ``w`` from :func:`make_linear`'s ``pack``: written into ``out`` itself
-    with ``torch.addmm`` (no new tensor, ``out`` is returned), a new tensor with oneDNN (its operator has no ``out=``).
-    ``out`` is a contiguous ``(batch, N)`` step of a preallocated buffer."""
-    if onednn:
-        binary = torch.ops.mkldnn._linear_pointwise.binary
-        return lambda out, a, w: binary(a, out, w, None, "add")
-    return lambda out, a, w: out.addmm_(a, w)
-
-
-def make_product(onednn: bool) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``prod(out, a, w) = a @ w.T`` like :func:`make_accumulate`, written over ``out`` with ``torch.mm``."""
-    if onednn:
-        plain = torch.ops.mkldnn._linear_pointwise.default
-        return lambda out, a, w: plain(a, w, None, "none", [], "")
-    return lambda out, a, w: torch.mm(a, w, out=out)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -291,53 +109,6 @@ def sub_prev(S: Tensor, h0: Tensor, N: Tensor, plan: Plan, out: Tensor) -> Tenso
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The large products over all T*B rows: the input projection before the loop, the gradients after it.
-# --------------------------------------------------------------------------------------------------------------------
-_PIECES = 4  # oneDNN's products over all T*B rows run in this many pieces (see matmul_for)
-
-
-def matmul_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
-    """``mm(a, b) = a @ b`` for the large 2-D operands of a layer: oneDNN where its per-step products use it (on one
-    machine MKL's sgemm ran these shapes 1.5-3x slower), ``torch.mm`` otherwise. Operands may be strided views.
-
-    oneDNN's operator copies an operand whose rows are not contiguous (a gate block of a wider buffer) before it
-    multiplies; so such an ``a`` goes through in row pieces, and each copy is a fraction of it."""
-    if not onednn:
-        return torch.mm
-    plain = torch.ops.mkldnn._linear_pointwise.default
-
-    def mm(a: Tensor, b: Tensor) -> Tensor:
-        if a.is_contiguous() or a.shape[0] < _PIECES:
-            return plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
-        out = a.new_empty(a.shape[0], b.shape[1])
-        for rows in torch.arange(a.shape[0]).tensor_split(_PIECES):
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            out[lo:hi] = plain(a[lo:hi], b.t(), None, "none", [], "")
-        return out
-
-    return mm
-
-
-def gram_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
-    """``gram(a, b) = a.T @ b`` for ``a (M, N)``, ``b (M, K)`` that reduce over their ``M = T*B`` rows (the weight
-    gradients). ``torch.mm`` reads the transposed operand in place; oneDNN's operator would copy both operands whole,
-    so it gets them in ``_PIECES`` row pieces (partial sums added), and its extra memory is a fraction of theirs."""
-    if not onednn:
-        return lambda a, b: torch.mm(a.t(), b)
-    plain = torch.ops.mkldnn._linear_pointwise.default
-
-    def gram(a: Tensor, b: Tensor) -> Tensor:
-        out = None
-        for a_k, b_k in zip(a.tensor_split(_PIECES), b.tensor_split(_PIECES), strict=True):
-            if a_k.shape[0]:
-                part = plain(a_k.t(), b_k.t(), None, "none", [], "")  # (N, K) = a_k^T b_k
-                out = part if out is None else out.add_(part)
-        return a.new_zeros(a.shape[1], b.shape[1]) if out is None else out
-
-    return gram
-
-
 def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
     r"""``sum_t d[t]^T h_prev(t)``: ``d (T, B, N)``, ``S (T, B, H)`` -> ``(N, H)``, two GEMMs instead of ``T``."""
     T, B, N = d.shape
@@ -372,17 +143,6 @@ def input_grads(
     if need_b:
         db = torch.cat([d.sum(0) for d in blocks])  # (N,)
     return (None if dx is None else dx.view(T, B, I)), dw, db
-
-
-def input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None, onednn: bool) -> Tensor:
-    """All input projections of the sequence in one GEMM: ``x @ w_ih.T + b``, ``(T, B, I)`` -> ``(T, B, N)``."""
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)  # (T*B, I)
-    if onednn:
-        out = torch.ops.mkldnn._linear_pointwise.default(x2, w_ih, b, "none", [], "")  # (T*B, N)
-    else:
-        out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, N)
-    return out.view(T, B, w_ih.shape[0])
 
 
 def reset_before_projections(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, onednn: bool

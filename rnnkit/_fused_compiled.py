@@ -27,18 +27,8 @@ from torch import Tensor
 
 from . import _kernels
 from ._fused_chunks import DoutSteps, GradSums, chunks, give_scratch, take_scratch, walk
-from ._fused_common import (
-    Plan,
-    add_biases,
-    addresses,
-    input_projection,
-    keep_addresses,
-    make_accumulate,
-    make_linear,
-    make_product,
-    prev_addresses,
-    reset_before_projections,
-)
+from ._fused_common import Plan, add_biases, addresses, keep_addresses, prev_addresses, reset_before_projections
+from ._fused_gemm import input_projection, make_accumulate, make_linear, make_product
 
 Product = Callable[[Tensor, Tensor, Tensor], Tensor]  # (out, a, w) -> a @ w.T, (+ out for make_accumulate's)
 

@@ -38,15 +38,13 @@ from ._fused_common import (
     add_biases,
     hprev_grad,
     input_grads,
-    input_projection,
-    make_accumulate,
-    make_linear,
     mul_prev,
     one_minus_square,
     reset_before_projections,
     sigmoid_slope,
     sub_prev,
 )
+from ._fused_gemm import input_projection, make_accumulate, make_linear
 
 
 class FusedGRU(Function):

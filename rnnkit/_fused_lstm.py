@@ -39,18 +39,8 @@ from torch.autograd.function import once_differentiable
 
 from . import _fused_compiled as compiled
 from . import _kernels
-from ._fused_common import (
-    Plan,
-    add_biases,
-    hprev_grad,
-    input_grads,
-    input_projection,
-    make_accumulate,
-    make_linear,
-    mul_prev,
-    one_minus_square,
-    sigmoid_slope,
-)
+from ._fused_common import Plan, add_biases, hprev_grad, input_grads, mul_prev, one_minus_square, sigmoid_slope
+from ._fused_gemm import input_projection, make_accumulate, make_linear
 
 
 def _to_ofig(t: Tensor, H: int) -> Tensor:

@@ -22,16 +22,8 @@ from torch.autograd.function import once_differentiable
 
 from . import _fused_compiled as compiled
 from . import _kernels
-from ._fused_common import (
-    Plan,
-    add_biases,
-    hprev_grad,
-    input_grads,
-    input_projection,
-    make_accumulate,
-    make_linear,
-    one_minus_square,
-)
+from ._fused_common import Plan, add_biases, hprev_grad, input_grads, one_minus_square
+from ._fused_gemm import input_projection, make_accumulate, make_linear
 
 
 class FusedRNN(Function):

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from . import _kernels, layers
 from ._fused_chunks import release_scratch
-from ._fused_common import gemm_choice, hprev_grad, input_grads, input_projection, make_linear, make_plan, make_product
+from ._fused_common import hprev_grad, input_grads, make_plan
+from ._fused_gemm import gemm_choice, input_projection, make_linear, make_product
 
 __all__ = ["BenchConfig", "run", "measure_memory", "format_table", "markdown_table", "fused_over_floor", "main"]
 
@@ -93,7 +94,7 @@ def _workload(mode: str, backend: str, H: int, cfg: BenchConfig, device: str):
 
 
 def _floor_workload(mode: str, net: Any, x: torch.Tensor):
-    """The fused backend's matrix products alone: the same helpers, shapes and kernels (:mod:`rnnkit._fused_common`),
+    """The fused backend's matrix products alone: the same helpers, shapes and kernels (:mod:`rnnkit._fused_gemm`),
     with random stand-ins for the states and gate gradients and no element-wise work. A step's product goes into one
     of two reused buffers and adds nothing (a fused step adds the input projection to it, or the kernel reads it):
     calling ``torch.addmm(add, a, w)`` instead would allocate, copy ``add`` and read it again in every step, work a

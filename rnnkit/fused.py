@@ -21,8 +21,9 @@ book page "How fast is rnnkit?":
 * **No per-step autograd indexing,** which would cost O(T^2) memory traffic.
 
 The cells live in ``_fused_rnn.py``, ``_fused_lstm.py`` and ``_fused_gru.py`` (PyTorch-operator steps) and
-``_fused_compiled.py`` (compiled steps); shared plumbing in ``_fused_common.py``. Double backward is not implemented
-(the Functions are ``once_differentiable``). Where the fused path cannot run -- forward-mode AD or functorch
+``_fused_compiled.py`` (compiled steps); the matrix products and the measured choice of their kernel in
+``_fused_gemm.py``, the time bookkeeping and gradient products in ``_fused_common.py``. Double backward is not
+implemented (the Functions are ``once_differentiable``). Where the fused path cannot run -- forward-mode AD or functorch
 transforms (``vmap``, ``jvp``, ``grad``), which would need rules this module does not define -- the call falls back to
 the reference loop and says so once with a ``RuntimeWarning``.
 """
@@ -35,7 +36,8 @@ import torch
 from torch import Tensor
 
 from . import recurrence
-from ._fused_common import gemm_choice, make_plan
+from ._fused_common import make_plan
+from ._fused_gemm import gemm_choice
 from ._fused_gru import FusedGRU, FusedGRUResetBefore
 from ._fused_lstm import FusedLSTM
 from ._fused_rnn import FusedRNN

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import _fused_chunks, _fused_common, _fused_compiled, fused, recurrence
+from rnnkit import _fused_chunks, _fused_common, _fused_compiled, _fused_gemm, fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
@@ -349,18 +349,18 @@ def test_every_tensor_follows_the_input_device(mode, ra):
 # ------------------------------------------------------------------------------------------------ GEMM kernel choice
 def test_float32_onednn_kernel_matches_torch_nn(monkeypatch):
     """The oneDNN kernel itself (forced, so the measurement cannot route around it) equals torch.nn."""
-    if not _fused_common._onednn_available():
+    if not _fused_gemm._onednn_available():
         pytest.skip("this PyTorch build has no usable oneDNN linear operator")
     test_float32_matches_torch_nn("LSTM", "onednn", monkeypatch)
 
 
 def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
-    monkeypatch.setattr(_fused_common, "_CHOICES", {})
+    monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
     x, hx, params, _ = make_case("GRU", 4, 3, 2, 5, dtype=torch.float32)
     fused.run_direction("GRU", x, hx, *params)
     choice = fused.gemm_choice()
-    if not _fused_common._onednn_available():
+    if not _fused_gemm._onednn_available():
         assert choice == {}  # nothing to choose between
         return
     step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2"
@@ -372,33 +372,33 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
 @pytest.mark.parametrize("faster", ["onednn", "addmm"])
 def test_the_faster_kernel_is_chosen(faster, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
-    monkeypatch.setattr(_fused_common, "_CHOICES", {})
-    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
+    monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
+    monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", True)
     timing = lambda onednn, *shape: 1.0 if onednn == (faster == "onednn") else 2.0  # noqa: E731
-    monkeypatch.setattr(_fused_common, "_seconds_per_step", timing)
-    monkeypatch.setattr(_fused_common, "_seconds_bulk", lambda onednn, *shape: 3.0 - timing(onednn))  # the other
+    monkeypatch.setattr(_fused_gemm, "_seconds_per_step", timing)
+    monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda onednn, *shape: 3.0 - timing(onednn))  # the other
     x, w_ih, w_hh = torch.zeros(4, 8, 3), torch.zeros(12, 3), torch.zeros(12, 4)
     other = "addmm" if faster == "onednn" else "onednn"
-    assert _fused_common.gemm_path(x, w_hh) == faster and _fused_common.bulk_path(x, w_ih) == other
+    assert _fused_gemm.gemm_path(x, w_hh) == faster and _fused_gemm.bulk_path(x, w_ih) == other
     assert fused.gemm_choice() == {"cpu float32 step B=8 H=4 rows=12": faster, "cpu float32 sequence W_ih=12x3": other}
 
 
 @pytest.mark.parametrize("forced", ["addmm", "onednn"])
 def test_the_environment_overrides_the_measurement(forced, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", forced)
-    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", True)
-    monkeypatch.setattr(_fused_common, "_seconds_per_step", lambda *a: pytest.fail("measured despite the override"))
-    monkeypatch.setattr(_fused_common, "_seconds_bulk", lambda *a: pytest.fail("measured despite the override"))
-    assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == forced
-    assert _fused_common.bulk_path(torch.zeros(4, 8, 3), torch.zeros(12, 3)) == forced
+    monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", True)
+    monkeypatch.setattr(_fused_gemm, "_seconds_per_step", lambda *a: pytest.fail("measured despite the override"))
+    monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda *a: pytest.fail("measured despite the override"))
+    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == forced
+    assert _fused_gemm.bulk_path(torch.zeros(4, 8, 3), torch.zeros(12, 3)) == forced
 
 
 def test_float64_and_empty_inputs_never_use_onednn(monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "onednn")
     f64 = torch.float64
-    assert _fused_common.gemm_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 4, dtype=f64)) == "addmm"
-    assert _fused_common.gemm_path(torch.zeros(4, 0, 3), torch.zeros(12, 4)) == "addmm"
-    assert _fused_common.bulk_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 3, dtype=f64)) == "addmm"
+    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 4, dtype=f64)) == "addmm"
+    assert _fused_gemm.gemm_path(torch.zeros(4, 0, 3), torch.zeros(12, 4)) == "addmm"
+    assert _fused_gemm.bulk_path(torch.zeros(4, 8, 3, dtype=f64), torch.zeros(12, 3, dtype=f64)) == "addmm"
 
 
 def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
@@ -408,12 +408,12 @@ def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel for this CPU")
 
-    monkeypatch.setattr(_fused_common, "_ONEDNN_OK", None)
+    monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", None)
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", broken)
     with pytest.warns(RuntimeWarning, match="present but unusable .*RuntimeError: no kernel for this CPU"):
-        assert not _fused_common._onednn_available()
+        assert not _fused_gemm._onednn_available()
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
-    assert _fused_common.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == "addmm"
+    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == "addmm"
 
 
 # ------------------------------------------------------------------------------------------------ chunks, strides
