@@ -1,6 +1,5 @@
 r"""Shared plumbing of the fused backend (:mod:`rnnkit.fused`): the time bookkeeping for ``reverse`` and ``lengths``,
-the input projection before the loop and the weight-gradient products after it (their kernels come from
-:mod:`rnnkit._fused_gemm`).
+and the gradient products that run once after the backward loop (their kernels come from :mod:`rnnkit._fused_gemm`).
 
 Every fused cell stores its states in a ``(T, B, H)`` buffer ``S`` **in time order**: ``S[t]`` is the state after
 the step that reads ``x[t]``. A forward direction steps ``t = 0, ..., T-1`` and reads ``h_{prev} = S[t-1]``; a
