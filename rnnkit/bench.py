@@ -225,16 +225,29 @@ def _held_peak_mib(fwd_bwd) -> float | None:
     return round(peak / 2**20, 1)
 
 
-def _cpu_peaks(cfg: BenchConfig, backends: list[str]) -> dict[str, float] | None:
+def _cuda_peak_mib(fwd_bwd) -> float:
+    """Peak MiB allocated on the current CUDA device during ``fwd_bwd()`` above what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    grads = fwd_bwd()
+    torch.cuda.synchronize()
+    del grads
+    return round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+
+
+def _peaks(cfg: BenchConfig, backends: list[str], device: str) -> dict[str, float] | None:
+    """Peak MiB per ``"mode/hidden/backend"`` on one device, or None where it cannot be measured."""
+    peak_of = _cuda_peak_mib if device.startswith("cuda") else _held_peak_mib
     peaks = {}
     for mode in cfg.modes:
         for H in cfg.hidden:
             for b in backends:
-                _, fwd_bwd = _workload(mode, b, H, cfg, "cpu")
+                _, fwd_bwd = _workload(mode, b, H, cfg, device)
                 fwd_bwd()  # warm-up: one-time caches are not the workload's memory ...
                 release_scratch()  # ... but the fused backward's reused scratch is: it is allocated afresh
                 gc.collect()
-                peak = _held_peak_mib(fwd_bwd)
+                peak = peak_of(fwd_bwd)
                 if peak is None:
                     return None
                 peaks[f"{mode}/{H}/{b}"] = peak
@@ -246,28 +259,13 @@ def measure_memory(cfg: BenchConfig) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     # the floor runs on random stand-ins, so its memory says nothing about an implementation: not measured
     backends = [b for b in dict.fromkeys([*cfg.backends, "torch"]) if b != "floor"]
-    if "cpu" in cfg.devices:
-        cpu = _cpu_peaks(cfg, backends)
-        if cpu is None:
-            print("rnnkit.bench: this PyTorch's profiler gives no memory events; CPU memory not measured",
+    for device in cfg.devices:
+        peaks = _peaks(cfg, backends, device)
+        if peaks is None:
+            print(f"rnnkit.bench: this PyTorch's profiler gives no memory events; {device} memory not measured",
                   file=sys.stderr)
         else:
-            out["cpu"] = cpu
-    for device in (d for d in cfg.devices if d.startswith("cuda")):
-        peaks = {}
-        for mode in cfg.modes:
-            for H in cfg.hidden:
-                for b in backends:
-                    _, fwd_bwd = _workload(mode, b, H, cfg, device)
-                    fwd_bwd()
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                    grads = fwd_bwd()
-                    torch.cuda.synchronize()
-                    peaks[f"{mode}/{H}/{b}"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
-                    del grads, fwd_bwd
-        out[device] = peaks
+            out[device] = peaks
     return out
 
 
