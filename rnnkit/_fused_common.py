@@ -36,6 +36,7 @@ class Plan:
     keep: Tensor | None  # (T, B, 1) bool, the same mask for torch.where
     onednn: bool = False  # the per-step products go through oneDNN (gemm_path), else torch.addmm
     bulk_onednn: bool = False  # the whole-sequence products go through oneDNN (bulk_path), else torch.mm
+    loop: bool = False  # the steps run in the compiled whole-sequence loops (gemm_path "loop")
 
     @property
     def steps(self) -> range:
@@ -57,13 +58,13 @@ class Plan:
 
 def make_plan(x: Tensor, w_ih: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
     T, B = x.shape[0], x.shape[1]
-    onednn = gemm_path(x, w_hh) == "onednn"
+    path = gemm_path(x, w_hh)
     bulk = bulk_path(x, w_ih) == "onednn"
     if lengths is None or bool((lengths >= T).all()):
-        return Plan(T, reverse, None, None, onednn, bulk)
+        return Plan(T, reverse, None, None, path == "onednn", bulk, path == "loop")
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
     keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
-    return Plan(T, reverse, keep.to(x.dtype), keep, onednn, bulk)
+    return Plan(T, reverse, keep.to(x.dtype), keep, path == "onednn", bulk, path == "loop")
 
 
 def addresses(buf: Tensor) -> list[int]:

@@ -14,6 +14,11 @@ with the reset gate before its product):
   products write their result (``torch.mm(..., out=)``) instead of adding to a buffer the kernel filled: one
   ``(B, H)`` pass fewer per step.
 
+Where the measured choice of product kernel is ``"loop"`` (``plan.loop``), the same steps go to the kernel's compiled
+whole-sequence form instead (``k.seq_*``, one call per direction and backward chunk): each step's row of a table
+holds the very arguments the one-step call would get, plus the addresses its product reads and writes; each thread
+then runs its own batch rows through every step, product and kernel, with no Python and no wait between steps.
+
 Each function is called from its cell's ``torch.autograd.Function`` with that Function's ``ctx``; every address
 handed to a kernel points into a tensor that the function keeps alive for the call.
 """
@@ -78,22 +83,35 @@ def _carry(plan: Plan, acc: Product, adds: tuple[Tensor, Tensor]) -> tuple[Produ
     return acc, (adds[0].data_ptr(), adds[1].data_ptr())
 
 
+def _read_and_write(dh: Tensor, steps: list[tuple[int, int, int]], adds: tuple[Tensor, Tensor]
+                    ) -> tuple[list[int], list[int]]:
+    """For a compiled backward loop over ``steps``: the address of the state gradient each step reads (``dh`` for
+    the first, then what the step before wrote) and of the buffer its product writes (``adds[t & 1]``)."""
+    out = [adds[t & 1].data_ptr() for t, _, _ in steps]
+    return [dh.data_ptr(), *out[:-1]], out
+
+
 # ------------------------------------------------------------------------------------------------ Elman RNN
 def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
-    pack, _ = make_linear(plan.onednn, x.shape[1])
-    acc = make_accumulate(plan.onednn)
     B, H = x.shape[1], w_hh.shape[1]
-    w = pack(w_hh)
     # (T, B, H): one GEMM for all steps' input projections; each step's state is written over its own projection
     # (an RNN needs no pre-activation in backward), so the states take no second buffer, and no fresh pages
     S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)
-    S_, Sa = S.unbind(0), addresses(S)
+    Sa = addresses(S)
     mask, keep = keep_addresses(plan)
-    h, hp = h0, h0.data_ptr()
-    for t in plan.steps:
-        pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
-        k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre), over pre
-        h, hp = S_[t], Sa[t]
+    if plan.loop:  # pre = S[t] += h_prev W_hh^T, then h_t = f(pre) over it
+        wc = w_hh.contiguous()  # read by address in the loop
+        hprev = prev_addresses(plan, Sa, h0.data_ptr())
+        k.run(k.seq_rnn_fwd, [(B, H, relu, Sa[t], Sa[t], hprev[t], keep[t] or 0, hprev[t], Sa[t]) for t in plan.steps],
+              True, k.product(wc, True, H, H, True))
+    else:
+        pack, _ = make_linear(plan.onednn, B)
+        acc, w, S_ = make_accumulate(plan.onednn), pack(w_hh), S.unbind(0)
+        h, hp = h0, h0.data_ptr()
+        for t in plan.steps:
+            pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
+            k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre), over pre
+            h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, mask)
     ctx.plan, ctx.relu = plan, relu
@@ -111,10 +129,18 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
     Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
     step, adda = _carry(plan, acc, adds)
+    wc = w_hh.contiguous()  # the compiled loops read it by address
+    product = k.product(wc, False, H, H, plan.keep is not None) if plan.loop else ()
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, du in steps:
-            k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t])
-            dh = step(adds[t & 1], dG_[i], w_back)  # the part of hbar_{t-1} that comes through step t: delta_t W_hh
+        if plan.loop:  # the same steps in one call: the kernel, then the product into adds[t & 1]
+            dha, out = _read_and_write(dh, steps, adds)
+            k.run(k.seq_rnn_bwd, [(B, H, ctx.relu, Sa[t], dha[n], dGa[i], du, douts.su, douts.sj, adda[t & 1] or 0,
+                                   keep[t] or 0, dGa[i], out[n]) for n, (t, i, du) in enumerate(steps)], False, product)
+            dh = adds[steps[-1][0] & 1]
+        else:
+            for t, i, du in steps:
+                k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t])
+                dh = step(adds[t & 1], dG_[i], w_back)  # the part of hbar_{t-1} that comes through step t: d_t W_hh
         chunk = dG[: hi - lo]
         sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
@@ -124,20 +150,24 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
 
 # ------------------------------------------------------------------------------------------------ LSTM
 def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-    pack, _ = make_linear(plan.onednn, x.shape[1])
-    acc = make_accumulate(plan.onednn)
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
     S, C = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): h_t, c_t in time order
-    w = pack(w_hh)
-    G_, S_ = G.unbind(0), S.unbind(0)
     Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
     mask, keep = keep_addresses(plan)
-    h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
-    for t in plan.steps:
-        pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can)
-        k.lstm_fwd(B, H, pre.data_ptr(), Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
-        h, hp, cp = S_[t], Sa[t], Ca[t]
+    if plan.loop:  # G[t] += h_prev W_hh^T, then the kernel
+        wc = w_hh.contiguous()  # read by address in the loop
+        hprev, cprev = prev_addresses(plan, Sa, h0.data_ptr()), prev_addresses(plan, Ca, c0.data_ptr())
+        k.run(k.seq_lstm_fwd, [(B, H, Ga[t], Ga[t], cprev[t], Ca[t], hprev[t], Sa[t], keep[t] or 0, hprev[t], Ga[t])
+                               for t in plan.steps], True, k.product(wc, True, H, 4 * H, True))
+    else:
+        pack, _ = make_linear(plan.onednn, B)
+        acc, w, G_, S_ = make_accumulate(plan.onednn), pack(w_hh), G.unbind(0), S.unbind(0)
+        h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
+        for t in plan.steps:
+            pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can)
+            k.lstm_fwd(B, H, pre.data_ptr(), Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
+            h, hp, cp = S_[t], Sa[t], Ca[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
     ctx.plan = plan
@@ -157,11 +187,20 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
     dc = dc_n.clone(memory_format=torch.contiguous_format)  # (B, H) cbar
     dcp = dc.data_ptr()
     step, adda = _carry(plan, acc, adds)
+    wc = w_hh.contiguous()  # the compiled loops read it by address
+    product = k.product(wc, False, 4 * H, H, plan.keep is not None) if plan.loop else ()
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, du in steps:
-            k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, du, douts.su, douts.sj, adda[t & 1],
-                       keep[t])  # dG[i]; cbar <- cbar_{t-1}
-            dh = step(adds[t & 1], dG_[i], w_back)  # through step t: dG_t W_hh
+        if plan.loop:  # the same steps in one call
+            dha, out = _read_and_write(dh, steps, adds)
+            k.run(k.seq_lstm_bwd, [(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dha[n], dcp, du, douts.su, douts.sj,
+                                    adda[t & 1] or 0, keep[t] or 0, dGa[i], out[n])
+                                   for n, (t, i, du) in enumerate(steps)], False, product)
+            dh = adds[steps[-1][0] & 1]
+        else:
+            for t, i, du in steps:
+                k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, du, douts.su, douts.sj,
+                           adda[t & 1], keep[t])  # dG[i]; cbar <- cbar_{t-1}
+                dh = step(adds[t & 1], dG_[i], w_back)  # through step t: dG_t W_hh
         chunk = dG[: hi - lo]
         sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
@@ -180,16 +219,22 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
     X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
     N, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): n, h in time order
-    w = pack(w_hh)
-    S_ = S.unbind(0)
     Xa, Na, Sa = addresses(X), addresses(N), addresses(S)
     mask, keep = keep_addresses(plan)
     bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
-    h, hp, bn = h0, h0.data_ptr(), b_hn.data_ptr()
-    for t in plan.steps:
-        hW = linear(h, w) if plan.onednn else torch.mm(h, w, out=bufs[t & 1])  # (B, 3H) h W_hh^T
-        k.gru_fwd(B, H, hW.data_ptr(), bn, Xa[t], Na[t], hp, Sa[t], keep[t])  # X[t] <- (r, z, hW_n); N[t] <- n
-        h, hp = S_[t], Sa[t]
+    bn = b_hn.data_ptr()
+    if plan.loop:  # bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
+        wc = w_hh.contiguous()  # read by address in the loop
+        hprev, hW = prev_addresses(plan, Sa, h0.data_ptr()), bufs[0].data_ptr()
+        k.run(k.seq_gru_fwd, [(B, H, hW, bn, Xa[t], Na[t], hprev[t], Sa[t], keep[t] or 0, hprev[t], hW)
+                              for t in plan.steps], True, k.product(wc, True, H, 3 * H, False))
+    else:
+        w, S_ = pack(w_hh), S.unbind(0)
+        h, hp = h0, h0.data_ptr()
+        for t in plan.steps:
+            hW = linear(h, w) if plan.onednn else torch.mm(h, w, out=bufs[t & 1])  # (B, 3H) h W_hh^T
+            k.gru_fwd(B, H, hW.data_ptr(), bn, Xa[t], Na[t], hp, Sa[t], keep[t])  # X[t] <- (r, z, hW_n); N[t] <- n
+            h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, X, N, mask)
     ctx.plan = plan
@@ -212,12 +257,21 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     sp, sn = dP.stride(1), dN.stride(1)
     hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
     dP_ = dP.unbind(0)  # (B, 3H) the hidden side of each step
+    wc = w_hh.contiguous()  # the compiled loops read it by address
+    product = k.product(wc, False, sp, H, True) if plan.loop else ()
     for lo, hi, steps in walk(plan, spans, douts):
-        for t, i, du in steps:
-            add = adds[t & 1]
-            k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), du, douts.su, douts.sj,
-                      add.data_ptr(), keep[t])
-            dh = acc(add, dP_[i], w_back)  # through step t: (d_r, d_z, d_hn) W_hh + hbar z
+        if plan.loop:  # the same steps in one call
+            dha, out = _read_and_write(dh, steps, adds)
+            k.run(k.seq_gru_bwd, [(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dha[n], du, douts.su,
+                                   douts.sj, out[n], keep[t] or 0, dPa[i], out[n])
+                                  for n, (t, i, du) in enumerate(steps)], False, product)
+            dh = adds[steps[-1][0] & 1]
+        else:
+            for t, i, du in steps:
+                add = adds[t & 1]
+                k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), du, douts.su,
+                          douts.sj, add.data_ptr(), keep[t])
+                dh = acc(add, dP_[i], w_back)  # through step t: (d_r, d_z, d_hn) W_hh + hbar z
         hidden, n_rows = dP[: hi - lo], dN[: hi - lo]
         sums.add(lo, hi, [hidden[..., : 2 * H], n_rows], [(hidden, None)], [hidden, n_rows])
     dx, dw_ih, dw_hh, db = sums.result()  # db = (sums of d_r, d_z, d_hn, d_n)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from . import _kernels
+
 __all__ = ["gemm_path", "bulk_path", "gemm_choice", "make_linear", "make_accumulate", "make_product", "matmul_for",
            "gram_for", "input_projection"]
 
@@ -24,16 +26,20 @@ __all__ = ["gemm_path", "bulk_path", "gemm_choice", "make_linear", "make_accumul
 #
 # On the CPU in float32, PyTorch's own nn.LSTM runs its GEMMs in oneDNN (brgemm kernels on a weight reordered once).
 # For the short, wide products of a recurrence (64 x 256 times 256 x 1024) that took half the time of the MKL sgemm
-# behind torch.addmm on one machine and was slower than it on another: which is faster depends on the CPU. So the
-# kernel is chosen by measurement, once per (device, dtype, batch, hidden, gate rows) in a process: both candidates
-# run the real per-step products (forward and backward) for a few milliseconds and the faster one is kept
-# (gemm_choice() lists the choices). torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight are the PyTorch
-# operators Inductor emits for the same product; they are internal API, so they are probed once, and torch.addmm is
-# used whenever they are missing, fail or disagree (with a warning when they exist but fail). RNNKIT_FUSED_GEMM
-# = "addmm" or "onednn" overrides the measurement. Float64 and CUDA always use torch.addmm / torch.mm.
+# behind torch.addmm on one machine and was slower than it on another: which is faster depends on the CPU. A third
+# way skips PyTorch in the loop altogether: the compiled whole-sequence loops (rnnkit._kernels) call MKL's gemm on
+# each thread's rows of the batch. So the kernel is chosen by measurement, once per (dtype, batch, hidden, gate rows)
+# in a process: every candidate runs the real per-step products (forward and backward) for a few milliseconds and
+# the fastest is kept (gemm_choice() lists the choices). torch.ops.mkldnn._linear_pointwise and
+# _reorder_linear_weight are the PyTorch operators Inductor emits for the same product; they are internal API, so
+# they are probed once, and torch.addmm is used whenever they are missing, fail or disagree (with a warning when they
+# exist but fail). RNNKIT_FUSED_GEMM = "addmm", "onednn" or "loop" overrides the measurement (where that path is
+# available). oneDNN runs float32 only; CUDA always uses torch.addmm / torch.mm.
 # --------------------------------------------------------------------------------------------------------------------
 _ONEDNN_OK: bool | None = None
-_CHOICES: dict[tuple, str] = {}  # ("step", batch, hidden, gate rows) or ("bulk", rows, inputs) -> "onednn" | "addmm"
+_CHOICES: dict[tuple, str] = {}  # ("step", dtype, batch, hidden, gate rows) -> "onednn" | "addmm" | "loop";
+# ("bulk", rows, inputs) -> "onednn" | "addmm"
+_LOOP_STEPS = 8  # steps per timed call of the compiled loop's products
 _MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
 _BULK_ROWS = 512  # rows of the probe for the whole-sequence products
 
@@ -64,46 +70,72 @@ def _onednn_available() -> bool:
     return _ONEDNN_OK
 
 
-def _seconds_per_step(onednn: bool, batch: int, hidden: int, rows: int) -> float:
-    """Median seconds of one forward plus one backward per-step product with this kernel, on these shapes."""
+def _seconds_per_step(path: str, dtype: torch.dtype, batch: int, hidden: int, rows: int) -> float:
+    """Median seconds of one forward plus one backward per-step product on ``path``, on these shapes."""
     g = torch.Generator().manual_seed(0)
-    h, d = torch.randn(batch, hidden, generator=g), torch.randn(batch, rows, generator=g)
-    w = torch.randn(rows, hidden, generator=g)
-    out_f, out_b = torch.randn(batch, rows, generator=g), torch.empty(batch, hidden)
-    pack, _ = make_linear(onednn, batch)
-    accumulate, product = make_accumulate(onednn), make_product(onednn)
-    w_f, w_b = pack(w), pack(w.t())
+    h, d = torch.randn(batch, hidden, generator=g, dtype=dtype), torch.randn(batch, rows, generator=g, dtype=dtype)
+    w = torch.randn(rows, hidden, generator=g, dtype=dtype)
+    out_f, out_b = torch.randn(batch, rows, generator=g, dtype=dtype), torch.empty(batch, hidden, dtype=dtype)
+    if path == "loop":  # the products as the compiled loops run them, _LOOP_STEPS a call
+        k = _kernels.steps_for(h)
+        assert k is not None
+        fwd, bwd = k.product(w, True, hidden, rows, True), k.product(w, False, rows, hidden, False)
+        ha, oa, da, ba = h.data_ptr(), out_f.data_ptr(), d.data_ptr(), out_b.data_ptr()
+
+        def one() -> None:
+            k.gemm_steps(_LOOP_STEPS, batch, ha, 0, oa, 0, *fwd)  # (B, rows) += h W^T, a forward step
+            k.gemm_steps(_LOOP_STEPS, batch, da, 0, ba, 0, *bwd)  # (B, H) = d W, a backward step
+        per_call = _LOOP_STEPS
+    else:
+        onednn = path == "onednn"
+        pack, _ = make_linear(onednn, batch)
+        accumulate, product = make_accumulate(onednn), make_product(onednn)
+        w_f, w_b = pack(w), pack(w.t())
+
+        def one() -> None:
+            accumulate(out_f, h, w_f)  # (B, rows): a forward step, adding to the step's input projection
+            product(out_b, d, w_b)  # (B, H): a backward step
+        per_call = 1
     times: list[float] = []
     deadline = time.perf_counter() + _MEASURE_SECONDS
     while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
         start = time.perf_counter()
-        accumulate(out_f, h, w_f)  # (B, rows): a forward step, adding to the step's input projection
-        product(out_b, d, w_b)  # (B, H): a backward step
+        one()
         times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])  # the first call pays for warm-up
+    return statistics.median(times[1:]) / per_call  # the first call pays for warm-up
 
 
-def _forced_or_none(x: Tensor, w: Tensor) -> str | None:
-    """The kernel every product of this layer uses whatever the timings (CUDA, float64, empty, override), or None."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0 or w.numel() == 0:
-        return "addmm"
+def _step_paths(x: Tensor, w: Tensor) -> list[str]:
+    """The kernels that can run the per-step products of a layer with input like ``x`` and weight ``w``."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0 or w.numel() == 0:
+        return ["addmm"]
+    paths = ["addmm"] + (["onednn"] if x.dtype == torch.float32 and _onednn_available() else [])
+    return paths + (["loop"] if _kernels.loop_available(x) else [])
+
+
+def _forced(paths: list[str]) -> str | None:
+    """The path ``RNNKIT_FUSED_GEMM`` names (``addmm`` where it names one not among ``paths``), or None for auto."""
     forced = os.environ.get("RNNKIT_FUSED_GEMM", "auto").lower()
-    if forced == "addmm" or not _onednn_available():
-        return "addmm"
-    return "onednn" if forced == "onednn" else None
+    if forced not in ("auto", "addmm", "onednn", "loop"):
+        raise ValueError(f"RNNKIT_FUSED_GEMM must be 'auto', 'addmm', 'onednn' or 'loop', got {forced!r}")
+    if len(paths) == 1 or forced == "auto":
+        return paths[0] if len(paths) == 1 else None
+    return forced if forced in paths else "addmm"
 
 
 def gemm_path(x: Tensor, w_hh: Tensor) -> str:
-    """``"onednn"`` or ``"addmm"``: the kernel of the per-step products of a layer whose input is like
-    ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached."""
-    forced = _forced_or_none(x, w_hh)
+    """``"loop"``, ``"onednn"`` or ``"addmm"``: the kernel of the per-step products of a layer whose input is like
+    ``x (T, B, I)`` and recurrent weight is ``w_hh (G*H, H)``; measured on first use, then cached. ``"loop"``
+    means the compiled whole-sequence loops with MKL's gemm (:mod:`rnnkit._kernels`)."""
+    paths = _step_paths(x, w_hh)
+    forced = _forced(paths)
     if forced is not None:
         return forced
-    key = ("step", x.shape[1], w_hh.shape[1], w_hh.shape[0])
+    key = ("step", x.dtype, x.shape[1], w_hh.shape[1], w_hh.shape[0])
     if key not in _CHOICES:
         with torch.no_grad():
-            onednn, addmm = (_seconds_per_step(k, *key[1:]) for k in (True, False))
-        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
+            seconds = {path: _seconds_per_step(path, *key[1:]) for path in paths}
+        _CHOICES[key] = min(paths, key=seconds.__getitem__)
     return _CHOICES[key]
 
 
@@ -128,7 +160,8 @@ def bulk_path(x: Tensor, w_ih: Tensor) -> str:
     """``"onednn"`` or ``"addmm"`` (``torch.mm``): the kernel of the products over all ``T*B`` rows of a layer with
     input like ``x`` and ``w_ih (G*H, I)``; measured once per shape like :func:`gemm_path` (on the machine this was
     written on, MKL ran them faster than oneDNN, whose operator also copies transposed operands)."""
-    forced = _forced_or_none(x, w_ih)
+    paths = [p for p in _step_paths(x, w_ih) if p != "loop"]
+    forced = _forced(paths)
     if forced is not None:
         return forced
     key = ("bulk", w_ih.shape[0], w_ih.shape[1])
@@ -140,13 +173,13 @@ def bulk_path(x: Tensor, w_ih: Tensor) -> str:
 
 
 def gemm_choice() -> dict[str, str]:
-    """The kernels chosen by measurement so far in this process, per-step products by batch, hidden size and gate
-    rows, whole-sequence products by ``W_ih``'s shape: ``{"cpu float32 step B=64 H=256 rows=1024": "onednn",
+    """The kernels chosen by measurement so far in this process, per-step products by dtype, batch, hidden size and
+    gate rows, whole-sequence products by ``W_ih``'s shape: ``{"cpu float32 step B=64 H=256 rows=1024": "loop",
     "cpu float32 sequence W_ih=1024x256": "addmm"}``."""
     out = {}
-    for key, path in sorted(_CHOICES.items()):
+    for key, path in sorted(_CHOICES.items(), key=str):
         if key[0] == "step":
-            out["cpu float32 step B={} H={} rows={}".format(*key[1:])] = path
+            out["cpu {} step B={} H={} rows={}".format(str(key[1]).removeprefix("torch."), *key[2:])] = path
         else:
             out["cpu float32 sequence W_ih={}x{}".format(*key[1:])] = path
     return out

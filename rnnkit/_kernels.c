@@ -1,16 +1,18 @@
-/* The element-wise half of one time step of the fused backend (rnnkit/fused.py), for float and double.
+/* The element-wise half of one time step of the fused backend (rnnkit/fused.py), for float and double, and the
+ * compiled loops that run a whole sequence of steps, products included.
  *
- * Each function is one pass over a (B, H) step: every gate of a row is read once, its activations and the values the
+ * Each kernel is one pass over a (B, H) step: every gate of a row is read once, its activations and the values the
  * next kernel needs are written once, so a step costs one call instead of five to ten PyTorch operators, each of
- * which would read and write the whole step again. The matrix products stay in PyTorch (oneDNN or MKL).
+ * which would read and write the whole step again. A step's matrix product runs either in PyTorch (oneDNN or MKL,
+ * one call per step from Python) or, in the seq_* loops below, through MKL's gemm on each thread's own rows.
  *
  * Layout: every pointer is a contiguous row-major (B, k*H) block, gates in torch.nn's row order
  * (LSTM: i, f, g, o; GRU: r, z, n). keep is NULL when every row runs, else keep[b] == 0 for a row whose sequence has
  * ended: its state is carried over unchanged and its gate gradients are zero. A backward kernel's dout (the gradient
  * of the layer's output at its own step) may be NULL; it is added to dh, the part of the state's gradient that came
- * through the next step's product, so hbar = dh + dout is the whole gradient reaching the state. Built by rnnkit/_kernels.py with -fopenmp-simd (glibc's
- * libmvec gives the vector tanh) and, where PyTorch runs on OpenMP, with -fopenmp against PyTorch's own
- * libgomp, so the rows of a step split over the threads that just ran its matrix product.
+ * through the next step's product, so hbar = dh + dout is the whole gradient reaching the state. Built by
+ * rnnkit/_kernels.py with -fopenmp-simd (glibc's libmvec gives the vector tanh) and, where PyTorch runs on OpenMP,
+ * with -fopenmp against PyTorch's own libgomp, so the rows of a step split over the threads PyTorch uses.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,11 +29,9 @@ static inline double sigmoid_double(double x) { return 0.5 + 0.5 * tanh(0.5 * x)
 static inline float tanh_float(float x) { return tanhf(x); }
 static inline double tanh_double(double x) { return tanh(x); }
 
-/* elements of a (B, H) step below which one thread is faster than waking the others (settable for measurements) */
-static int64_t rnnkit_min_parallel = 4096;
-/* every kernel's arguments are named B and H */
-#define ROWS _Pragma("omp parallel for schedule(static) if (B * H >= rnnkit_min_parallel)") \
-    for (int64_t b = 0; b < B; b++)
+/* Every kernel works on the rows b0 <= b < b1 of its step: one call per step splits the rows over the threads
+ * (py_* below), a whole-sequence loop gives each thread its own rows for every step (seq_* below). */
+#define ROWS for (int64_t b = b0; b < b1; b++)
 #define SIMD _Pragma("omp simd")
 /* A backward kernel's loop over the columns of row b, with du = dout's element (row b, column j); dout's rows are su
  * and its columns sj elements apart (sj = 0 for the broadcast gradient of out.sum()). One loop per layout, so each
@@ -47,7 +47,8 @@ static int64_t rnnkit_min_parallel = 4096;
 
 #define DEFINE_KERNELS(T)                                                                                            \
 /* RNN forward: h = act(pre) */                                                                                      \
-static void rnn_fwd_##T(int64_t B, int64_t H, int32_t relu, const T *pre, T *h, const T *hp, const uint8_t *keep) {  \
+static void rnn_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
+                        int32_t relu, const T *pre, T *h, const T *hp, const uint8_t *keep) {                        \
     ROWS {                                                                                                           \
         const T *p = pre + b * H, *q = hp + b * H;                                                                   \
         T *o = h + b * H;                                                                                            \
@@ -58,7 +59,8 @@ static void rnn_fwd_##T(int64_t B, int64_t H, int32_t relu, const T *pre, T *h, 
 }                                                                                                                    \
 /* RNN backward: d = hbar f'(pre) from h, hbar = dh + dout;  add (may be NULL when every row runs) = 0, or hbar      \
  * where the row has ended: the next product adds into it */                                                         \
-static void rnn_bwd_##T(int64_t B, int64_t H, int32_t relu, const T *h, const T *dh, T *d, const T *dout,            \
+static void rnn_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
+                        int32_t relu, const T *h, const T *dh, T *d, const T *dout,                                  \
                         int64_t su, int64_t sj, T *add, const uint8_t *keep) {                                       \
     ROWS {                                                                                                           \
         const T *s = h + b * H, *g = dh + b * H, *u = dout ? dout + b * su : 0;                                      \
@@ -72,7 +74,8 @@ static void rnn_bwd_##T(int64_t B, int64_t H, int32_t relu, const T *h, const T 
     }                                                                                                                \
 }                                                                                                                    \
 /* LSTM forward: gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                       \
-static void lstm_fwd_##T(int64_t B, int64_t H, const T *pre, T *gates, const T *cp, T *c, const T *hp, T *h,         \
+static void lstm_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
+                         const T *pre, T *gates, const T *cp, T *c, const T *hp, T *h,                               \
                   const uint8_t *keep) {                                                                             \
     ROWS {                                                                                                           \
         const T *p = pre + b * 4 * H, *cq = cp + b * H, *hq = hp + b * H;                                            \
@@ -93,7 +96,8 @@ static void lstm_fwd_##T(int64_t B, int64_t H, const T *pre, T *gates, const T *
  * cbar += hbar o (1 - tanh^2 c);  d_o = hbar tanh(c) o(1-o);  d_i = cbar g i(1-i);  d_f = cbar c_prev f(1-f);       \
  * d_g = cbar i (1-g^2);  cbar_prev = cbar f (carried unchanged where the row has ended);  hbar = dh + dout and      \
  * add as for the RNN */                                                                                             \
-static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc, \
+static void lstm_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
+                         const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc,                     \
                   const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                              \
     ROWS {                                                                                                           \
         const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                  \
@@ -117,7 +121,8 @@ static void lstm_bwd_##T(int64_t B, int64_t H, const T *gates, T *dgates, const 
  * projections plus the additive biases (x_r + b_ir + b_hr, x_z + b_iz + b_hz, x_n + b_in), overwritten by           \
  * (r, z, hW_n + b_hn) for backward:                                                                                 \
  * r = sig(X_r + hW_r);  z = sig(X_z + hW_z);  n = tanh(X_n + r (hW_n + b_hn));  h = n + z (h_prev - n) */           \
-static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, const T *bn, T *X, T *n_out, const T *hp, T *h,           \
+static void gru_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
+                        const T *hW, const T *bn, T *X, T *n_out, const T *hp, T *h,                                 \
                         const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
         const T *p = hW + b * 3 * H, *hq = hp + b * H;                                                               \
@@ -137,7 +142,8 @@ static void gru_fwd_##T(int64_t B, int64_t H, const T *hW, const T *bn, T *X, T 
  * (B, 4H) block (sp = sn = 4H, dn = dP + 3H).                                                                       \
  * d_n = hbar (1-z)(1-n^2);  d_hn = d_n r;  d_r = d_n hW_n r(1-r);  d_z = hbar (h_prev - n) z(1-z);                  \
  * add = hbar z  (all of hbar where the row has ended), hbar = dh + dout */                                          \
-static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dP, int64_t sp, T *dn_, int64_t sn,        \
+static void gru_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
+                        const T *X, const T *n_, T *dP, int64_t sp, T *dn_, int64_t sn,                              \
                         const T *hp, const T *dh, const T *dout, int64_t su, int64_t sj, T *add,                     \
                         const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
@@ -158,7 +164,8 @@ static void gru_bwd_##T(int64_t B, int64_t H, const T *X, const T *n_, T *dP, in
 }                                                                                                                    \
 /* GRU (reset before the product, Cho et al. 2014), forward in two halves around the second product:                 \
  * gates: RZ = sig(pre_rz), RH = r h_prev;   out: n = tanh(pre_n), h = n + z (h_prev - n) */                         \
-static void grurb_gates_##T(int64_t B, int64_t H, const T *pre, T *RZ, const T *hp, T *RH) {                         \
+static void grurb_gates_##T(int64_t b0, int64_t b1, int64_t H,                                                       \
+                            const T *pre, T *RZ, const T *hp, T *RH) {                                               \
     ROWS {                                                                                                           \
         const T *p = pre + b * 2 * H, *hq = hp + b * H;                                                              \
         T *q = RZ + b * 2 * H, *rh = RH + b * H;                                                                     \
@@ -168,7 +175,8 @@ static void grurb_gates_##T(int64_t B, int64_t H, const T *pre, T *RZ, const T *
         }                                                                                                            \
     }                                                                                                                \
 }                                                                                                                    \
-static void grurb_out_##T(int64_t B, int64_t H, const T *pre, T *N, const T *RZ, const T *hp, T *h,                  \
+static void grurb_out_##T(int64_t b0, int64_t b1, int64_t H,                                                         \
+                          const T *pre, T *N, const T *RZ, const T *hp, T *h,                                        \
                          const uint8_t *keep) {                                                                      \
     ROWS {                                                                                                           \
         const T *p = pre + b * H, *z = RZ + b * 2 * H + H, *hq = hp + b * H;                                         \
@@ -184,7 +192,8 @@ static void grurb_out_##T(int64_t B, int64_t H, const T *pre, T *N, const T *RZ,
 /* GRU (reset before) backward, first half (before d_rh = d_n W_hn), from RZ = (r, z) and N = n: z's slot of dRZ     \
  * gets d_z, dN gets d_n,                                                                                            \
  * add = hbar z (all of hbar where the row has ended), hbar = dh + dout; r's slot is left for the second half */     \
-static void grurb_bwd1_##T(int64_t B, int64_t H, const T *RZ, const T *N, T *dRZ, T *dN, const T *hp, const T *dh,   \
+static void grurb_bwd1_##T(int64_t b0, int64_t b1, int64_t H,                                                        \
+                           const T *RZ, const T *N, T *dRZ, T *dN, const T *hp, const T *dh,                         \
                     const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                            \
     ROWS {                                                                                                           \
         const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                                   \
@@ -201,7 +210,8 @@ static void grurb_bwd1_##T(int64_t B, int64_t H, const T *RZ, const T *N, T *dRZ
 }                                                                                                                    \
 /* second half, given drh = d_n W_hn (the gradient of r h_prev): r's slot of dRZ gets d_r = drh h_prev r(1-r),       \
  * add += drh r */                                                                                                   \
-static void grurb_bwd2_##T(int64_t B, int64_t H, const T *RZ, T *dRZ, const T *hp, const T *drh, T *add,             \
+static void grurb_bwd2_##T(int64_t b0, int64_t b1, int64_t H,                                                        \
+                           const T *RZ, T *dRZ, const T *hp, const T *drh, T *add,                                   \
                     const uint8_t *keep) {                                                                           \
     ROWS {                                                                                                           \
         const T *hq = hp + b * H, *d = drh + b * H;                                                                  \
@@ -219,6 +229,27 @@ static void grurb_bwd2_##T(int64_t B, int64_t H, const T *RZ, T *dRZ, const T *h
 DEFINE_KERNELS(float)
 DEFINE_KERNELS(double)
 
+/* ---- The matrix product of a step, for the whole-sequence loops: a thread's rows r0 <= b < r1 of
+ * C (B, n) = beta C + A (B, k) op(W), with op(W) = W^T for W (n, k) (trans) or W for W (k, n), row-major, through the
+ * BLAS PyTorch itself links (MKL's Fortran sgemm_/dgemm_, whose address rnnkit/_kernels.py looks up; called inside a
+ * parallel region it runs on the calling thread). In the BLAS's column-major terms this is C^T = op(W)^T A^T. */
+typedef void gemm_float_fn(const char *, const char *, const int *, const int *, const int *, const float *,
+                           const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef void gemm_double_fn(const char *, const char *, const int *, const int *, const int *, const double *,
+                            const double *, const int *, const double *, const int *, const double *, double *,
+                            const int *);
+struct gemm { void *fn; const void *w; int trans, n, k, ldw, lda, ldc, beta; };
+#define DEFINE_GEMM(T)                                                                                               \
+static inline void gemm_rows_##T(const struct gemm *g, int64_t r0, int64_t r1, const T *a, T *c) {                  \
+    const int m = (int)(r1 - r0);                                                                                    \
+    const T one = 1, beta = (T)g->beta;                                                                              \
+    if (m > 0)                                                                                                       \
+        ((gemm_##T##_fn *)g->fn)(g->trans ? "T" : "N", "N", &g->n, &m, &g->k, &one, (const T *)g->w, &g->ldw,         \
+                                 a + r0 * g->lda, &g->lda, &beta, c + r0 * g->ldc, &g->ldc);                         \
+}
+DEFINE_GEMM(float)
+DEFINE_GEMM(double)
+
 /* ---- Python bindings: each kernel as a METH_FASTCALL function of int arguments (addresses, sizes; None = NULL).
  * ctypes would cost about a microsecond a call, as much as a kernel at B=64, H=128. */
 static int read_ints(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, int64_t *v) {
@@ -232,27 +263,106 @@ static int read_ints(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, i
     }
     return 0;
 }
+static int read_gemm(const int64_t *v, struct gemm *g) {
+    *g = (struct gemm){(void *)(intptr_t)v[0], (const void *)(intptr_t)v[1], (int)v[2], (int)v[3], (int)v[4],
+                       (int)v[5], (int)v[6], (int)v[7], (int)v[8]};
+    for (int i = 3; i < 9; i++)
+        if (v[i] < 0 || v[i] > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "matrix size out of the BLAS's int range");
+            return -1;
+        }
+    if (!g->fn || !g->w) {
+        PyErr_SetString(PyExc_ValueError, "no BLAS function or weight");
+        return -1;
+    }
+    return 0;
+}
 #define P(i) ((void *)(intptr_t)v[i])
+/* this thread's rows of B: the same split in every step, so a thread only ever reads rows it wrote itself */
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_ROWS(B) const int64_t r0 = (B) * omp_get_thread_num() / omp_get_num_threads(),                      \
+    r1 = (B) * (omp_get_thread_num() + 1) / omp_get_num_threads();
+#else
+#define THREAD_ROWS(B) const int64_t r0 = 0, r1 = (B);
+#endif
+/* elements of a (B, H) step below which one thread is faster than waking the others (settable for measurements) */
+static int64_t rnnkit_min_parallel = 4096;
+
+/* py_NAME(B, H, args...): one step, its rows split over the threads */
 #define WRAP(name, n, ...)                                                                                           \
     static PyObject *py_##name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                            \
         int64_t v[16];                                                                                               \
         (void)self;                                                                                                  \
         if (read_ints(args, nargs, n, v) < 0) return NULL;                                                           \
-        Py_BEGIN_ALLOW_THREADS name(__VA_ARGS__); Py_END_ALLOW_THREADS                                               \
+        Py_BEGIN_ALLOW_THREADS                                                                                       \
+        const int64_t B = v[0], H = v[1];                                                                            \
+        const int parallel = B * H >= rnnkit_min_parallel;                                                           \
+        (void)parallel;                                                                                              \
+        _Pragma("omp parallel if (parallel)") { THREAD_ROWS(B) name(r0, r1, H, __VA_ARGS__); }                       \
+        Py_END_ALLOW_THREADS                                                                                         \
         Py_RETURN_NONE;                                                                                              \
     }
+/* py_seq_NAME(table, steps, product_first, gemm...): a whole run of steps in one call. Row s of the int64 table
+ * (steps, n + 2) holds step s's arguments of py_NAME, then the addresses of its product's A and C. Each thread takes
+ * its rows of every step: the product of its rows (before the kernel in forward, after it in backward), then the
+ * kernel on them. Rows never mix within a step, so the threads meet only at the end. */
+#define SEQ(T, name, n, ...)                                                                                         \
+    static PyObject *py_seq_##name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                        \
+        int64_t a[12];                                                                                               \
+        struct gemm g;                                                                                               \
+        (void)self;                                                                                                  \
+        if (read_ints(args, nargs, 12, a) < 0 || read_gemm(a + 3, &g) < 0) return NULL;                              \
+        const int64_t *table = (const int64_t *)(intptr_t)a[0], steps = a[1], first = a[2];                          \
+        if (steps <= 0) Py_RETURN_NONE;                                                                              \
+        Py_BEGIN_ALLOW_THREADS                                                                                       \
+        const int64_t B = table[0], H = table[1];                                                                    \
+        const int parallel = B > 1;                                                                                  \
+        (void)parallel;                                                                                              \
+        _Pragma("omp parallel if (parallel)") {                                                                      \
+            THREAD_ROWS(B)                                                                                           \
+            for (int64_t s = 0; s < steps; s++) {                                                                    \
+                const int64_t *v = table + s * (n + 2);                                                              \
+                if (first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                               \
+                name(r0, r1, H, __VA_ARGS__);                                                                        \
+                if (!first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                              \
+            }                                                                                                        \
+        }                                                                                                            \
+        Py_END_ALLOW_THREADS                                                                                         \
+        Py_RETURN_NONE;                                                                                              \
+    }
+#define BOTH(T, name, n, ...) WRAP(name##_##T, n, __VA_ARGS__) SEQ(T, name##_##T, n, __VA_ARGS__)
 #define WRAP_ALL(T)                                                                                                  \
-    WRAP(rnn_fwd_##T, 7, v[0], v[1], (int32_t)v[2], P(3), P(4), P(5), P(6))                                          \
-    WRAP(rnn_bwd_##T, 11, v[0], v[1], (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                \
-    WRAP(lstm_fwd_##T, 9, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                      \
-    WRAP(lstm_bwd_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))          \
-    WRAP(gru_fwd_##T, 9, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                       \
-    WRAP(gru_bwd_##T, 15, v[0], v[1], P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13),    \
-         P(14))                                                                                                      \
-    WRAP(grurb_gates_##T, 6, v[0], v[1], P(2), P(3), P(4), P(5))                                                     \
-    WRAP(grurb_out_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))                                           \
-    WRAP(grurb_bwd1_##T, 13, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))        \
-    WRAP(grurb_bwd2_##T, 8, v[0], v[1], P(2), P(3), P(4), P(5), P(6), P(7))
+    BOTH(T, rnn_fwd, 7, (int32_t)v[2], P(3), P(4), P(5), P(6))                                                       \
+    BOTH(T, rnn_bwd, 11, (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                             \
+    BOTH(T, lstm_fwd, 9, P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                                   \
+    BOTH(T, lstm_bwd, 13, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))                       \
+    BOTH(T, gru_fwd, 9, P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                                    \
+    BOTH(T, gru_bwd, 15, P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13), P(14))          \
+    WRAP(grurb_gates_##T, 6, P(2), P(3), P(4), P(5))                                                                 \
+    WRAP(grurb_out_##T, 8, P(2), P(3), P(4), P(5), P(6), P(7))                                                       \
+    WRAP(grurb_bwd1_##T, 13, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))                    \
+    WRAP(grurb_bwd2_##T, 8, P(2), P(3), P(4), P(5), P(6), P(7))                                                      \
+    /* gemm_steps_T(steps, B, a, a_step, c, c_step, gemm...): the products alone, as the loops run them (the bench's \
+     * floor and the measured choice of kernel); a_step and c_step in elements */                                    \
+    static PyObject *py_gemm_steps_##T(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                    \
+        int64_t a[15];                                                                                               \
+        struct gemm g;                                                                                               \
+        (void)self;                                                                                                  \
+        if (read_ints(args, nargs, 15, a) < 0 || read_gemm(a + 6, &g) < 0) return NULL;                              \
+        const int64_t steps = a[0], B = a[1], as = a[3], cs = a[5];                                                  \
+        const T *A = (const T *)(intptr_t)a[2];                                                                      \
+        T *C = (T *)(intptr_t)a[4];                                                                                  \
+        Py_BEGIN_ALLOW_THREADS                                                                                       \
+        const int parallel = B > 1;                                                                                  \
+        (void)parallel;                                                                                              \
+        _Pragma("omp parallel if (parallel)") {                                                                      \
+            THREAD_ROWS(B)                                                                                           \
+            for (int64_t s = 0; s < steps; s++) gemm_rows_##T(&g, r0, r1, A + s * as, C + s * cs);                   \
+        }                                                                                                            \
+        Py_END_ALLOW_THREADS                                                                                         \
+        Py_RETURN_NONE;                                                                                              \
+    }
 WRAP_ALL(float)
 WRAP_ALL(double)
 
@@ -268,7 +378,8 @@ static PyObject *py_set_min_parallel(PyObject *self, PyObject *arg) {
 #define ENTRY(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, NULL}
 #define ENTRIES(T) ENTRY(rnn_fwd_##T), ENTRY(rnn_bwd_##T), ENTRY(lstm_fwd_##T), ENTRY(lstm_bwd_##T),                 \
     ENTRY(gru_fwd_##T), ENTRY(gru_bwd_##T), ENTRY(grurb_gates_##T), ENTRY(grurb_out_##T), ENTRY(grurb_bwd1_##T),     \
-    ENTRY(grurb_bwd2_##T)
+    ENTRY(grurb_bwd2_##T), ENTRY(seq_rnn_fwd_##T), ENTRY(seq_rnn_bwd_##T), ENTRY(seq_lstm_fwd_##T),                  \
+    ENTRY(seq_lstm_bwd_##T), ENTRY(seq_gru_fwd_##T), ENTRY(seq_gru_bwd_##T), ENTRY(gemm_steps_##T)
 static PyMethodDef methods[] = {
     ENTRIES(float), ENTRIES(double),
     {"set_min_parallel", py_set_min_parallel, METH_O, "smallest B*H split over threads"},

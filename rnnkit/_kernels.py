@@ -8,6 +8,13 @@ kernel a ``METH_FASTCALL`` function of integer addresses: ctypes would cost a mi
 PyTorch headers, so it compiles in about a second (``gcc -O3 -march=native``); the module is cached per source,
 compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default ``~/.cache/rnnkit/kernels``).
 
+Each kernel also runs **a whole run of steps in one call** (``seq_*``): every thread takes the same rows of every
+step and computes them start to end, the step's matrix product of its rows included, through the BLAS PyTorch links
+(MKL's ``sgemm_``/``dgemm_``, looked up in ``libtorch_cpu``). A batch row's step needs only that row's previous
+state, so the threads never wait for each other and no step pays for Python or for waking threads. Whether a layer
+runs these loops or one call per step (with oneDNN's or ``torch.addmm``'s product) is measured per shape
+(:func:`rnnkit._fused_gemm.gemm_path`).
+
 ``RNNKIT_FUSED_KERNELS`` chooses: ``auto`` (default) uses the compiled steps where they build and pass a self-test,
 else PyTorch operators; ``torch`` always uses PyTorch operators; ``c`` requires the compiled steps (an error if they
 are unavailable). Only CPU tensors of float32 or float64 use them; CUDA always runs PyTorch operators.
@@ -16,9 +23,12 @@ are unavailable). Only CPU tensors of float32 or float64 use them; CUDA always r
 
 from __future__ import annotations
 
+import array
+import ctypes
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 import platform
 import re
@@ -35,13 +45,15 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["Steps", "steps_for", "status"]
+__all__ = ["Steps", "steps_for", "loop_available", "status"]
 
 SOURCE = Path(__file__).with_name("_kernels.c")
 KEEP_BUILDS = 8  # cached modules kept per folder, the newest
 FLAGS = ["-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 KERNELS = ("rnn_fwd", "rnn_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "grurb_gates", "grurb_out",
            "grurb_bwd1", "grurb_bwd2")
+
+SEQ_KERNELS = ("rnn_fwd", "rnn_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd")  # those with a seq_ loop
 
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "why": the reason it is not used
 
@@ -60,9 +72,39 @@ class Steps:
     grurb_bwd1: Callable[..., None]
     grurb_bwd2: Callable[..., None]
 
-    def __init__(self, module: ModuleType, suffix: str):
+    seq_rnn_fwd: Callable[..., None]
+    seq_rnn_bwd: Callable[..., None]
+    seq_lstm_fwd: Callable[..., None]
+    seq_lstm_bwd: Callable[..., None]
+    seq_gru_fwd: Callable[..., None]
+    seq_gru_bwd: Callable[..., None]
+    gemm_steps: Callable[..., None]
+    blas: int | None  # the address of the BLAS's gemm for this dtype; None: no whole-sequence loops
+
+    def __init__(self, module: ModuleType, suffix: str, blas: int | None):
         for name in KERNELS:
             setattr(self, name, getattr(module, f"{name}_{suffix}"))
+        for name in SEQ_KERNELS:
+            setattr(self, f"seq_{name}", getattr(module, f"seq_{name}_{suffix}"))
+        self.gemm_steps = getattr(module, f"gemm_steps_{suffix}")
+        self.blas = blas
+
+    def product(self, w: Tensor, transposed: bool, lda: int, ldc: int, accumulate: bool) -> tuple[int, ...]:
+        """A step's product for :meth:`run` and ``gemm_steps``: ``C (B, n) (+)= A (B, k) @ (w.T if transposed else
+        w)``, ``A``'s rows ``lda`` and ``C``'s ``ldc`` elements apart; ``w`` contiguous, kept alive by the caller."""
+        if self.blas is None:
+            raise RuntimeError(f"no whole-sequence loops: {_state.get('why_loop')}")
+        n, k = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+        return (self.blas, w.data_ptr(), int(transposed), n, k, w.stride(0), lda, ldc, int(accumulate))
+
+    @staticmethod
+    def run(seq: Callable[..., None], rows: list[tuple[int, ...]], product_first: bool,
+            product: tuple[int, ...]) -> None:
+        """Run ``seq`` (a ``seq_*`` kernel) over steps whose arguments are ``rows``: per step the arguments of the
+        kernel's one-step form, then the addresses of the product's ``A`` and ``C`` (see ``_kernels.c``)."""
+        if rows:
+            table = array.array("q", itertools.chain.from_iterable(rows))  # (steps, n + 2) int64
+            seq(table.buffer_info()[0], len(rows), product_first, *product)
 
 
 def _cache_dir() -> Path:
@@ -129,6 +171,36 @@ def _build() -> Path:
     return target
 
 
+@functools.cache
+def _blas() -> dict[torch.dtype, int]:
+    """The addresses of ``sgemm_`` and ``dgemm_`` in the MKL that PyTorch links (LP64: 32-bit sizes), or {} (no
+    MKL, or a build that does not export them)."""
+    if not torch.backends.mkl.is_available():
+        return {}
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        return {dtype: int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0)
+                for dtype, name in ((torch.float32, "sgemm_"), (torch.float64, "dgemm_"))}
+    except (OSError, AttributeError):
+        return {}
+
+
+def _loop_self_test(s: Steps, dtype: torch.dtype) -> str | None:
+    """Why ``gemm_steps`` disagrees with ``torch.mm`` (both product forms, rows split over threads), or None."""
+    g = torch.Generator().manual_seed(1)
+    a, w = torch.randn(2, 5, 7, generator=g, dtype=dtype), torch.randn(6, 7, generator=g, dtype=dtype)
+    c = torch.randn(2, 5, 6, generator=g, dtype=dtype)
+    want = c + a @ w.t()
+    s.gemm_steps(2, 5, a.data_ptr(), 35, c.data_ptr(), 30, *s.product(w, True, 7, 6, True))
+    d, back = torch.randn(2, 5, 6, generator=g, dtype=dtype), torch.empty(2, 5, 7, dtype=dtype)
+    s.gemm_steps(2, 5, d.data_ptr(), 30, back.data_ptr(), 35, *s.product(w, False, 6, 7, False))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for got, ref in ((c, want), (back, d @ w)):
+        if not torch.allclose(got, ref, atol=tol, rtol=tol):
+            return f"{dtype} products differ from torch.mm's by {(got - ref).abs().max().item():.3g}"
+    return None
+
+
 def _self_test(steps: dict[torch.dtype, Steps]) -> str | None:
     """Why the compiled steps disagree with PyTorch's operators on a small LSTM step, or None if they agree."""
     g = torch.Generator().manual_seed(0)
@@ -162,8 +234,15 @@ def _load() -> ModuleType | None:
         _state["lib"], _state["why"] = None, ""
         try:
             lib = _import(_build())
-            steps = {torch.float32: Steps(lib, "float"), torch.float64: Steps(lib, "double")}
+            blas = _blas()
+            steps = {dtype: Steps(lib, name, blas.get(dtype) or None)
+                     for dtype, name in ((torch.float32, "float"), (torch.float64, "double"))}
             problem = _self_test(steps)
+            _state["why_loop"] = "" if blas else "PyTorch links no MKL whose gemm rnnkit can call"
+            for dtype, s in steps.items():
+                wrong = None if s.blas is None else _loop_self_test(s, dtype)
+                if wrong is not None:
+                    s.blas, _state["why_loop"] = None, f"the whole-sequence loops failed their self-test ({wrong})"
             if problem is None:
                 _state["lib"], _state["steps"] = lib, steps
             else:
@@ -189,6 +268,12 @@ def steps_for(x: Tensor) -> Steps | None:
     return _state["steps"][x.dtype]  # type: ignore[index]
 
 
+def loop_available(x: Tensor) -> bool:
+    """Whether tensors like ``x`` can run the whole-sequence loops (compiled steps and the BLAS's gemm)."""
+    steps = steps_for(x)
+    return steps is not None and steps.blas is not None
+
+
 def status() -> str:
     """Which element-wise steps the fused backend runs on the CPU, and why: for the bench and bug reports."""
     choice = os.environ.get("RNNKIT_FUSED_KERNELS", "auto").lower()
@@ -197,4 +282,7 @@ def status() -> str:
     if _load() is None:
         return f"PyTorch operators ({_state['why']})"
     threads = "OpenMP threads shared with PyTorch" if _torch_libgomp() else "one thread"
-    return f"compiled C ({' '.join(FLAGS[:2])}, libmvec, {threads})"
+    steps: Steps = _state["steps"][torch.float32]  # type: ignore[index]
+    loops = ("whole-sequence loops available (MKL gemm per thread's rows)" if steps.blas is not None
+             else f"no whole-sequence loops: {_state['why_loop']}")
+    return f"compiled C ({' '.join(FLAGS[:2])}, libmvec, {threads}); {loops}"

@@ -1,8 +1,9 @@
 """The fused backend (rnnkit/fused.py) against two independent oracles: torch.nn (packed sequences for lengths, a
 per-sequence time reversal for ``reverse``) and a plain autograd loop written here; plus gradcheck, the fallback
 warning, partial ``requires_grad``, the float32 oneDNN path, backward in time chunks and strided output gradients.
-Values and gradients in float64 to 1e-10. Every test runs twice: with the compiled element-wise steps
-(rnnkit/_kernels.c) and with PyTorch operators (the path CUDA and machines without a C compiler take)."""
+Values and gradients in float64 to 1e-10. Every test runs three times: with the compiled element-wise steps called
+once per step (rnnkit/_kernels.c), with the compiled whole-sequence loops that also run the products (MKL's gemm per
+thread's rows), and with PyTorch operators (the path CUDA and machines without a C compiler take)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import _fused_chunks, _fused_common, _fused_compiled, _fused_gemm, fused, recurrence
+from rnnkit import _fused_chunks, _fused_common, _fused_compiled, _fused_gemm, _kernels, fused, recurrence
 
 DT = torch.float64
 ATOL = 1e-10
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
-@pytest.fixture(autouse=True, params=["compiled", "torch-ops"])
+@pytest.fixture(autouse=True, params=["compiled", "loop", "torch-ops"])
 def elementwise(request, monkeypatch):
-    """Which element-wise steps run: RNNKIT_FUSED_KERNELS=c fails loudly if the compiled ones cannot be built."""
-    if request.param == "compiled" and shutil.which("gcc") is None:
+    """Which steps run: RNNKIT_FUSED_KERNELS=c fails loudly if the compiled ones cannot be built; "compiled" calls
+    them once per step (products in PyTorch), "loop" runs whole sequences in them (a test that sets
+    RNNKIT_FUSED_GEMM itself chooses for itself)."""
+    if request.param != "torch-ops" and shutil.which("gcc") is None:
         pytest.skip("no C compiler (gcc) on this machine: only the PyTorch-operator steps run")
-    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "c" if request.param == "compiled" else "torch")
+    if request.param == "loop" and not torch.backends.mkl.is_available():
+        pytest.skip("this PyTorch links no MKL: no whole-sequence loops")
+    monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "torch" if request.param == "torch-ops" else "c")
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", {"compiled": "addmm", "loop": "loop"}.get(request.param, "auto"))
+    if request.param == "loop":
+        assert _kernels.loop_available(torch.zeros(1)), _kernels.status()
     return request.param
 
 
@@ -360,37 +368,51 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     x, hx, params, _ = make_case("GRU", 4, 3, 2, 5, dtype=torch.float32)
     fused.run_direction("GRU", x, hx, *params)
     choice = fused.gemm_choice()
-    if not _fused_gemm._onednn_available():
+    step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2"
+    if _fused_gemm._onednn_available():
+        assert choice[step] in {"onednn", "addmm", "loop"} and choice[bulk] in {"onednn", "addmm"}
+    elif _kernels.loop_available(x):
+        assert list(choice) == [step] and choice[step] in {"addmm", "loop"}
+    else:
         assert choice == {}  # nothing to choose between
         return
-    step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2"
-    assert sorted(choice) == [bulk, step] and {choice[step], choice[bulk]} <= {"onednn", "addmm"}
     plan = _fused_common.make_plan(x, params[0], params[1], None, False)
-    assert plan.onednn == (choice[step] == "onednn") and plan.bulk_onednn == (choice[bulk] == "onednn")
+    assert plan.onednn == (choice[step] == "onednn") and plan.loop == (choice[step] == "loop")
+    assert plan.bulk_onednn == (choice.get(bulk) == "onednn")
 
 
-@pytest.mark.parametrize("faster", ["onednn", "addmm"])
+@pytest.mark.parametrize("faster", ["onednn", "addmm", "loop"])
 def test_the_faster_kernel_is_chosen(faster, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
     monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
     monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", True)
-    timing = lambda onednn, *shape: 1.0 if onednn == (faster == "onednn") else 2.0  # noqa: E731
-    monkeypatch.setattr(_fused_gemm, "_seconds_per_step", timing)
-    monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda onednn, *shape: 3.0 - timing(onednn))  # the other
     x, w_ih, w_hh = torch.zeros(4, 8, 3), torch.zeros(12, 3), torch.zeros(12, 4)
-    other = "addmm" if faster == "onednn" else "onednn"
+    if faster == "loop" and not _kernels.loop_available(x):
+        pytest.skip("no whole-sequence loops with these element-wise steps")
+    monkeypatch.setattr(_fused_gemm, "_seconds_per_step", lambda path, *shape: 1.0 if path == faster else 2.0)
+    other = "addmm" if faster == "onednn" else "onednn"  # the bulk products: the other one is faster
+    monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda onednn, *shape: 1.0 if onednn == (other == "onednn")
+                        else 2.0)
     assert _fused_gemm.gemm_path(x, w_hh) == faster and _fused_gemm.bulk_path(x, w_ih) == other
     assert fused.gemm_choice() == {"cpu float32 step B=8 H=4 rows=12": faster, "cpu float32 sequence W_ih=12x3": other}
 
 
-@pytest.mark.parametrize("forced", ["addmm", "onednn"])
+@pytest.mark.parametrize("forced", ["addmm", "onednn", "loop"])
 def test_the_environment_overrides_the_measurement(forced, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", forced)
     monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", True)
     monkeypatch.setattr(_fused_gemm, "_seconds_per_step", lambda *a: pytest.fail("measured despite the override"))
     monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda *a: pytest.fail("measured despite the override"))
-    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == forced
-    assert _fused_gemm.bulk_path(torch.zeros(4, 8, 3), torch.zeros(12, 3)) == forced
+    x = torch.zeros(4, 8, 3)
+    loop = _kernels.loop_available(x)
+    assert _fused_gemm.gemm_path(x, torch.zeros(12, 4)) == ("addmm" if forced == "loop" and not loop else forced)
+    assert _fused_gemm.bulk_path(x, torch.zeros(12, 3)) == ("addmm" if forced == "loop" else forced)
+
+
+def test_an_unknown_gemm_override_is_an_error(monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "mkl")
+    with pytest.raises(ValueError, match="RNNKIT_FUSED_GEMM must be 'auto', 'addmm', 'onednn' or 'loop', got 'mkl'"):
+        _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4))
 
 
 def test_float64_and_empty_inputs_never_use_onednn(monkeypatch):
@@ -413,7 +435,9 @@ def test_a_broken_onednn_operator_warns_and_falls_back(monkeypatch):
     with pytest.warns(RuntimeWarning, match="present but unusable .*RuntimeError: no kernel for this CPU"):
         assert not _fused_gemm._onednn_available()
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
-    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) == "addmm"
+    monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
+    assert _fused_gemm.gemm_path(torch.zeros(4, 8, 3), torch.zeros(12, 4)) in {"addmm", "loop"}
+    assert _fused_gemm.bulk_path(torch.zeros(4, 8, 3), torch.zeros(12, 3)) == "addmm"
 
 
 # ------------------------------------------------------------------------------------------------ chunks, strides

@@ -94,3 +94,36 @@ def test_choice_is_checked_and_followed(fresh, monkeypatch):
     monkeypatch.setenv("RNNKIT_FUSED_KERNELS", "auto")
     for dtype in (torch.float16, torch.bfloat16, torch.int64):  # the kernels exist for float and double only
         assert _kernels.steps_for(torch.zeros(1, dtype=dtype)) is None
+
+
+needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this PyTorch links no MKL")
+
+
+@needs_gcc
+@needs_mkl
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", [1, 2, 7, 64])
+def test_gemm_steps_are_the_loops_products(dtype, B):
+    """The whole-sequence loops' product on each thread's rows (any batch, split unevenly or not at all) equals
+    torch.mm, in both forms: forward adds h W^T to a strided step, backward writes d W."""
+    steps = _kernels.steps_for(torch.zeros(1, dtype=dtype))
+    assert steps is not None and steps.blas is not None, _kernels.status()
+    g = torch.Generator().manual_seed(B)
+    T, H, GH = 3, 5, 20
+    h, w = torch.randn(T, B, H, generator=g, dtype=dtype), torch.randn(GH, H, generator=g, dtype=dtype)
+    pre = torch.randn(T, B, 2 * GH, generator=g, dtype=dtype)  # the product goes into the first GH of 2GH columns
+    want = pre.clone()
+    want[..., :GH] += h @ w.t()
+    steps.gemm_steps(T, B, h.data_ptr(), B * H, pre.data_ptr(), B * 2 * GH, *steps.product(w, True, H, 2 * GH, True))
+    d, back = torch.randn(T, B, GH, generator=g, dtype=dtype), torch.full((T, B, H), float("nan"), dtype=dtype)
+    steps.gemm_steps(T, B, d.data_ptr(), B * GH, back.data_ptr(), B * H, *steps.product(w, False, GH, H, False))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(pre, want, atol=tol, rtol=tol) and torch.allclose(back, d @ w, atol=tol, rtol=tol)
+
+
+@needs_gcc
+def test_a_failed_loop_self_test_keeps_the_per_step_kernels(fresh, monkeypatch):
+    monkeypatch.setattr(_kernels, "_loop_self_test", lambda steps, dtype: f"{dtype} products differ by 0.5")
+    x = torch.zeros(1)
+    assert _kernels.steps_for(x) is not None and not _kernels.loop_available(x)
+    assert "whole-sequence loops failed their self-test (torch.float64 products differ by 0.5)" in _kernels.status()
