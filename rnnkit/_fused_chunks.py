@@ -69,12 +69,13 @@ def visit(plan: Plan, lo: int, hi: int) -> range:
 
 
 def walk(plan: Plan, spans: list[tuple[int, int]], douts: DoutSteps
-         ) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+         ) -> Iterator[tuple[int, int, Iterator[tuple[int, int, int]]]]:
     """Backward's way through time: per chunk ``(lo, hi, steps)``, each step ``(t, i, dout)`` with ``i = t - lo``
-    its row in the chunk buffers and ``dout`` the address of the output gradient at time ``t``."""
+    its row in the chunk buffers and ``dout`` the address of the output gradient at time ``t`` (made as the steps are
+    taken, so a compiled loop over the chunk pays nothing for them)."""
     for lo, hi in spans:
         douts.stage(lo, hi)
-        yield lo, hi, [(t, t - lo, douts[t]) for t in visit(plan, lo, hi)]
+        yield lo, hi, ((t, t - lo, douts[t]) for t in visit(plan, lo, hi))
 
 
 class DoutSteps:

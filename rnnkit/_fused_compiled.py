@@ -83,12 +83,53 @@ def _carry(plan: Plan, acc: Product, adds: tuple[Tensor, Tensor]) -> tuple[Produ
     return acc, (adds[0].data_ptr(), adds[1].data_ptr())
 
 
-def _read_and_write(dh: Tensor, steps: list[tuple[int, int, int]], adds: tuple[Tensor, Tensor]
-                    ) -> tuple[list[int], list[int]]:
-    """For a compiled backward loop over ``steps``: the address of the state gradient each step reads (``dh`` for
-    the first, then what the step before wrote) and of the buffer its product writes (``adds[t & 1]``)."""
-    out = [adds[t & 1].data_ptr() for t, _, _ in steps]
-    return [dh.data_ptr(), *out[:-1]], out
+class _Run:
+    """The argument columns (:mod:`rnnkit._kernels`' ``fixed``, ``stepping``, ``alternating``) of one compiled run
+    over the times ``t0, t0 + dt, ...``: a forward direction, or one backward chunk in backward's order."""
+
+    def __init__(self, plan: Plan, t0: int, dt: int, steps: int):
+        self.plan, self.t0, self.dt, self.steps = plan, t0, dt, steps
+
+    @classmethod
+    def forward(cls, plan: Plan) -> _Run:
+        return cls(plan, plan.first, -1 if plan.reverse else 1, plan.T)
+
+    @classmethod
+    def backward(cls, plan: Plan, lo: int, hi: int) -> _Run:
+        """Chunk ``[lo, hi)`` in the order backward visits it (see ``_fused_chunks.visit``)."""
+        return cls(plan, lo, 1, hi - lo) if plan.reverse else cls(plan, hi - 1, -1, hi - lo)
+
+    @property
+    def last(self) -> int:
+        return self.t0 + self.dt * (self.steps - 1)
+
+    def at(self, buf: Tensor, lo: int = 0) -> _kernels.Column:
+        """``buf[t - lo]``: a step of a ``(T, ...)`` buffer, or of a chunk buffer that starts at time ``lo``."""
+        step = buf.stride(0) * buf.element_size()
+        return _kernels.stepping(buf.data_ptr() + (self.t0 - lo) * step, self.dt * step)
+
+    def prev(self, buf: Tensor, first: Tensor) -> _kernels.Column:
+        """``buf[plan.prev(t)]``, what step ``t`` reads of the previous step, and ``first`` (``h_0``, ``c_0``) at the
+        direction's first step."""
+        step, back = buf.stride(0) * buf.element_size(), 1 if self.plan.reverse else -1
+        s = (self.plan.first - self.t0) * self.dt  # the run's step at the direction's first time (dt is +-1)
+        return _kernels.stepping(buf.data_ptr() + (self.t0 + back) * step, self.dt * step,
+                                 s if 0 <= s < self.steps else -1, first.data_ptr())
+
+    def keep(self, mask: Tensor | None) -> _kernels.Column:
+        """The length mask's ``(B,)`` bytes of step ``t``, or NULL when every row runs."""
+        return _kernels.fixed(0) if mask is None else self.at(mask)
+
+    def dout(self, douts: DoutSteps) -> _kernels.Column:
+        return _kernels.stepping(douts[self.t0], self.dt * douts.step)
+
+    def turns(self, adds: tuple[Tensor, Tensor]) -> _kernels.Column:
+        """``adds[t & 1]``: the buffer step ``t``'s product writes."""
+        return _kernels.alternating(adds[self.t0 & 1].data_ptr(), adds[(self.t0 + 1) & 1].data_ptr())
+
+    def reads(self, dh: Tensor, adds: tuple[Tensor, Tensor]) -> _kernels.Column:
+        """The state gradient step ``t`` reads: ``dh`` at the run's first step, then what the step before wrote."""
+        return _kernels.alternating(adds[(self.t0 + 1) & 1].data_ptr(), adds[self.t0 & 1].data_ptr(), 0, dh.data_ptr())
 
 
 # ------------------------------------------------------------------------------------------------ Elman RNN
@@ -97,16 +138,14 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     # (T, B, H): one GEMM for all steps' input projections; each step's state is written over its own projection
     # (an RNN needs no pre-activation in backward), so the states take no second buffer, and no fresh pages
     S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)
-    Sa = addresses(S)
     mask, keep = keep_addresses(plan)
     if plan.loop:  # pre = S[t] += h_prev W_hh^T, then h_t = f(pre) over it
-        wc = w_hh.contiguous()  # read by address in the loop
-        hprev = prev_addresses(plan, Sa, h0.data_ptr())
-        k.run(k.seq_rnn_fwd, [(B, H, relu, Sa[t], Sa[t], hprev[t], keep[t] or 0, hprev[t], Sa[t]) for t in plan.steps],
-              True, k.product(wc, True, H, H, True))
+        wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
+        k.run(k.seq_rnn_fwd, [f(B), f(H), f(relu), run.at(S), run.at(S), run.prev(S, h0), run.keep(mask),
+                              run.prev(S, h0), run.at(S)], plan.T, True, k.product(wc, True, H, H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
-        acc, w, S_ = make_accumulate(plan.onednn), pack(w_hh), S.unbind(0)
+        acc, w, S_, Sa = make_accumulate(plan.onednn), pack(w_hh), S.unbind(0), addresses(S)
         h, hp = h0, h0.data_ptr()
         for t in plan.steps:
             pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
@@ -126,17 +165,21 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     plan, acc, pack, spans, _, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * H, room=False)
     dG = take_scratch(x, _span(spans), B, H)  # delta_t = hbar_t f'(pre_t), a chunk at a time
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
-    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
-    Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
-    step, adda = _carry(plan, acc, adds)
-    wc = w_hh.contiguous()  # the compiled loops read it by address
-    product = k.product(wc, False, H, H, plan.keep is not None) if plan.loop else ()
+    if plan.loop:
+        wc, f = w_hh.contiguous(), _kernels.fixed  # wc: read by address in the loop
+        product = k.product(wc, False, H, H, plan.keep is not None)  # dh_{t-1} (+)= delta_t W_hh
+    else:
+        w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+        Sa, dGa, dG_ = addresses(S), addresses(dG), dG.unbind(0)
+        step, adda = _carry(plan, acc, adds)
     for lo, hi, steps in walk(plan, spans, douts):
         if plan.loop:  # the same steps in one call: the kernel, then the product into adds[t & 1]
-            dha, out = _read_and_write(dh, steps, adds)
-            k.run(k.seq_rnn_bwd, [(B, H, ctx.relu, Sa[t], dha[n], dGa[i], du, douts.su, douts.sj, adda[t & 1] or 0,
-                                   keep[t] or 0, dGa[i], out[n]) for n, (t, i, du) in enumerate(steps)], False, product)
-            dh = adds[steps[-1][0] & 1]
+            run = _Run.backward(plan, lo, hi)
+            carry = run.turns(adds) if plan.keep is not None else f(0)
+            k.run(k.seq_rnn_bwd, [f(B), f(H), f(ctx.relu), run.at(S), run.reads(dh, adds), run.at(dG, lo),
+                                  run.dout(douts), f(douts.su), f(douts.sj), carry, run.keep(mask), run.at(dG, lo),
+                                  run.turns(adds)], hi - lo, False, product)
+            dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
                 k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t])
@@ -153,16 +196,16 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
     S, C = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): h_t, c_t in time order
-    Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
     mask, keep = keep_addresses(plan)
     if plan.loop:  # G[t] += h_prev W_hh^T, then the kernel
-        wc = w_hh.contiguous()  # read by address in the loop
-        hprev, cprev = prev_addresses(plan, Sa, h0.data_ptr()), prev_addresses(plan, Ca, c0.data_ptr())
-        k.run(k.seq_lstm_fwd, [(B, H, Ga[t], Ga[t], cprev[t], Ca[t], hprev[t], Sa[t], keep[t] or 0, hprev[t], Ga[t])
-                               for t in plan.steps], True, k.product(wc, True, H, 4 * H, True))
+        wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
+        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), run.at(G), run.prev(C, c0), run.at(C), run.prev(S, h0),
+                               run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
+              T, True, k.product(wc, True, H, 4 * H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
         acc, w, G_, S_ = make_accumulate(plan.onednn), pack(w_hh), G.unbind(0), S.unbind(0)
+        Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
         h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
             pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can)
@@ -181,21 +224,25 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
     plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * 4 * H)
     dG = G if in_place else take_scratch(x, _span(spans), B, 4 * H)  # pre-activation gradients, rows (i, f, g, o)
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[3], need[4], need[5] or need[6])
-    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
-    Ga, Ca, dGa, dG_ = addresses(G), addresses(C), addresses(dG), dG.unbind(0)
-    cprev = prev_addresses(plan, Ca, c0.data_ptr())
     dc = dc_n.clone(memory_format=torch.contiguous_format)  # (B, H) cbar
     dcp = dc.data_ptr()
-    step, adda = _carry(plan, acc, adds)
-    wc = w_hh.contiguous()  # the compiled loops read it by address
-    product = k.product(wc, False, 4 * H, H, plan.keep is not None) if plan.loop else ()
+    if plan.loop:
+        wc, f = w_hh.contiguous(), _kernels.fixed  # wc: read by address in the loop
+        product = k.product(wc, False, 4 * H, H, plan.keep is not None)  # dh_{t-1} (+)= dG_t W_hh
+    else:
+        w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+        Ga, Ca, dGa, dG_ = addresses(G), addresses(C), addresses(dG), dG.unbind(0)
+        cprev = prev_addresses(plan, Ca, c0.data_ptr())
+        step, adda = _carry(plan, acc, adds)
     for lo, hi, steps in walk(plan, spans, douts):
         if plan.loop:  # the same steps in one call
-            dha, out = _read_and_write(dh, steps, adds)
-            k.run(k.seq_lstm_bwd, [(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dha[n], dcp, du, douts.su, douts.sj,
-                                    adda[t & 1] or 0, keep[t] or 0, dGa[i], out[n])
-                                   for n, (t, i, du) in enumerate(steps)], False, product)
-            dh = adds[steps[-1][0] & 1]
+            run = _Run.backward(plan, lo, hi)
+            carry = run.turns(adds) if plan.keep is not None else f(0)
+            k.run(k.seq_lstm_bwd, [f(B), f(H), run.at(G), run.at(dG, lo), run.prev(C, c0), run.at(C),
+                                   run.reads(dh, adds), f(dcp), run.dout(douts), f(douts.su), f(douts.sj), carry,
+                                   run.keep(mask), run.at(dG, lo), run.turns(adds)],
+                  hi - lo, False, product)
+            dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
                 k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, du, douts.su, douts.sj,
@@ -212,24 +259,24 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
 
 # ------------------------------------------------------------------------------------------------ GRU, reset after
 def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
-    pack, linear = make_linear(plan.onednn, x.shape[1])
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     # the input projection carries every additive bias (b_ih and b_hh's r, z rows); b_hn goes to the kernel
     b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
     b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
     X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
     N, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): n, h in time order
-    Xa, Na, Sa = addresses(X), addresses(N), addresses(S)
     mask, keep = keep_addresses(plan)
     bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
     bn = b_hn.data_ptr()
     if plan.loop:  # bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
-        wc = w_hh.contiguous()  # read by address in the loop
-        hprev, hW = prev_addresses(plan, Sa, h0.data_ptr()), bufs[0].data_ptr()
-        k.run(k.seq_gru_fwd, [(B, H, hW, bn, Xa[t], Na[t], hprev[t], Sa[t], keep[t] or 0, hprev[t], hW)
-                              for t in plan.steps], True, k.product(wc, True, H, 3 * H, False))
+        wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
+        product_out = f(bufs[0].data_ptr())  # one (B, 3H) buffer: each thread writes and reads only its rows
+        k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), run.at(X), run.at(N), run.prev(S, h0), run.at(S),
+                              run.keep(mask), run.prev(S, h0), product_out],
+              T, True, k.product(wc, True, H, 3 * H, False))
     else:
-        w, S_ = pack(w_hh), S.unbind(0)
+        pack, linear = make_linear(plan.onednn, B)
+        w, S_, Xa, Na, Sa = pack(w_hh), S.unbind(0), addresses(X), addresses(N), addresses(S)
         h, hp = h0, h0.data_ptr()
         for t in plan.steps:
             hW = linear(h, w) if plan.onednn else torch.mm(h, w, out=bufs[t & 1])  # (B, 3H) h W_hh^T
@@ -252,20 +299,23 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
         scratch = take_scratch(x, _span(spans), B, 4 * H)
         dP, dN = scratch[..., : 3 * H], scratch[..., 3 * H :]
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
-    w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
-    Xa, Na, dPa, dNa = addresses(X), addresses(N), addresses(dP), addresses(dN)
     sp, sn = dP.stride(1), dN.stride(1)
-    hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
-    dP_ = dP.unbind(0)  # (B, 3H) the hidden side of each step
-    wc = w_hh.contiguous()  # the compiled loops read it by address
-    product = k.product(wc, False, sp, H, True) if plan.loop else ()
+    if plan.loop:
+        wc, f = w_hh.contiguous(), _kernels.fixed  # wc: read by address in the loop
+        product = k.product(wc, False, sp, H, True)  # dh_{t-1} = hbar z + (d_r, d_z, d_hn) W_hh
+    else:
+        w_back = pack(w_hh.t())  # acc(out, a, w_back) = out + a @ W_hh
+        Xa, Na, dPa, dNa = addresses(X), addresses(N), addresses(dP), addresses(dN)
+        hprev = prev_addresses(plan, addresses(S), h0.data_ptr())
+        dP_ = dP.unbind(0)  # (B, 3H) the hidden side of each step
     for lo, hi, steps in walk(plan, spans, douts):
         if plan.loop:  # the same steps in one call
-            dha, out = _read_and_write(dh, steps, adds)
-            k.run(k.seq_gru_bwd, [(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dha[n], du, douts.su,
-                                   douts.sj, out[n], keep[t] or 0, dPa[i], out[n])
-                                  for n, (t, i, du) in enumerate(steps)], False, product)
-            dh = adds[steps[-1][0] & 1]
+            run = _Run.backward(plan, lo, hi)
+            k.run(k.seq_gru_bwd, [f(B), f(H), run.at(X), run.at(N), run.at(dP, lo), f(sp), run.at(dN, lo), f(sn),
+                                  run.prev(S, h0), run.reads(dh, adds), run.dout(douts), f(douts.su), f(douts.sj),
+                                  run.turns(adds), run.keep(mask), run.at(dP, lo), run.turns(adds)],
+                  hi - lo, False, product)
+            dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
                 add = adds[t & 1]

@@ -23,7 +23,6 @@ are unavailable). Only CPU tensors of float32 or float64 use them; CUDA always r
 
 from __future__ import annotations
 
-import array
 import ctypes
 import functools
 import hashlib
@@ -33,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -45,7 +45,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["Steps", "steps_for", "loop_available", "status"]
+__all__ = ["Steps", "Column", "fixed", "stepping", "alternating", "steps_for", "loop_available", "status"]
 
 SOURCE = Path(__file__).with_name("_kernels.c")
 KEEP_BUILDS = 8  # cached modules kept per folder, the newest
@@ -98,13 +98,32 @@ class Steps:
         return (self.blas, w.data_ptr(), int(transposed), n, k, w.stride(0), lda, ldc, int(accumulate))
 
     @staticmethod
-    def run(seq: Callable[..., None], rows: list[tuple[int, ...]], product_first: bool,
+    def run(seq: Callable[..., None], columns: list[Column], steps: int, product_first: bool,
             product: tuple[int, ...]) -> None:
-        """Run ``seq`` (a ``seq_*`` kernel) over steps whose arguments are ``rows``: per step the arguments of the
+        """Run ``seq`` (a ``seq_*`` kernel) over ``steps`` steps whose arguments are ``columns``: those of the
         kernel's one-step form, then the addresses of the product's ``A`` and ``C`` (see ``_kernels.c``)."""
-        if rows:
-            table = array.array("q", itertools.chain.from_iterable(rows))  # (steps, n + 2) int64
-            seq(table.buffer_info()[0], len(rows), product_first, *product)
+        if steps > 0:
+            table = ctypes.create_string_buffer(struct.pack(f"{5 * len(columns)}q",
+                                                            *itertools.chain.from_iterable(columns)))
+            seq(ctypes.addressof(table), steps, product_first, *product)
+
+
+Column = tuple[int, int, int, int, int]  # (kind, a, b, c, e): one argument of a compiled run, step by step
+
+
+def fixed(value: int) -> Column:
+    """The same argument at every step of a run."""
+    return (0, value, 0, 0, -1)
+
+
+def stepping(start: int, step: int, at: int = -1, value: int = 0) -> Column:
+    """``start + s * step`` at step ``s`` of a run (``value`` instead at step ``at``)."""
+    return (1, start, step, value, at)
+
+
+def alternating(even: int, odd: int, at: int = -1, value: int = 0) -> Column:
+    """``even`` at even steps, ``odd`` at odd steps (``value`` instead at step ``at``): two buffers used in turn."""
+    return (2, even, odd, value, at)
 
 
 def _cache_dir() -> Path:
