@@ -304,30 +304,6 @@ static int64_t rnnkit_min_parallel = 4096;
         Py_END_ALLOW_THREADS                                                                                         \
         Py_RETURN_NONE;                                                                                              \
     }
-/* While a step's product runs, the next step's rows of the buffers its kernel reads or writes are fetched into the
- * cache: they were written long before (forward's input projections, backward's states and gates), and a kernel that
- * waited on memory for them cost up to twice its arithmetic. Rows r0 <= b < r1 of `width` elements, `stride` apart. */
-static inline void prefetch_rows(const void *base, int64_t r0, int64_t r1, int64_t stride, int64_t width, size_t size,
-                                 int write) {
-    if (!base) return;
-    for (int64_t b = r0; b < r1; b++) {
-        const char *p = (const char *)base + b * stride * (int64_t)size, *end = p + width * (int64_t)size;
-        if (write) for (; p < end; p += 64) __builtin_prefetch(p, 1, 2);
-        else for (; p < end; p += 64) __builtin_prefetch(p, 0, 2);
-    }
-}
-/* what each kernel's next step touches (argument i of its row, `stride` and `width` in elements); dout only where its
- * columns are contiguous */
-#define PF(i, stride, width, write) prefetch_rows(P(i), r0, r1, stride, width, sizeof(*g_T), write)
-#define PF_DOUT(i, su, sj) if (v[sj] == 1) PF(i, v[su], H, 0)
-#define PF_rnn_fwd PF(3, H, H, 1);
-#define PF_rnn_bwd PF(3, H, H, 0); PF(5, H, H, 1); PF_DOUT(6, 7, 8);
-#define PF_lstm_fwd PF(2, 4 * H, 4 * H, 1); PF(5, H, H, 1); PF(7, H, H, 1);
-#define PF_lstm_bwd PF(2, 4 * H, 4 * H, 0); if (v[3] != v[2]) PF(3, 4 * H, 4 * H, 1); PF(4, H, H, 0); PF(5, H, H, 0);  \
-    PF_DOUT(8, 9, 10);
-#define PF_gru_fwd PF(4, 3 * H, 3 * H, 1); PF(5, H, H, 1); PF(7, H, H, 1);
-#define PF_gru_bwd PF(2, 3 * H, 3 * H, 0); PF(3, H, H, 0); if (v[4] != v[2]) PF(4, v[5], 3 * H, 1); PF(6, v[7], H, 1);  \
-    PF(8, H, H, 0); PF_DOUT(10, 11, 12);
 /* A run's arguments, step by step, without a table of steps: each argument of the one-step call (and the product's A
  * and C after them) is a column (kind, a, b, c, e) whose value at step s is c where s == e, else a (kind 0: the same
  * every step), a + s b (kind 1: a step buffer walked in time), or a for even s and b for odd s (kind 2: two buffers
@@ -360,21 +336,11 @@ static inline void step_args(const struct column *col, int64_t n, int64_t s, int
         (void)parallel;                                                                                              \
         _Pragma("omp parallel if (parallel)") {                                                                      \
             THREAD_ROWS(B)                                                                                           \
-            int64_t now[n + 2], next[n + 2];                                                                         \
-            step_args(col, n + 2, 0, next);                                                                          \
+            int64_t v[n + 2];                                                                                        \
             for (int64_t s = 0; s < steps; s++) {                                                                    \
-                const int64_t *v = now;                                                                              \
-                for (int j = 0; j < n + 2; j++) now[j] = next[j];                                                    \
+                step_args(col, n + 2, s, v);                                                                         \
                 if (first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                               \
                 base##_##T(r0, r1, H, __VA_ARGS__);                                                                  \
-                if (s + 1 < steps) {                                                                                 \
-                    const T *g_T = 0;                                                                                \
-                    (void)g_T;                                                                                       \
-                    step_args(col, n + 2, s + 1, next);                                                              \
-                    v = next;                                                                                        \
-                    PF_##base                                                                                        \
-                    v = now;                                                                                         \
-                }                                                                                                    \
                 if (!first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                              \
             }                                                                                                        \
         }                                                                                                            \
