@@ -5,13 +5,16 @@ with ``backend="fused"`` (the default). What makes it fast, as measured by ``pyt
 book page "How fast is rnnkit?":
 
 * **One GEMM for every input projection** ``x.reshape(T*B, I) @ W_ih^T`` and **one small GEMM per step** for the
-  hidden projection, each in the kernel (oneDNN or MKL) measured fastest for the layer's shapes at its first call
-  (:func:`gemm_choice`).
+  hidden projection, each in the kernel measured fastest for the layer's shapes at its first call
+  (:func:`gemm_choice`): oneDNN or MKL called from Python once per step, or MKL's gemm called from a compiled loop.
 * **One compiled element-wise kernel per step** on the CPU (``rnnkit._kernels``, ``_kernels.c``, built with the
   system C compiler at first use): the gate non-linearities, the state update and, in backward, every gate gradient
-  in one pass over the step, vectorised and split over PyTorch's own threads. Where it is unavailable (CUDA, no
-  compiler, ``RNNKIT_FUSED_KERNELS=torch``) the same equations run as a few PyTorch operators per step, with every
-  factor that does not depend on the incoming gradient computed for all steps before the backward loop.
+  in one pass over the step, vectorised and split over PyTorch's own threads. Where the measurement chooses it, the
+  whole direction (or backward chunk) runs in one compiled call instead: each thread takes its own batch rows
+  through every step, its rows' product then the kernel, since a row's step needs only that row's previous state --
+  no Python and no wait between steps. Where the compiled kernels are unavailable (CUDA, no compiler,
+  ``RNNKIT_FUSED_KERNELS=torch``) the same equations run as a few PyTorch operators per step, with every factor that
+  does not depend on the incoming gradient computed for all steps before the backward loop.
 * **Hand-written backward through time.** Autograd would record every gate operation of every step; here backward is
   one loop over ``t = T-1, ..., 0`` with one GEMM per step (two for the reset-before GRU). The gradients are written
   over the buffers forward saved when the graph is not kept (no new memory), else into a reused buffer a chunk of

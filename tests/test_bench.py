@@ -74,3 +74,26 @@ def test_memory_is_the_peak_of_tensor_bytes_held_at_once():
 
     assert bench._held_peak_mib(overlapping) == pytest.approx(6.0, abs=0.05)
     assert bench._held_peak_mib(one_after_the_other) == pytest.approx(4.0, abs=0.05)
+
+
+@pytest.mark.parametrize("path", ["addmm", "loop"])
+def test_the_floor_runs_the_products_the_way_the_layer_does(path, monkeypatch):
+    """Where the layer runs its steps in the compiled loops, the floor's per-step products go through the same loops
+    (gemm_steps, each thread's rows), else through PyTorch once per step: a floor made of slower calls than the layer
+    makes could be beaten by it."""
+    from rnnkit import _fused_gemm, _kernels
+
+    x = torch.zeros(1)
+    if path == "loop" and not _kernels.loop_available(x):
+        pytest.skip("no compiled loops here (no C compiler or no MKL)")
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", path)
+    monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
+    cfg = bench.BenchConfig(seq_len=4, batch=3, hidden=[6])
+    steps = _kernels.steps_for(x)
+    calls = []
+    if steps is not None:
+        real = steps.gemm_steps
+        monkeypatch.setattr(steps, "gemm_steps", lambda *a: (calls.append(a[0]), real(*a)))
+    _, fwd_bwd = bench._workload("LSTM", "floor", 6, cfg, "cpu")
+    fwd_bwd()
+    assert calls == ([4, 4] if path == "loop" else [])  # forward's and backward's T=4 products, one call each

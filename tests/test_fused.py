@@ -281,10 +281,11 @@ def test_forward_ad_falls_back_with_one_warning(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ float32 GEMM paths
-@pytest.mark.parametrize("gemm", ["auto", "addmm"])
+@pytest.mark.parametrize("gemm", ["auto", "addmm", "loop"])
 @pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
 def test_float32_matches_torch_nn(mode, gemm, monkeypatch):
-    """float32 runs the per-step products through the kernel measured faster ("auto"), oneDNN or torch.addmm."""
+    """float32 runs the per-step products through the kernel measured fastest ("auto"), oneDNN, torch.addmm or the
+    compiled loops (addmm where those cannot run)."""
     monkeypatch.setenv("RNNKIT_FUSED_GEMM", gemm)
     c = dict(mode=mode, nonlinearity="tanh", reset_after=True, T=9, B=5, I=7, H=16, bias=True,
              lengths=[9, 4, 7, 1, 9], reverse=True, seed=4)
