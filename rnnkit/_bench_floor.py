@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import _kernels
-from ._fused_common import hprev_grad, input_grads, make_plan
+from ._fused_common import Plan, hprev_grad, input_grads, make_plan
 from ._fused_gemm import input_projection, make_linear, make_product
 
 __all__ = ["floor_workload"]
@@ -29,50 +29,59 @@ def floor_workload(net: Any, x: torch.Tensor):
     S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
     plan = make_plan(x, w_ih, w_hh, None, False)  # the kernels the fused layer would choose for these shapes
-    pack, _ = make_linear(plan.onednn, B)
-    product = make_product(plan.onednn)
-    outs = (x.new_empty(B, GH), x.new_empty(B, GH))  # the steps' products, in turn
-    grads = (x.new_empty(B, H), x.new_empty(B, H))
-    if plan.loop:
-        return _floor_loops(x, w_ih, w_hh, b, h0, S, d, plan)
+    forward_steps, backward_steps = (_loop_products if plan.loop else _step_products)(w_hh, S, d, plan)
 
     def fwd():
         input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections
+        forward_steps()
+
+    def fwd_bwd():
+        fwd()
+        backward_steps()
+        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.bulk_onednn)
+        return dx, dw_ih, hprev_grad(d, S, h0, plan)
+
+    return fwd, fwd_bwd
+
+
+def _step_products(w_hh: torch.Tensor, S: torch.Tensor, d: torch.Tensor, plan: Plan):
+    """``(forward, backward)``: every step's product called from Python, as the per-step fused loops call it."""
+    T, B, H = S.shape
+    GH = w_hh.shape[0]
+    pack, _ = make_linear(plan.onednn, B)
+    product = make_product(plan.onednn)
+    outs = (S.new_empty(B, GH), S.new_empty(B, GH))  # the steps' products, in turn
+    grads = (S.new_empty(B, H), S.new_empty(B, H))
+
+    def forward():
         w = pack(w_hh)
         for t in range(T):
             product(outs[t & 1], S[t], w)  # (B, GH) h_{t-1} W_hh^T
 
-    def fwd_bwd():
-        fwd()
+    def backward():
         w_back = pack(w_hh.t())
         for t in range(T):
             product(grads[t & 1], d[t], w_back)  # (B, H) gradient reaching h_{t-1} through step t
-        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.bulk_onednn)
-        return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
-    return fwd, fwd_bwd
+    return forward, backward
 
 
-def _floor_loops(x, w_ih, w_hh, b, h0, S, d, plan):
-    """:func:`floor_workload` for a layer that runs the compiled loops: each step's product of every thread's rows
+def _loop_products(w_hh: torch.Tensor, S: torch.Tensor, d: torch.Tensor, plan: Plan):
+    """``(forward, backward)`` for a layer that runs the compiled loops: each step's product of every thread's rows
     into one reused buffer, all steps in one call, as the loops issue them."""
-    T, B, _ = x.shape
-    GH, H = w_hh.shape
-    k = _kernels.steps_for(x)
+    T, B, H = S.shape
+    GH = w_hh.shape[0]
+    k = _kernels.steps_for(S)
     assert k is not None
     w = w_hh.contiguous()  # the closures hold it: the products read it by address
-    out, grad = x.new_empty(B, GH), x.new_empty(B, H)
+    out, grad = S.new_empty(B, GH), S.new_empty(B, H)
 
-    def fwd():
-        input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections
+    def forward():
         product = k.product(w, True, H, GH, False)
         k.gemm_steps(T, B, S.data_ptr(), B * H, out.data_ptr(), 0, *product)  # per step (B, GH) h_{t-1} W_hh^T
 
-    def fwd_bwd():
-        fwd()
+    def backward():
         product = k.product(w, False, GH, H, False)
         k.gemm_steps(T, B, d.data_ptr(), B * GH, grad.data_ptr(), 0, *product)  # per step (B, H) d_t W_hh
-        dx, dw_ih, _ = input_grads([d.view(T * B, GH)], x, w_ih, True, True, False, plan.bulk_onednn)
-        return dx, dw_ih, hprev_grad(d, S, h0, plan)
 
-    return fwd, fwd_bwd
+    return forward, backward

@@ -15,9 +15,10 @@ with the reset gate before its product):
   ``(B, H)`` pass fewer per step.
 
 Where the measured choice of product kernel is ``"loop"`` (``plan.loop``), the same steps go to the kernel's compiled
-whole-sequence form instead (``k.seq_*``, one call per direction and backward chunk): each step's row of a table
-holds the very arguments the one-step call would get, plus the addresses its product reads and writes; each thread
-then runs its own batch rows through every step, product and kernel, with no Python and no wait between steps.
+whole-sequence form instead (``k.seq_*``, one call per direction and backward chunk): the arguments the one-step
+call would get, plus the addresses its product reads and writes, are described once as columns over the run
+(:class:`_Run`); each thread then runs its own batch rows through every step, product and kernel, with no Python and
+no wait between steps.
 
 Each function is called from its cell's ``torch.autograd.Function`` with that Function's ``ctx``; every address
 handed to a kernel points into a tensor that the function keeps alive for the call.

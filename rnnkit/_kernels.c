@@ -99,7 +99,7 @@ static void lstm_fwd_##T(int64_t b0, int64_t b1, int64_t H,                     
  * add as for the RNN */                                                                                             \
 static void lstm_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
                          const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc,                     \
-                  const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                              \
+                         const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                       \
     ROWS {                                                                                                           \
         const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                  \
         const T *q = gates + b * 4 * H;                                                                              \
@@ -195,7 +195,7 @@ static void grurb_out_##T(int64_t b0, int64_t b1, int64_t H,                    
  * add = hbar z (all of hbar where the row has ended), hbar = dh + dout; r's slot is left for the second half */     \
 static void grurb_bwd1_##T(int64_t b0, int64_t b1, int64_t H,                                                        \
                            const T *RZ, const T *N, T *dRZ, T *dN, const T *hp, const T *dh,                         \
-                    const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                            \
+                           const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                     \
     ROWS {                                                                                                           \
         const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                                   \
         const T *zq = RZ + b * 2 * H + H, *nr = N + b * H;                                                           \
