@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ._fused_common import Plan
-from ._fused_gemm import gram_for, matmul_for
+from ._fused_gemm import gram, matmul_for, matmul_into_for
 
 __all__ = ["CHUNK_BYTES", "chunks", "visit", "walk", "take_scratch", "give_scratch", "release_scratch", "DoutSteps",
            "GradSums"]
@@ -115,7 +115,8 @@ class GradSums:
                  need_w_hh: bool, need_b: bool):
         self.x, self.w_ih, self.h0, self.S, self.plan = x, w_ih, h0, S, plan
         self.need_w_ih, self.need_w_hh, self.need_b = need_w_ih, need_w_hh, need_b
-        self.mm, self.gram = matmul_for(plan.bulk_onednn), gram_for(plan.bulk_onednn)
+        self.mm, self.gram = matmul_for(plan.bulk_onednn), gram
+        self.mm_into = matmul_into_for(plan.bulk_onednn)
         self.need_x = need_x
         self.dx: Tensor | None = None  # (T, B, I), made by the first chunk
         self.dw_ih: Tensor | None = None
@@ -138,10 +139,8 @@ class GradSums:
                 if dx is None:  # one chunk is the whole sequence: its first product is dx
                     dx = self.mm(d, w)  # (n*B, I)
                     self.dx = dx.view(T, B, I)
-                elif self.plan.bulk_onednn:  # oneDNN's operator has no out=
-                    dx.copy_(self.mm(d, w)) if k == 0 else dx.add_(self.mm(d, w))
                 else:
-                    torch.mm(d, w, out=dx) if k == 0 else dx.addmm_(d, w)  # into dx's rows directly
+                    self.mm_into(dx, d, w, k > 0)  # into dx's rows
         if self.need_w_ih:
             x2 = self.x[lo:hi].reshape(n * B, I)
             self.dw_ih = _plus(self.dw_ih, [self.gram(d, x2) for d in flat])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._fused_gemm import bulk_path, gemm_path, gram_for, input_projection, matmul_for
+from ._fused_gemm import bulk_path, gemm_path, gram, input_projection, matmul_for
 
 __all__ = [
     "Plan", "make_plan", "hprev_grad", "input_grads", "mul_prev", "sub_prev", "add_biases",
@@ -119,7 +119,7 @@ def hprev_grad(d: Tensor, S: Tensor, h0: Tensor, plan: Plan) -> Tensor:
         d_rest, s_rest, d_first = d[1:], S[:-1], d[0]
     out = torch.mm(d_first.t(), h0)  # (N, H), small
     if T > 1:
-        out += gram_for(plan.bulk_onednn)(d_rest.reshape((T - 1) * B, N), s_rest.reshape((T - 1) * B, H))
+        out += gram(d_rest.reshape((T - 1) * B, N), s_rest.reshape((T - 1) * B, H))
     return out
 
 
@@ -130,7 +130,7 @@ def input_grads(
     consecutive row blocks of ``w_ih`` (strided views are fine, so no block is copied): ``(dx, dw_ih, db)``."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)  # (T*B, I)
-    mm, gram = matmul_for(onednn), gram_for(onednn)
+    mm = matmul_for(onednn)
     dx = dw = db = None
     rows = 0
     for d in blocks:

@@ -97,3 +97,30 @@ def test_the_floor_runs_the_products_the_way_the_layer_does(path, monkeypatch):
     _, fwd_bwd = bench._workload("LSTM", "floor", 6, cfg, "cpu")
     fwd_bwd()
     assert calls == ([4, 4] if path == "loop" else [])  # forward's and backward's T=4 products, one call each
+
+
+@pytest.mark.parametrize("path", ["addmm", "onednn", "loop"])
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_fused_peak_memory_stays_below_torch_nn(mode, path, monkeypatch):
+    """Whichever kernels run the products, one fused forward+backward holds no more tensor memory at its peak than
+    torch.nn's (measured as the bench does, the reused backward scratch freed first). The tanh RNN leaves the least
+    room: torch.nn keeps little beyond the states, and a temporary as large as one backward chunk's ``dx`` (oneDNN's
+    operator has no ``out=``) was enough to go above it."""
+    from rnnkit import _fused_gemm, _kernels
+    from rnnkit._fused_chunks import release_scratch
+
+    if path == "loop" and not _kernels.loop_available(torch.zeros(1)):
+        pytest.skip("no compiled loops here (no C compiler or no MKL)")
+    if path == "onednn" and not _fused_gemm._onednn_available():
+        pytest.skip("this PyTorch has no usable oneDNN linear operator")
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", path)
+    cfg = bench.BenchConfig(seq_len=100, batch=64, hidden=[128])  # the bench's smallest size
+    peaks = {}
+    for backend in ("torch", "fused"):
+        _, fwd_bwd = bench._workload(mode, backend, 128, cfg, "cpu")
+        fwd_bwd()
+        release_scratch()
+        peaks[backend] = bench._held_peak_mib(fwd_bwd)
+    if peaks["torch"] is None:
+        pytest.skip("this PyTorch's profiler gives no memory events")
+    assert peaks["fused"] <= peaks["torch"], peaks
