@@ -142,15 +142,19 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     mask, keep = keep_addresses(plan)
     if plan.loop:  # pre = S[t] += h_prev W_hh^T, then h_t = f(pre) over it
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
-        k.run(k.seq_rnn_fwd, [f(B), f(H), f(relu), run.at(S), run.at(S), run.prev(S, h0), run.keep(mask),
+        k.run(k.seq_rnn_fwd, [f(B), f(H), f(relu), run.at(S), f(0), run.at(S), run.prev(S, h0), run.keep(mask),
                               run.prev(S, h0), run.at(S)], plan.T, True, k.product(wc, True, H, H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
-        acc, w, S_, Sa = make_accumulate(plan.onednn), pack(w_hh), S.unbind(0), addresses(S)
+        acc, product, w = make_accumulate(plan.onednn), make_product(plan.onednn), pack(w_hh)
+        S_, Sa = S.unbind(0), addresses(S)
         h, hp = h0, h0.data_ptr()
         for t in plan.steps:
-            pre = acc(S_[t], h, w)  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place where the kernel can
-            k.rnn_fwd(B, H, relu, pre.data_ptr(), Sa[t], hp, keep[t])  # h_t = f(pre), over pre
+            if plan.onednn:  # (B, H) h W_hh^T alone (oneDNN adds only into a new tensor): the kernel adds S[t]
+                pre, proj = product(S_[t], h, w), Sa[t]
+            else:  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place
+                pre, proj = acc(S_[t], h, w), None
+            k.rnn_fwd(B, H, relu, pre.data_ptr(), proj, Sa[t], hp, keep[t])  # h_t = f(pre (+ proj)), over S[t]
             h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, mask)
@@ -200,17 +204,21 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
     mask, keep = keep_addresses(plan)
     if plan.loop:  # G[t] += h_prev W_hh^T, then the kernel
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
-        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), run.at(G), run.prev(C, c0), run.at(C), run.prev(S, h0),
-                               run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
+        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), run.at(G), run.prev(C, c0), run.at(C),
+                               run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
               T, True, k.product(wc, True, H, 4 * H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
-        acc, w, G_, S_ = make_accumulate(plan.onednn), pack(w_hh), G.unbind(0), S.unbind(0)
+        acc, product, w = make_accumulate(plan.onednn), make_product(plan.onednn), pack(w_hh)
+        G_, S_ = G.unbind(0), S.unbind(0)
         Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
         h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
-            pre = acc(G_[t], h, w)  # (B, 4H) pre-activations (in G[t] where the kernel can)
-            k.lstm_fwd(B, H, pre.data_ptr(), Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
+            if plan.onednn:  # (B, 4H) h W_hh^T alone (oneDNN adds only into a new tensor): the kernel adds G[t]
+                pre, proj = product(G_[t], h, w), Ga[t]
+            else:  # (B, 4H) pre-activations, in place in G[t]
+                pre, proj = acc(G_[t], h, w), None
+            k.lstm_fwd(B, H, pre.data_ptr(), proj, Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
             h, hp, cp = S_[t], Sa[t], Ca[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)

@@ -46,14 +46,27 @@ static inline double tanh_double(double x) { return tanh(x); }
 #define CARRY(dh_row) if (a) { if (run) { SIMD for (int64_t j = 0; j < H; j++) a[j] = 0; }                            \
                                 else { OVER_DOUT(__typeof__(*a), a[j] = dh_row[j] + du;) } }
 
+/* one column j of an LSTM step from its four pre-activations (the rows' pointers as in lstm_fwd) */
+#define LSTM_FWD(T, pi, pf, pg, po)                                                                                  \
+    T i = sigmoid_##T(pi), f = sigmoid_##T(pf), g = tanh_##T(pg), o = sigmoid_##T(po);                              \
+    q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o;                                                      \
+    T cn = f * cq[j] + i * g;                                                                                        \
+    T hn = o * tanh_##T(cn);                                                                                         \
+    cr[j] = run ? cn : cq[j];                                                                                        \
+    hr[j] = run ? hn : hq[j];
+
 #define DEFINE_KERNELS(T)                                                                                            \
-/* RNN forward: h = act(pre) */                                                                                      \
+/* RNN forward: h = act(pre + x), x (the step's input projection) left out when NULL; x may be h itself */          \
 static void rnn_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
-                        int32_t relu, const T *pre, T *h, const T *hp, const uint8_t *keep) {                        \
+                        int32_t relu, const T *pre, const T *x, T *h, const T *hp, const uint8_t *keep) {            \
     ROWS {                                                                                                           \
-        const T *p = pre + b * H, *q = hp + b * H;                                                                   \
+        const T *p = pre + b * H, *q = hp + b * H, *xr = x ? x + b * H : 0;                                          \
         T *o = h + b * H;                                                                                            \
         if (keep && !keep[b]) { SIMD for (int64_t j = 0; j < H; j++) o[j] = q[j]; }                                  \
+        else if (xr) {                                                                                               \
+            if (relu) { SIMD for (int64_t j = 0; j < H; j++) { T v = p[j] + xr[j]; o[j] = v < 0 ? (T)0 : v; } }      \
+            else { SIMD for (int64_t j = 0; j < H; j++) o[j] = tanh_##T(p[j] + xr[j]); }                             \
+        }                                                                                                            \
         else if (relu) { SIMD for (int64_t j = 0; j < H; j++) o[j] = p[j] < 0 ? (T)0 : p[j]; }                       \
         else { SIMD for (int64_t j = 0; j < H; j++) o[j] = tanh_##T(p[j]); }                                         \
     }                                                                                                                \
@@ -74,23 +87,19 @@ static void rnn_bwd_##T(int64_t b0, int64_t b1, int64_t H,                      
         CARRY(g)                                                                                                     \
     }                                                                                                                \
 }                                                                                                                    \
-/* LSTM forward: gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                       \
+/* LSTM forward: with pre-activations pre + x (x, the step's input projection, left out when NULL; it may be        \
+ * gates itself): gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                      \
 static void lstm_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
-                         const T *pre, T *gates, const T *cp, T *c, const T *hp, T *h,                               \
-                  const uint8_t *keep) {                                                                             \
+                         const T *pre, const T *x, T *gates, const T *cp, T *c, const T *hp, T *h,                   \
+                         const uint8_t *keep) {                                                                      \
     ROWS {                                                                                                           \
-        const T *p = pre + b * 4 * H, *cq = cp + b * H, *hq = hp + b * H;                                            \
+        const T *p = pre + b * 4 * H, *cq = cp + b * H, *hq = hp + b * H, *xr = x ? x + b * 4 * H : 0;               \
         T *q = gates + b * 4 * H, *cr = c + b * H, *hr = h + b * H;                                                  \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T i = sigmoid_##T(p[j]), f = sigmoid_##T(p[H + j]);                                                      \
-            T g = tanh_##T(p[2 * H + j]), o = sigmoid_##T(p[3 * H + j]);                                             \
-            q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o;                                              \
-            T cn = f * cq[j] + i * g;                                                                                \
-            T hn = o * tanh_##T(cn);                                                                                 \
-            cr[j] = run ? cn : cq[j];                                                                                \
-            hr[j] = run ? hn : hq[j];                                                                                \
-        }                                                                                                            \
+        if (xr) { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, p[j] + xr[j], p[H + j] + xr[H + j],             \
+                                                                  p[2 * H + j] + xr[2 * H + j],                      \
+                                                                  p[3 * H + j] + xr[3 * H + j]) } }                  \
+        else { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, p[j], p[H + j], p[2 * H + j], p[3 * H + j]) } }    \
     }                                                                                                                \
 }                                                                                                                    \
 /* LSTM backward, dgates = the gradients of the pre-activations of gates (i, f, g, o):                               \
@@ -349,9 +358,9 @@ static inline void step_args(const struct column *col, int64_t n, int64_t s, int
     }
 #define BOTH(T, name, n, ...) WRAP(name##_##T, n, __VA_ARGS__) SEQ(T, name, n, __VA_ARGS__)
 #define WRAP_ALL(T)                                                                                                  \
-    BOTH(T, rnn_fwd, 7, (int32_t)v[2], P(3), P(4), P(5), P(6))                                                       \
+    BOTH(T, rnn_fwd, 8, (int32_t)v[2], P(3), P(4), P(5), P(6), P(7))                                                 \
     BOTH(T, rnn_bwd, 11, (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                             \
-    BOTH(T, lstm_fwd, 9, P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                                   \
+    BOTH(T, lstm_fwd, 10, P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9))                                            \
     BOTH(T, lstm_bwd, 13, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))                       \
     BOTH(T, gru_fwd, 9, P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                                    \
     BOTH(T, gru_bwd, 15, P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13), P(14))          \

@@ -227,15 +227,18 @@ def _self_test(steps: dict[torch.dtype, Steps]) -> str | None:
         B, H = 3, 37
         pre = torch.randn(B, 4 * H, generator=g, dtype=dtype) * 4
         cp, hp = torch.randn(B, H, generator=g, dtype=dtype), torch.randn(B, H, generator=g, dtype=dtype)
-        gates, c, h = torch.empty_like(pre), torch.empty_like(cp), torch.empty_like(hp)
-        s.lstm_fwd(B, H, *(t.data_ptr() for t in (pre, gates, cp, c, hp, h)), None)
         i, f, gg, o = pre.chunk(4, 1)
         i, f, gg, o = i.sigmoid(), f.sigmoid(), gg.tanh(), o.sigmoid()
         want_c = f * cp + i * gg
         tol = 1e-5 if dtype == torch.float32 else 1e-12
-        for got, want in ((gates, torch.cat([i, f, gg, o], 1)), (c, want_c), (h, o * want_c.tanh())):
-            if not torch.allclose(got, want, atol=tol, rtol=tol):
-                return f"{dtype} results differ from PyTorch's by {(got - want).abs().max().item():.3g}"
+        part = torch.randn(B, 4 * H, generator=g, dtype=dtype)
+        for first, second in ((pre, None), (pre - part, part)):  # pre-activations whole, or as product + projection
+            gates, c, h = torch.empty_like(pre), torch.empty_like(cp), torch.empty_like(hp)
+            s.lstm_fwd(B, H, first.data_ptr(), None if second is None else second.data_ptr(),
+                       *(t.data_ptr() for t in (gates, cp, c, hp, h)), None)
+            for got, want in ((gates, torch.cat([i, f, gg, o], 1)), (c, want_c), (h, o * want_c.tanh())):
+                if not torch.allclose(got, want, atol=tol, rtol=tol):
+                    return f"{dtype} results differ from PyTorch's by {(got - want).abs().max().item():.3g}"
     return None
 
 

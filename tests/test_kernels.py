@@ -77,8 +77,8 @@ def test_the_self_test_can_fail(fresh):
     steps = _kernels._state["steps"]
 
     class Wrong:
-        def lstm_fwd(self, B, H, pre, gates, cp, c, hp, h, keep):
-            steps[torch.float32].lstm_fwd(B, H, pre, gates, hp, c, cp, h, keep)  # c_prev and h_prev swapped
+        def lstm_fwd(self, B, H, pre, x, gates, cp, c, hp, h, keep):
+            steps[torch.float32].lstm_fwd(B, H, pre, x, gates, hp, c, cp, h, keep)  # c_prev and h_prev swapped
 
     assert _kernels._self_test({torch.float32: steps[torch.float32]}) is None
     assert "differ" in _kernels._self_test({torch.float32: Wrong()})
