@@ -109,7 +109,8 @@ class GradSums:
     :meth:`add` takes a chunk's pre-activation gradients as ``(n, B, N_k)`` blocks (views are fine): ``inputs`` in
     ``W_ih``'s row order, ``hidden`` as ``(block, states)`` pairs in ``W_hh``'s row order, where ``states`` is the
     ``(n, B, H)`` chunk of what multiplied that block of ``W_hh`` (None: the previous hidden state, ``S`` shifted
-    plus ``h0``), and ``biases`` whose column sums, concatenated, are accumulated as ``db``."""
+    plus ``h0``), and ``biases`` whose column sums, concatenated, are accumulated as ``db``; or, where the backward
+    kernels add each gradient to their thread's row of :meth:`bias_rows` as they write it, none."""
 
     def __init__(self, x: Tensor, w_ih: Tensor, h0: Tensor, S: Tensor, plan: Plan, need_x: bool, need_w_ih: bool,
                  need_w_hh: bool, need_b: bool):
@@ -122,6 +123,16 @@ class GradSums:
         self.dw_ih: Tensor | None = None
         self.dw_hh: Tensor | None = None
         self.db: Tensor | None = None
+        self.bias: tuple[Tensor, int] | None = None  # (threads, padded width) rows the kernels add to; the width
+
+    def bias_rows(self, width: int, threads: int) -> int:
+        """The address of zeroed ``(threads, width padded to 16)`` rows (``_kernels.c``'s ``BIAS_ROW``) into which
+        the kernels sum the ``width`` bias gradients, one row per thread; 0 (no sums) where no bias needs them."""
+        if not self.need_b:
+            return 0
+        if self.bias is None:
+            self.bias = (self.x.new_zeros(threads, (width + 15) // 16 * 16), width)
+        return self.bias[0].data_ptr()
 
     def add(self, lo: int, hi: int, inputs: list[Tensor], hidden: list[tuple[Tensor, Tensor | None]],
             biases: list[Tensor]) -> None:
@@ -148,7 +159,7 @@ class GradSums:
             self.dw_hh = _plus(self.dw_hh, [self._hidden_gram(d, lo, hi) if s is None
                                             else self.gram(d.reshape(n * B, d.shape[-1]), s.reshape(n * B, s.shape[-1]))
                                             for d, s in hidden])
-        if self.need_b:
+        if self.need_b and biases:
             self.db = _plus(self.db, [d.reshape(n * B, d.shape[-1]).sum(0) for d in biases])
 
     def _hidden_gram(self, d: Tensor, lo: int, hi: int) -> Tensor:
@@ -169,6 +180,9 @@ class GradSums:
 
     def result(self) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
         """``(dx, dW_ih, dW_hh, db)``; None for what was not needed."""
+        if self.bias is not None:
+            rows, width = self.bias
+            self.db = rows.sum(0)[:width]
         return self.dx, self.dw_ih, self.dw_hh, self.db
 
 

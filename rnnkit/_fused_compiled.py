@@ -170,6 +170,7 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
     plan, acc, pack, spans, _, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * H, room=False)
     dG = take_scratch(x, _span(spans), B, H)  # delta_t = hbar_t f'(pre_t), a chunk at a time
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
+    bias = sums.bias_rows(H, k.max_threads())  # the kernels sum the bias gradient as they go
     if plan.loop:
         wc, f = w_hh.contiguous(), _kernels.fixed  # wc: read by address in the loop
         product = k.product(wc, False, H, H, plan.keep is not None)  # dh_{t-1} (+)= delta_t W_hh
@@ -182,15 +183,16 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
             run = _Run.backward(plan, lo, hi)
             carry = run.turns(adds) if plan.keep is not None else f(0)
             k.run(k.seq_rnn_bwd, [f(B), f(H), f(ctx.relu), run.at(S), run.reads(dh, adds), run.at(dG, lo),
-                                  run.dout(douts), f(douts.su), f(douts.sj), carry, run.keep(mask), run.at(dG, lo),
-                                  run.turns(adds)], hi - lo, False, product)
+                                  run.dout(douts), f(douts.su), f(douts.sj), carry, run.keep(mask), f(bias),
+                                  run.at(dG, lo), run.turns(adds)], hi - lo, False, product)
             dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
-                k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t])
+                k.rnn_bwd(B, H, ctx.relu, Sa[t], dh.data_ptr(), dGa[i], du, douts.su, douts.sj, adda[t & 1], keep[t],
+                          bias)
                 dh = step(adds[t & 1], dG_[i], w_back)  # the part of hbar_{t-1} that comes through step t: d_t W_hh
         chunk = dG[: hi - lo]
-        sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
+        sums.add(lo, hi, [chunk], [(chunk, None)], [])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
     give_scratch(dG)
     return dx, dh if need[1] else None, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None, None, None
@@ -233,6 +235,7 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
     plan, acc, pack, spans, in_place, douts, adds, keep, dh = _backward_setup(ctx, x, S, mask, dout, dh_n, B * 4 * H)
     dG = G if in_place else take_scratch(x, _span(spans), B, 4 * H)  # pre-activation gradients, rows (i, f, g, o)
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[3], need[4], need[5] or need[6])
+    bias = sums.bias_rows(4 * H, k.max_threads())  # the kernels sum the bias gradient as they go
     dc = dc_n.clone(memory_format=torch.contiguous_format)  # (B, H) cbar
     dcp = dc.data_ptr()
     if plan.loop:
@@ -249,16 +252,16 @@ def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tens
             carry = run.turns(adds) if plan.keep is not None else f(0)
             k.run(k.seq_lstm_bwd, [f(B), f(H), run.at(G), run.at(dG, lo), run.prev(C, c0), run.at(C),
                                    run.reads(dh, adds), f(dcp), run.dout(douts), f(douts.su), f(douts.sj), carry,
-                                   run.keep(mask), run.at(dG, lo), run.turns(adds)],
+                                   run.keep(mask), f(bias), run.at(dG, lo), run.turns(adds)],
                   hi - lo, False, product)
             dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
                 k.lstm_bwd(B, H, Ga[t], dGa[i], cprev[t], Ca[t], dh.data_ptr(), dcp, du, douts.su, douts.sj,
-                           adda[t & 1], keep[t])  # dG[i]; cbar <- cbar_{t-1}
+                           adda[t & 1], keep[t], bias)  # dG[i]; cbar <- cbar_{t-1}
                 dh = step(adds[t & 1], dG_[i], w_back)  # through step t: dG_t W_hh
         chunk = dG[: hi - lo]
-        sums.add(lo, hi, [chunk], [(chunk, None)], [chunk])
+        sums.add(lo, hi, [chunk], [(chunk, None)], [])
     dx, dw_ih, dw_hh, db = sums.result()  # both biases get db
     if not in_place:
         give_scratch(dG)
@@ -308,6 +311,7 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
         scratch = take_scratch(x, _span(spans), B, 4 * H)
         dP, dN = scratch[..., : 3 * H], scratch[..., 3 * H :]
     sums = GradSums(x, w_ih, h0, S, plan, need[0], need[2], need[3], need[4] or need[5])
+    bias = sums.bias_rows(4 * H, k.max_threads())  # the kernels sum (d_r, d_z, d_hn, d_n) as they go
     sp, sn = dP.stride(1), dN.stride(1)
     if plan.loop:
         wc, f = w_hh.contiguous(), _kernels.fixed  # wc: read by address in the loop
@@ -322,17 +326,17 @@ def gru_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
             run = _Run.backward(plan, lo, hi)
             k.run(k.seq_gru_bwd, [f(B), f(H), run.at(X), run.at(N), run.at(dP, lo), f(sp), run.at(dN, lo), f(sn),
                                   run.prev(S, h0), run.reads(dh, adds), run.dout(douts), f(douts.su), f(douts.sj),
-                                  run.turns(adds), run.keep(mask), run.at(dP, lo), run.turns(adds)],
+                                  run.turns(adds), run.keep(mask), f(bias), run.at(dP, lo), run.turns(adds)],
                   hi - lo, False, product)
             dh = adds[run.last & 1]
         else:
             for t, i, du in steps:
                 add = adds[t & 1]
                 k.gru_bwd(B, H, Xa[t], Na[t], dPa[i], sp, dNa[i], sn, hprev[t], dh.data_ptr(), du, douts.su,
-                          douts.sj, add.data_ptr(), keep[t])
+                          douts.sj, add.data_ptr(), keep[t], bias)
                 dh = acc(add, dP_[i], w_back)  # through step t: (d_r, d_z, d_hn) W_hh + hbar z
         hidden, n_rows = dP[: hi - lo], dN[: hi - lo]
-        sums.add(lo, hi, [hidden[..., : 2 * H], n_rows], [(hidden, None)], [hidden, n_rows])
+        sums.add(lo, hi, [hidden[..., : 2 * H], n_rows], [(hidden, None)], [])
     dx, dw_ih, dw_hh, db = sums.result()  # db = (sums of d_r, d_z, d_hn, d_n)
     if not in_place:
         give_scratch(scratch)

@@ -30,6 +30,21 @@ static inline float sigmoid_float(float x) { return 0.5f + 0.5f * tanhf(0.5f * x
 static inline double sigmoid_double(double x) { return 0.5 + 0.5 * tanh(0.5 * x); }
 static inline double tanh_double(double x) { return tanh(x); }
 
+#ifdef _OPENMP
+#include <omp.h>
+static inline int64_t thread_index(void) { return omp_get_thread_num(); }
+static inline int64_t max_threads(void) { return omp_get_max_threads(); }
+#else
+static inline int64_t thread_index(void) { return 0; }
+static inline int64_t max_threads(void) { return 1; }
+#endif
+/* A backward kernel's bias gradient: each thread adds the gate gradients of its rows to its own row of db (NULL: not
+ * wanted), a (threads, BIAS_STRIDE(width)) block the caller zeroes and sums over threads at the end. The gradients are
+ * in registers when they are written, so the sum costs no second pass over (T, B, width) values; rows are padded to
+ * 64 bytes so that no two threads write one cache line. */
+#define BIAS_STRIDE(w) (((w) + 15) & ~(int64_t)15)
+#define BIAS_ROW(T, db, w) ((db) ? (db) + thread_index() * BIAS_STRIDE(w) : (T *)0)
+
 /* Every kernel works on the rows b0 <= b < b1 of its step: one call per step splits the rows over the threads
  * (py_* below), a whole-sequence loop gives each thread its own rows for every step (seq_* below). */
 #define ROWS for (int64_t b = b0; b < b1; b++)
@@ -41,6 +56,9 @@ static inline double tanh_double(double x) { return tanh(x); }
     else if (sj == 1) { SIMD for (int64_t j = 0; j < H; j++) { const T du = u[j]; __VA_ARGS__ } }                    \
     else if (sj == 0) { const T u0 = u[0]; SIMD for (int64_t j = 0; j < H; j++) { const T du = u0; __VA_ARGS__ } }   \
     else { SIMD for (int64_t j = 0; j < H; j++) { const T du = u[j * sj]; __VA_ARGS__ } }
+
+/* the thread's bias-gradient row (bias, NULL when not wanted) += the w gate gradients e of the row just written */
+#define ADD_BIAS(e, w) if (bias) { SIMD for (int64_t j = 0; j < (w); j++) bias[j] += (e)[j]; }
 
 /* add (when not NULL) = 0 in a running row, hbar = dh + dout where the row has ended: the next product adds to it */
 #define CARRY(dh_row) if (a) { if (run) { SIMD for (int64_t j = 0; j < H; j++) a[j] = 0; }                            \
@@ -75,7 +93,8 @@ static void rnn_fwd_##T(int64_t b0, int64_t b1, int64_t H,                      
  * where the row has ended: the next product adds into it */                                                         \
 static void rnn_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
                         int32_t relu, const T *h, const T *dh, T *d, const T *dout,                                  \
-                        int64_t su, int64_t sj, T *add, const uint8_t *keep) {                                       \
+                        int64_t su, int64_t sj, T *add, const uint8_t *keep, T *db) {                                \
+    T *bias = BIAS_ROW(T, db, H);                                                                                    \
     ROWS {                                                                                                           \
         const T *s = h + b * H, *g = dh + b * H, *u = dout ? dout + b * su : 0;                                      \
         T *e = d + b * H, *a = add ? add + b * H : 0;                                                                \
@@ -84,6 +103,7 @@ static void rnn_bwd_##T(int64_t b0, int64_t b1, int64_t H,                      
             T slope = relu ? (T)(s[j] > 0) : (T)1 - s[j] * s[j], hbar = g[j] + du;                                   \
             e[j] = run ? hbar * slope : (T)0;                                                                        \
         )                                                                                                            \
+        ADD_BIAS(e, H)                                                                                               \
         CARRY(g)                                                                                                     \
     }                                                                                                                \
 }                                                                                                                    \
@@ -108,7 +128,8 @@ static void lstm_fwd_##T(int64_t b0, int64_t b1, int64_t H,                     
  * add as for the RNN */                                                                                             \
 static void lstm_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
                          const T *gates, T *dgates, const T *cp, const T *c, const T *dh, T *dc,                     \
-                         const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep) {                       \
+                         const T *dout, int64_t su, int64_t sj, T *add, const uint8_t *keep, T *db) {                \
+    T *bias = BIAS_ROW(T, db, 4 * H);                                                                                \
     ROWS {                                                                                                           \
         const T *cq = cp + b * H, *cr = c + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                  \
         const T *q = gates + b * 4 * H;                                                                              \
@@ -124,6 +145,7 @@ static void lstm_bwd_##T(int64_t b0, int64_t b1, int64_t H,                     
             e[3 * H + j] = run ? hbar * tc * (o - o * o) : (T)0;                                                     \
             dcr[j] = run ? cbar * f : dcr[j];                                                                        \
         )                                                                                                            \
+        ADD_BIAS(e, 4 * H)                                                                                           \
         CARRY(g_)                                                                                                    \
     }                                                                                                                \
 }                                                                                                                    \
@@ -155,7 +177,8 @@ static void gru_fwd_##T(int64_t b0, int64_t b1, int64_t H,                      
 static void gru_bwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
                         const T *X, const T *n_, T *dP, int64_t sp, T *dn_, int64_t sn,                              \
                         const T *hp, const T *dh, const T *dout, int64_t su, int64_t sj, T *add,                     \
-                        const uint8_t *keep) {                                                                       \
+                        const uint8_t *keep, T *db) {                                                                \
+    T *bias = BIAS_ROW(T, db, 4 * H);                                                                                \
     ROWS {                                                                                                           \
         const T *hq = hp + b * H, *g_ = dh + b * H, *u = dout ? dout + b * su : 0;                                   \
         const T *q = X + b * 3 * H, *nr = n_ + b * H;                                                                \
@@ -170,6 +193,8 @@ static void gru_bwd_##T(int64_t b0, int64_t b1, int64_t H,                      
             dnr[j] = run ? dn : (T)0;                                                                                \
             a[j] = run ? hbar * z : hbar;                                                                            \
         )                                                                                                            \
+        ADD_BIAS(e, 3 * H)                                                                                           \
+        if (bias) { T *bn_ = bias + 3 * H; SIMD for (int64_t j = 0; j < H; j++) bn_[j] += dnr[j]; }                  \
     }                                                                                                                \
 }                                                                                                                    \
 /* GRU (reset before the product, Cho et al. 2014), forward in two halves around the second product:                 \
@@ -290,7 +315,6 @@ static int read_gemm(const int64_t *v, struct gemm *g) {
 #define P(i) ((void *)(intptr_t)v[i])
 /* this thread's rows of B: the same split in every step, so a thread only ever reads rows it wrote itself */
 #ifdef _OPENMP
-#include <omp.h>
 #define THREAD_ROWS(B) const int64_t r0 = (B) * omp_get_thread_num() / omp_get_num_threads(),                      \
     r1 = (B) * (omp_get_thread_num() + 1) / omp_get_num_threads();
 #else
@@ -359,11 +383,11 @@ static inline void step_args(const struct column *col, int64_t n, int64_t s, int
 #define BOTH(T, name, n, ...) WRAP(name##_##T, n, __VA_ARGS__) SEQ(T, name, n, __VA_ARGS__)
 #define WRAP_ALL(T)                                                                                                  \
     BOTH(T, rnn_fwd, 8, (int32_t)v[2], P(3), P(4), P(5), P(6), P(7))                                                 \
-    BOTH(T, rnn_bwd, 11, (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10))                             \
+    BOTH(T, rnn_bwd, 12, (int32_t)v[2], P(3), P(4), P(5), P(6), v[7], v[8], P(9), P(10), P(11))                      \
     BOTH(T, lstm_fwd, 10, P(2), P(3), P(4), P(5), P(6), P(7), P(8), P(9))                                            \
-    BOTH(T, lstm_bwd, 13, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))                       \
+    BOTH(T, lstm_bwd, 14, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12), P(13))                \
     BOTH(T, gru_fwd, 9, P(2), P(3), P(4), P(5), P(6), P(7), P(8))                                                    \
-    BOTH(T, gru_bwd, 15, P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13), P(14))          \
+    BOTH(T, gru_bwd, 16, P(2), P(3), P(4), v[5], P(6), v[7], P(8), P(9), P(10), v[11], v[12], P(13), P(14), P(15))   \
     WRAP(grurb_gates_##T, 6, P(2), P(3), P(4), P(5))                                                                 \
     WRAP(grurb_out_##T, 8, P(2), P(3), P(4), P(5), P(6), P(7))                                                       \
     WRAP(grurb_bwd1_##T, 13, P(2), P(3), P(4), P(5), P(6), P(7), P(8), v[9], v[10], P(11), P(12))                    \
@@ -400,6 +424,11 @@ static PyObject *py_set_min_parallel(PyObject *self, PyObject *arg) {
     return PyLong_FromLongLong(old);
 }
 
+static PyObject *py_max_threads(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyLong_FromLongLong(max_threads());
+}
+
 #define ENTRY(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL, NULL}
 #define ENTRIES(T) ENTRY(rnn_fwd_##T), ENTRY(rnn_bwd_##T), ENTRY(lstm_fwd_##T), ENTRY(lstm_bwd_##T),                 \
     ENTRY(gru_fwd_##T), ENTRY(gru_bwd_##T), ENTRY(grurb_gates_##T), ENTRY(grurb_out_##T), ENTRY(grurb_bwd1_##T),     \
@@ -408,6 +437,7 @@ static PyObject *py_set_min_parallel(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     ENTRIES(float), ENTRIES(double),
     {"set_min_parallel", py_set_min_parallel, METH_O, "smallest B*H split over threads"},
+    {"max_threads", py_max_threads, METH_NOARGS, "threads of this thread's next parallel region, at most"},
     {NULL, NULL, 0, NULL},
 };
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rnnkit_kernels", NULL, -1, methods,

@@ -79,6 +79,7 @@ class Steps:
     seq_gru_fwd: Callable[..., None]
     seq_gru_bwd: Callable[..., None]
     gemm_steps: Callable[..., None]
+    max_threads: Callable[[], int]
     blas: int | None  # the address of the BLAS's gemm for this dtype; None: no whole-sequence loops
 
     def __init__(self, module: ModuleType, suffix: str, blas: int | None):
@@ -87,6 +88,7 @@ class Steps:
         for name in SEQ_KERNELS:
             setattr(self, f"seq_{name}", getattr(module, f"seq_{name}_{suffix}"))
         self.gemm_steps = getattr(module, f"gemm_steps_{suffix}")
+        self.max_threads = module.max_threads  # rows of a backward's bias sums (GradSums.bias_rows), at call time
         self.blas = blas
 
     def product(self, w: Tensor, transposed: bool, lda: int, ldc: int, accumulate: bool) -> tuple[int, ...]:
