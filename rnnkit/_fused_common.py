@@ -37,6 +37,7 @@ class Plan:
     onednn: bool = False  # the per-step products go through oneDNN (gemm_path), else torch.addmm
     bulk_onednn: bool = False  # the whole-sequence products go through oneDNN (bulk_path), else torch.mm
     loop: bool = False  # the steps run in the compiled whole-sequence loops (gemm_path "loop")
+    saves: bool = True  # a backward may follow (grad mode on, an input requires grad): keep what it needs
 
     @property
     def steps(self) -> range:
@@ -56,15 +57,16 @@ class Plan:
         return t + 1 if self.reverse else t - 1
 
 
-def make_plan(x: Tensor, w_ih: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool) -> Plan:
+def make_plan(x: Tensor, w_ih: Tensor, w_hh: Tensor, lengths: Tensor | None, reverse: bool,
+              saves: bool = True) -> Plan:
     T, B = x.shape[0], x.shape[1]
     path = gemm_path(x, w_hh)
     bulk = bulk_path(x, w_ih) == "onednn"
     if lengths is None or bool((lengths >= T).all()):
-        return Plan(T, reverse, None, None, path == "onednn", bulk, path == "loop")
+        return Plan(T, reverse, None, None, path == "onednn", bulk, path == "loop", saves)
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths
     keep = keep.to(x.device).unsqueeze(2)  # (T, B, 1)
-    return Plan(T, reverse, keep.to(x.dtype), keep, path == "onednn", bulk, path == "loop")
+    return Plan(T, reverse, keep.to(x.dtype), keep, path == "onednn", bulk, path == "loop", saves)
 
 
 def addresses(buf: Tensor) -> list[int]:

@@ -125,11 +125,13 @@ class _Run:
         return _kernels.stepping(douts[self.t0], self.dt * douts.step)
 
     def turns(self, adds: tuple[Tensor, Tensor]) -> _kernels.Column:
-        """``adds[t & 1]``: the buffer step ``t``'s product writes."""
+        """``adds[t & 1]``: of two buffers used in turn, the one step ``t`` writes (a product, a state gradient, or
+        the cell state of a forward that keeps no states for backward)."""
         return _kernels.alternating(adds[self.t0 & 1].data_ptr(), adds[(self.t0 + 1) & 1].data_ptr())
 
     def reads(self, dh: Tensor, adds: tuple[Tensor, Tensor]) -> _kernels.Column:
-        """The state gradient step ``t`` reads: ``dh`` at the run's first step, then what the step before wrote."""
+        """What step ``t`` reads of two buffers used in turn: ``dh`` (``dL/dh_n``, or ``c_0``) at the run's first
+        step, then what the step before wrote."""
         return _kernels.alternating(adds[(self.t0 + 1) & 1].data_ptr(), adds[self.t0 & 1].data_ptr(), 0, dh.data_ptr())
 
 
@@ -202,18 +204,25 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
 def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
     G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
-    S, C = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): h_t, c_t in time order
+    S = x.new_empty(T, B, H)  # (T, B, H): h_t in time order
+    # c_t in time order for backward; without one, two (B, H) buffers in turn (step t writes C[t & 1])
+    C = x.new_empty(T if plan.saves else 2, B, H)
     mask, keep = keep_addresses(plan)
     if plan.loop:  # G[t] += h_prev W_hh^T, then the kernel
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
-        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), run.at(G), run.prev(C, c0), run.at(C),
+        if plan.saves:
+            c_prev, c_at = run.prev(C, c0), run.at(C)
+        else:
+            c_prev, c_at = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1]))
+        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), run.at(G), c_prev, c_at,
                                run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
               T, True, k.product(wc, True, H, 4 * H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
         acc, product, w = make_accumulate(plan.onednn), make_product(plan.onednn), pack(w_hh)
         G_, S_ = G.unbind(0), S.unbind(0)
-        Ga, Sa, Ca = addresses(G), addresses(S), addresses(C)
+        Ga, Sa = addresses(G), addresses(S)
+        Ca = addresses(C) if plan.saves else [C[t & 1].data_ptr() for t in range(T)]
         h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
             if plan.onednn:  # (B, 4H) h W_hh^T alone (oneDNN adds only into a new tensor): the kernel adds G[t]
@@ -225,7 +234,7 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
     ctx.plan = plan
-    return out, S[plan.last].clone(), C[plan.last].clone()
+    return out, S[plan.last].clone(), C[plan.last if plan.saves else plan.last & 1].clone()
 
 
 def lstm_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor, dc_n: Tensor):
@@ -276,7 +285,9 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
     b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
     X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
-    N, S = x.new_empty(T, B, H), x.new_empty(T, B, H)  # (T, B, H): n, h in time order
+    S = x.new_empty(T, B, H)  # (T, B, H): h in time order
+    # n in time order for backward; without one, every step writes the same (B, H) rows
+    N = x.new_empty(T, B, H) if plan.saves else x.new_empty(1, B, H).expand(T, B, H)
     mask, keep = keep_addresses(plan)
     bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
     bn = b_hn.data_ptr()

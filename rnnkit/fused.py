@@ -106,7 +106,9 @@ def run_direction(
             lengths=lengths, reverse=reverse, nonlinearity=nonlinearity, reset_after=reset_after,
         )
 
-    plan = make_plan(x, w_ih, w_hh, lengths, reverse)
+    # under no_grad (inference) no backward can follow: the cells keep no per-step values only backward reads
+    saves = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    plan = make_plan(x, w_ih, w_hh, lengths, reverse, saves)
     if mode == "LSTM":
         h0, c0 = states
         out, h_n, c_n = FusedLSTM.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan)

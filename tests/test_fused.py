@@ -7,6 +7,7 @@ thread's rows), and with PyTorch operators (the path CUDA and machines without a
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import warnings
@@ -522,6 +523,24 @@ def test_steps_large_enough_to_split_over_threads(mode, ra):
     got = outputs_and_grads(fused.run_direction, mode, x, hx, params, lens, **kw)
     want = outputs_and_grads(loop_direction, mode, x, hx, params, lens, **kw)
     assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("grad", ["no_grad", "no input requires grad"])
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+def test_inference_keeps_nothing_for_backward_and_matches(mode, ra, grad):
+    """Where no backward can follow, the cells keep no per-step values for it (the LSTM's cell states go to two
+    buffers in turn, the GRU's n to one): the same output and final states, with lengths, both directions."""
+    x, hx, params, lens = make_case(mode, 7, 5, 3, 6, lengths=[7, 2, 5, 1, 7], seed=17)
+    if grad != "no_grad":
+        x, params = x.detach(), [p.detach() for p in params]
+        hx = tuple(h.detach() for h in hx) if isinstance(hx, tuple) else hx.detach()
+    for reverse in (False, True):
+        kw = dict(lengths=lens, reverse=reverse, reset_after=ra)
+        with torch.no_grad() if grad == "no_grad" else contextlib.nullcontext():
+            out, hn = fused.run_direction(mode, x, hx, *params, **kw)
+        want_out, want_hn = loop_direction(mode, x, hx, *params, **kw)
+        hs, want_hs = (hn, want_hn) if isinstance(hn, tuple) else ((hn,), (want_hn,))
+        assert_all_close([out, *hs], [t.detach() for t in (want_out, *want_hs)])
 
 
 @pytest.mark.parametrize("mode,ra", [("LSTM", True), ("GRU", True), ("GRU", False)])
