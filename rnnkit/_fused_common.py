@@ -61,7 +61,9 @@ def make_plan(x: Tensor, w_ih: Tensor, w_hh: Tensor, lengths: Tensor | None, rev
               saves: bool = True) -> Plan:
     T, B = x.shape[0], x.shape[1]
     path = gemm_path(x, w_hh)
-    bulk = bulk_path(x, w_ih) == "onednn"
+    H = w_hh.shape[1]
+    # the GRU's input gradient is (d_r, d_z), a strided view beside d_hn, then d_n (rnnkit._fused_compiled)
+    bulk = bulk_path(x, w_ih, 2 * H if w_hh.shape[0] == 3 * H else 0) == "onednn"
     if lengths is None or bool((lengths >= T).all()):
         return Plan(T, reverse, None, None, path == "onednn", bulk, path == "loop", saves)
     keep = torch.arange(T)[:, None] < lengths.reshape(1, B)  # (T, B) on the CPU, like lengths

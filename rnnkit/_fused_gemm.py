@@ -38,7 +38,7 @@ __all__ = ["gemm_path", "bulk_path", "gemm_choice", "make_linear", "make_accumul
 # --------------------------------------------------------------------------------------------------------------------
 _ONEDNN_OK: bool | None = None
 _CHOICES: dict[tuple, str] = {}  # ("step", dtype, batch, hidden, gate rows) -> "onednn" | "addmm" | "loop";
-# ("bulk", rows, inputs) -> "onednn" | "addmm"
+# ("bulk", rows, inputs, split) -> "onednn" | "addmm"
 _LOOP_STEPS = 8  # steps per timed call of the compiled loop's products
 _MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
 _BULK_ROWS = 512  # rows of the probe for the whole-sequence products
@@ -139,31 +139,38 @@ def gemm_path(x: Tensor, w_hh: Tensor) -> str:
     return _CHOICES[key]
 
 
-def _seconds_bulk(onednn: bool, rows: int, inputs: int) -> float:
+def _seconds_bulk(onednn: bool, rows: int, inputs: int, split: int = 0) -> float:
     """Best seconds of the two whole-sequence products that may run in oneDNN (input projection, ``dx``; the weight
-    gradients always run in :func:`gram`) on a probe of ``_BULK_ROWS`` rows of ``T*B``, for ``W_ih (rows, inputs)``."""
+    gradients always run in :func:`gram`) on a probe of ``_BULK_ROWS`` rows of ``T*B``, for ``W_ih (rows, inputs)``.
+    With ``split``, ``dx`` comes in two column blocks as the GRU's does: its first ``split`` columns a strided view
+    of a ``rows`` wide buffer (oneDNN's operator copies such an operand first, MKL reads it in place), then the rest."""
     g = torch.Generator().manual_seed(0)
     x, d = torch.randn(_BULK_ROWS, inputs, generator=g), torch.randn(_BULK_ROWS, rows, generator=g)
     w = torch.randn(rows, inputs, generator=g)
-    mm = matmul_for(onednn)
+    mm, mm_into = matmul_for(onednn), matmul_into_for(onednn)
+    rest = d[:, split:].contiguous()  # the GRU's d_n, a buffer of its own
     times: list[float] = []
     for _ in range(4):
         start = time.perf_counter()
         input_projection(x.unsqueeze(0), w, None, onednn)
-        mm(d, w)
+        if split:
+            mm_into(mm(d[:, :split], w[:split]), rest, w[split:], True)
+        else:
+            mm(d, w)
         times.append(time.perf_counter() - start)
     return min(times[1:])  # the first call pays for warm-up
 
 
-def bulk_path(x: Tensor, w_ih: Tensor) -> str:
+def bulk_path(x: Tensor, w_ih: Tensor, split: int = 0) -> str:
     """``"onednn"`` or ``"addmm"`` (``torch.mm``): the kernel of the products over all ``T*B`` rows of a layer with
-    input like ``x`` and ``w_ih (G*H, I)``; measured once per shape like :func:`gemm_path` (on the machine this was
-    written on, MKL ran them faster than oneDNN, whose operator also copies transposed operands)."""
+    input like ``x`` and ``w_ih (G*H, I)``, whose input gradient comes in two blocks if ``split`` (see
+    :func:`_seconds_bulk`); measured once per shape like :func:`gemm_path` (on a 2-core Xeon MKL won every shape, on a
+    2-core EPYC oneDNN won most, but MKL the GRU's at H=128, where oneDNN copies the strided block)."""
     paths = [p for p in _step_paths(x, w_ih) if p != "loop"]
     forced = _forced(paths)
     if forced is not None:
         return forced
-    key = ("bulk", w_ih.shape[0], w_ih.shape[1])
+    key = ("bulk", w_ih.shape[0], w_ih.shape[1], split)
     if key not in _CHOICES:
         with torch.no_grad():
             onednn, addmm = (_seconds_bulk(k, *key[1:]) for k in (True, False))
@@ -180,7 +187,8 @@ def gemm_choice() -> dict[str, str]:
         if key[0] == "step":
             out["cpu {} step B={} H={} rows={}".format(str(key[1]).removeprefix("torch."), *key[2:])] = path
         else:
-            out["cpu float32 sequence W_ih={}x{}".format(*key[1:])] = path
+            split = f" split={key[3]}" if key[3] else ""
+            out["cpu float32 sequence W_ih={}x{}{}".format(*key[1:3], split)] = path
     return out
 
 

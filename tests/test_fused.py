@@ -372,7 +372,7 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     x, hx, params, _ = make_case("GRU", 4, 3, 2, 5, dtype=torch.float32)
     fused.run_direction("GRU", x, hx, *params)
     choice = fused.gemm_choice()
-    step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2"
+    step, bulk = "cpu float32 step B=3 H=5 rows=15", "cpu float32 sequence W_ih=15x2 split=10"  # a GRU
     if _fused_gemm._onednn_available():
         assert choice[step] in {"onednn", "addmm", "loop"} and choice[bulk] in {"onednn", "addmm"}
     elif _kernels.loop_available(x):
@@ -383,6 +383,27 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     plan = _fused_common.make_plan(x, params[0], params[1], None, False)
     assert plan.onednn == (choice[step] == "onednn") and plan.loop == (choice[step] == "loop")
     assert plan.bulk_onednn == (choice.get(bulk) == "onednn")
+
+
+def test_the_whole_sequence_probe_has_the_cells_layout(monkeypatch):
+    """The GRU's input gradient comes in two blocks, the first a strided view (oneDNN copies it, MKL does not), so its
+    whole-sequence products are timed in that layout; the other cells' in one contiguous block."""
+    monkeypatch.setenv("RNNKIT_FUSED_GEMM", "auto")
+    monkeypatch.setattr(_fused_gemm, "_CHOICES", {})
+    monkeypatch.setattr(_fused_gemm, "_ONEDNN_OK", True)
+    monkeypatch.setattr(_fused_gemm, "_seconds_per_step", lambda *a: 1.0)
+    probes = []
+    monkeypatch.setattr(_fused_gemm, "_seconds_bulk", lambda onednn, *shape: probes.append(shape) or 1.0)
+    x = torch.zeros(4, 8, 3)
+    for gates in (1, 3, 4):
+        _fused_common.make_plan(x, torch.zeros(gates * 5, 3), torch.zeros(gates * 5, 5), None, False)
+    assert probes == [(5, 3, 0)] * 2 + [(15, 3, 10)] * 2 + [(20, 3, 0)] * 2  # both kernels, each cell
+    g = torch.Generator().manual_seed(0)
+    d, w = torch.randn(7, 6, generator=g), torch.randn(6, 3, generator=g)
+    for onednn in (False, True) if _fused_gemm._onednn_available() else (False,):
+        out = _fused_gemm.matmul_for(onednn)(d[:, :4], w[:4])  # the probe's two blocks: the split product is exact
+        _fused_gemm.matmul_into_for(onednn)(out, d[:, 4:].contiguous(), w[4:], True)
+        assert torch.allclose(out, d @ w, atol=1e-5)
 
 
 @pytest.mark.parametrize("faster", ["onednn", "addmm", "loop"])
