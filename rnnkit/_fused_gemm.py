@@ -71,30 +71,45 @@ def _onednn_available() -> bool:
 
 
 def _seconds_per_step(path: str, dtype: torch.dtype, batch: int, hidden: int, rows: int) -> float:
-    """Median seconds of one forward plus one backward per-step product on ``path``, on these shapes."""
+    """Median seconds of one forward plus one backward step on ``path``, on these shapes: the step's product and,
+    where the compiled kernels run, an element-wise pass over its ``(B, rows)`` gates as the layer makes one (the
+    tanh RNN's kernels stand in for every cell's): from Python once per step, each call waking the threads, on the
+    per-step paths; inside the same compiled call as the products on ``"loop"``. Timing the products alone would
+    miss what a per-step path pays around them, and picked oneDNN where its products were only as fast."""
     g = torch.Generator().manual_seed(0)
     h, d = torch.randn(batch, hidden, generator=g, dtype=dtype), torch.randn(batch, rows, generator=g, dtype=dtype)
     w = torch.randn(rows, hidden, generator=g, dtype=dtype)
     out_f, out_b = torch.randn(batch, rows, generator=g, dtype=dtype), torch.empty(batch, hidden, dtype=dtype)
-    if path == "loop":  # the products as the compiled loops run them, _LOOP_STEPS a call
-        k = _kernels.steps_for(h)
+    s, dh = torch.rand(batch, rows, generator=g, dtype=dtype), torch.randn(batch, rows, generator=g, dtype=dtype)
+    k = _kernels.steps_for(h)
+    ha, oa, da, ba, sa, dha = (t.data_ptr() for t in (h, out_f, d, out_b, s, dh))
+    if path == "loop":  # the steps as the compiled loops run them, _LOOP_STEPS a call
         assert k is not None
+        f = _kernels.fixed
         fwd, bwd = k.product(w, True, hidden, rows, True), k.product(w, False, rows, hidden, False)
-        ha, oa, da, ba = h.data_ptr(), out_f.data_ptr(), d.data_ptr(), out_b.data_ptr()
+        # seq_rnn_fwd: pre, x, h, h_prev, keep, then the product's A and C; seq_rnn_bwd: h, dh, d, dout, su, sj,
+        # add, keep, db, then A and C (rnnkit/_kernels.c)
+        fwd_cols = [f(batch), f(rows), f(0), f(oa), f(0), f(sa), f(sa), f(0), f(ha), f(oa)]
+        bwd_cols = [f(batch), f(rows), f(0), f(sa), f(dha), f(da), f(0), f(0), f(0), f(0), f(0), f(0), f(da), f(ba)]
 
         def one() -> None:
-            k.gemm_steps(_LOOP_STEPS, batch, ha, 0, oa, 0, *fwd)  # (B, rows) += h W^T, a forward step
-            k.gemm_steps(_LOOP_STEPS, batch, da, 0, ba, 0, *bwd)  # (B, H) = d W, a backward step
+            k.run(k.seq_rnn_fwd, fwd_cols, _LOOP_STEPS, True, fwd)  # (B, rows) += h W^T, then tanh over it
+            k.run(k.seq_rnn_bwd, bwd_cols, _LOOP_STEPS, False, bwd)  # d = dh (1 - s^2), then (B, H) = d W
         per_call = _LOOP_STEPS
     else:
         onednn = path == "onednn"
         pack, _ = make_linear(onednn, batch)
-        accumulate, product = make_accumulate(onednn), make_product(onednn)
+        # as the cells' compiled forward: oneDNN writes the product alone, torch.addmm adds it to the projection
+        forward = make_product(onednn) if onednn and k is not None else make_accumulate(onednn)
+        product = make_product(onednn)
         w_f, w_b = pack(w), pack(w.t())
 
         def one() -> None:
-            accumulate(out_f, h, w_f)  # (B, rows): a forward step, adding to the step's input projection
-            product(out_b, d, w_b)  # (B, H): a backward step
+            pre = forward(out_f, h, w_f)  # (B, rows): a forward step's product
+            if k is not None:
+                k.rnn_fwd(batch, rows, 0, pre.data_ptr(), None, sa, sa, None)  # its element-wise pass
+                k.rnn_bwd(batch, rows, 0, sa, dha, da, None, 0, 0, None, None, None)  # a backward step's
+            product(out_b, d, w_b)  # (B, H): a backward step's product
         per_call = 1
     times: list[float] = []
     deadline = time.perf_counter() + _MEASURE_SECONDS

@@ -385,6 +385,18 @@ def test_auto_records_a_measured_choice_that_the_plan_follows(monkeypatch):
     assert plan.bulk_onednn == (choice.get(bulk) == "onednn")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_candidate_step_can_be_timed(dtype, elementwise):
+    """The measurement runs each candidate's step (its product and, with compiled kernels, the element-wise pass as
+    the layer makes it) on odd shapes, with and without the compiled kernels."""
+    x = torch.zeros(1, dtype=dtype)
+    paths = ["addmm"] + (["onednn"] if dtype == torch.float32 and _fused_gemm._onednn_available() else [])
+    paths += ["loop"] if _kernels.loop_available(x) else []
+    for path in paths:
+        seconds = _fused_gemm._seconds_per_step(path, dtype, 3, 5, 15)
+        assert 0 < seconds < 0.1, (path, seconds)
+
+
 def test_the_whole_sequence_probe_has_the_cells_layout(monkeypatch):
     """The GRU's input gradient comes in two blocks, the first a strided view (oneDNN copies it, MKL does not), so its
     whole-sequence products are timed in that layout; the other cells' in one contiguous block."""
