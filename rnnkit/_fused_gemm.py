@@ -195,8 +195,8 @@ def bulk_path(x: Tensor, w_ih: Tensor, split: int = 0) -> str:
 
 def gemm_choice() -> dict[str, str]:
     """The kernels chosen by measurement so far in this process, per-step products by dtype, batch, hidden size and
-    gate rows, whole-sequence products by ``W_ih``'s shape: ``{"cpu float32 step B=64 H=256 rows=1024": "loop",
-    "cpu float32 sequence W_ih=1024x256": "addmm"}``."""
+    gate rows, whole-sequence products by ``W_ih``'s shape (and ``split=`` for the GRU's two-block input gradient):
+    ``{"cpu float32 step B=64 H=256 rows=1024": "loop", "cpu float32 sequence W_ih=1024x256": "addmm"}``."""
     out = {}
     for key, path in sorted(_CHOICES.items(), key=str):
         if key[0] == "step":
