@@ -266,15 +266,13 @@ def matmul_for(onednn: bool) -> Callable[[Tensor, Tensor], Tensor]:
     multiplies; so such an ``a`` goes through in row pieces, and each copy is a fraction of it."""
     if not onednn:
         return torch.mm
-    plain = torch.ops.mkldnn._linear_pointwise.default
+    plain, in_pieces = torch.ops.mkldnn._linear_pointwise.default, matmul_into_for(True)
 
     def mm(a: Tensor, b: Tensor) -> Tensor:
         if a.is_contiguous() or a.shape[0] < _PIECES:
             return plain(a, b.t(), None, "none", [], "")  # a @ b = linear(a, weight=b.T)
         out = a.new_empty(a.shape[0], b.shape[1])
-        for rows in torch.arange(a.shape[0]).tensor_split(_PIECES):
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            out[lo:hi] = plain(a[lo:hi], b.t(), None, "none", [], "")
+        in_pieces(out, a, b, False)
         return out
 
     return mm
