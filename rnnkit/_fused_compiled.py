@@ -84,6 +84,16 @@ def _carry(plan: Plan, acc: Product, adds: tuple[Tensor, Tensor]) -> tuple[Produ
     return acc, (adds[0].data_ptr(), adds[1].data_ptr())
 
 
+def _forward_product(plan: Plan, projections: list[int]) -> tuple[Product, list[int] | list[None]]:
+    """``(step, proj)`` for a per-step forward whose kernel reads the step's pre-activations (RNN, LSTM):
+    ``step(P[t], h, w)`` adds ``h W_hh^T`` to the step's input projection ``P[t]`` in place (``torch.addmm``), and
+    ``proj[t]`` is None; oneDNN adds only into a new tensor, so there ``step`` returns the product alone and the kernel
+    adds ``proj[t]``, the projection's address, itself (one pass fewer than oneDNN's add and the kernel's read)."""
+    if plan.onednn:
+        return make_product(True), projections
+    return make_accumulate(False), [None] * len(projections)
+
+
 class _Run:
     """The argument columns (:mod:`rnnkit._kernels`' ``fixed``, ``stepping``, ``alternating``) of one compiled run
     over the times ``t0, t0 + dt, ...``: a forward direction, or one backward chunk in backward's order."""
@@ -148,15 +158,12 @@ def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
                               run.prev(S, h0), run.at(S)], plan.T, True, k.product(wc, True, H, H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
-        acc, product, w = make_accumulate(plan.onednn), make_product(plan.onednn), pack(w_hh)
         S_, Sa = S.unbind(0), addresses(S)
-        h, hp = h0, h0.data_ptr()
+        step, proj = _forward_product(plan, Sa)
+        w, h, hp = pack(w_hh), h0, h0.data_ptr()
         for t in plan.steps:
-            if plan.onednn:  # (B, H) h W_hh^T alone (oneDNN adds only into a new tensor): the kernel adds S[t]
-                pre, proj = product(S_[t], h, w), Sa[t]
-            else:  # (B, H) = x_t W_ih^T + b + h W_hh^T, in place
-                pre, proj = acc(S_[t], h, w), None
-            k.rnn_fwd(B, H, relu, pre.data_ptr(), proj, Sa[t], hp, keep[t])  # h_t = f(pre (+ proj)), over S[t]
+            pre = step(S_[t], h, w)  # (B, H) h W_hh^T, plus x_t W_ih^T + b in place unless proj[t] is added
+            k.rnn_fwd(B, H, relu, pre.data_ptr(), proj[t], Sa[t], hp, keep[t])  # h_t = f(pre (+ proj)), over S[t]
             h, hp = S_[t], Sa[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, w_ih, w_hh, S, mask)
@@ -219,17 +226,14 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
               T, True, k.product(wc, True, H, 4 * H, True))
     else:
         pack, _ = make_linear(plan.onednn, B)
-        acc, product, w = make_accumulate(plan.onednn), make_product(plan.onednn), pack(w_hh)
         G_, S_ = G.unbind(0), S.unbind(0)
         Ga, Sa = addresses(G), addresses(S)
         Ca = addresses(C) if plan.saves else [C[t & 1].data_ptr() for t in range(T)]
-        h, hp, cp = h0, h0.data_ptr(), c0.data_ptr()
+        step, proj = _forward_product(plan, Ga)
+        w, h, hp, cp = pack(w_hh), h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
-            if plan.onednn:  # (B, 4H) h W_hh^T alone (oneDNN adds only into a new tensor): the kernel adds G[t]
-                pre, proj = product(G_[t], h, w), Ga[t]
-            else:  # (B, 4H) pre-activations, in place in G[t]
-                pre, proj = acc(G_[t], h, w), None
-            k.lstm_fwd(B, H, pre.data_ptr(), proj, Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
+            pre = step(G_[t], h, w)  # (B, 4H) h W_hh^T, plus the projection in place unless proj[t] is added
+            k.lstm_fwd(B, H, pre.data_ptr(), proj[t], Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
             h, hp, cp = S_[t], Sa[t], Ca[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
