@@ -116,8 +116,7 @@ class GradSums:
                  need_w_hh: bool, need_b: bool):
         self.x, self.w_ih, self.h0, self.S, self.plan = x, w_ih, h0, S, plan
         self.need_w_ih, self.need_w_hh, self.need_b = need_w_ih, need_w_hh, need_b
-        self.mm, self.gram = matmul_for(plan.bulk_onednn), gram
-        self.mm_into = matmul_into_for(plan.bulk_onednn)
+        self.mm, self.mm_into = matmul_for(plan.bulk_onednn), matmul_into_for(plan.bulk_onednn)
         self.need_x = need_x
         self.dx: Tensor | None = None  # (T, B, I), made by the first chunk
         self.dw_ih: Tensor | None = None
@@ -154,10 +153,10 @@ class GradSums:
                     self.mm_into(dx, d, w, k > 0)  # into dx's rows
         if self.need_w_ih:
             x2 = self.x[lo:hi].reshape(n * B, I)
-            self.dw_ih = _plus(self.dw_ih, [self.gram(d, x2) for d in flat])
+            self.dw_ih = _plus(self.dw_ih, [gram(d, x2) for d in flat])
         if self.need_w_hh:
             self.dw_hh = _plus(self.dw_hh, [self._hidden_gram(d, lo, hi) if s is None
-                                            else self.gram(d.reshape(n * B, d.shape[-1]), s.reshape(n * B, s.shape[-1]))
+                                            else gram(d.reshape(n * B, d.shape[-1]), s.reshape(n * B, s.shape[-1]))
                                             for d, s in hidden])
         if self.need_b and biases:
             self.db = _plus(self.db, [d.reshape(n * B, d.shape[-1]).sum(0) for d in biases])
@@ -172,7 +171,7 @@ class GradSums:
         else:  # step t read S[t+1]
             first, d_rest, s_rest = (d[-1], d[:-1], S[lo + 1 :]) if hi == plan.T else (None, d, S[lo + 1 : hi + 1])
         m = d_rest.shape[0]
-        out = self.gram(d_rest.reshape(m * B, d.shape[-1]), s_rest.reshape(m * B, H)) if m else None
+        out = gram(d_rest.reshape(m * B, d.shape[-1]), s_rest.reshape(m * B, H)) if m else None
         if first is not None:
             part = first.t() @ self.h0  # (N, H)
             out = part if out is None else out.add_(part)
