@@ -221,7 +221,8 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
             c_prev, c_at = run.prev(C, c0), run.at(C)
         else:
             c_prev, c_at = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1]))
-        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), run.at(G), c_prev, c_at,
+        gates = run.at(G) if plan.saves else f(0)  # the gates over G's pre-activations, for backward
+        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), gates, c_prev, c_at,
                                run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
               T, True, k.product(wc, True, H, 4 * H, True))
     else:
@@ -229,11 +230,12 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
         G_, S_ = G.unbind(0), S.unbind(0)
         Ga, Sa = addresses(G), addresses(S)
         Ca = addresses(C) if plan.saves else [C[t & 1].data_ptr() for t in range(T)]
+        gates = Ga if plan.saves else [None] * T  # the gates over G's pre-activations, for backward
         step, proj = _forward_product(plan, Ga)
         w, h, hp, cp = pack(w_hh), h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
             pre = step(G_[t], h, w)  # (B, 4H) h W_hh^T, plus the projection in place unless proj[t] is added
-            k.lstm_fwd(B, H, pre.data_ptr(), proj[t], Ga[t], cp, Ca[t], hp, Sa[t], keep[t])  # G[t] <- gates; c_t, h_t
+            k.lstm_fwd(B, H, pre.data_ptr(), proj[t], gates[t], cp, Ca[t], hp, Sa[t], keep[t])  # c_t, h_t (gates)
             h, hp, cp = S_[t], Sa[t], Ca[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
@@ -290,20 +292,22 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
     X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
     S = x.new_empty(T, B, H)  # (T, B, H): h in time order
-    # n in time order for backward; without one, every step writes the same (B, H) rows
-    N = x.new_empty(T, B, H) if plan.saves else x.new_empty(1, B, H).expand(T, B, H)
+    # n in time order for backward; without one the kernels keep neither n nor (r, z, hW_n) over X
+    N = x.new_empty(T if plan.saves else 0, B, H)
     mask, keep = keep_addresses(plan)
     bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
     bn = b_hn.data_ptr()
     if plan.loop:  # bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
         product_out = f(bufs[0].data_ptr())  # one (B, 3H) buffer: each thread writes and reads only its rows
-        k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), run.at(X), run.at(N), run.prev(S, h0), run.at(S),
+        k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), run.at(X), run.at(N) if plan.saves else f(0),
+                              run.prev(S, h0), run.at(S),
                               run.keep(mask), run.prev(S, h0), product_out],
               T, True, k.product(wc, True, H, 3 * H, False))
     else:
         pack, linear = make_linear(plan.onednn, B)
-        w, S_, Xa, Na, Sa = pack(w_hh), S.unbind(0), addresses(X), addresses(N), addresses(S)
+        w, S_, Xa, Sa = pack(w_hh), S.unbind(0), addresses(X), addresses(S)
+        Na = addresses(N) if plan.saves else [None] * T
         h, hp = h0, h0.data_ptr()
         for t in plan.steps:
             hW = linear(h, w) if plan.onednn else torch.mm(h, w, out=bufs[t & 1])  # (B, 3H) h W_hh^T

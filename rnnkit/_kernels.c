@@ -64,14 +64,23 @@ static inline int64_t max_threads(void) { return 1; }
 #define CARRY(dh_row) if (a) { if (run) { SIMD for (int64_t j = 0; j < H; j++) a[j] = 0; }                            \
                                 else { OVER_DOUT(__typeof__(*a), a[j] = dh_row[j] + du;) } }
 
-/* one column j of an LSTM step from its four pre-activations (the rows' pointers as in lstm_fwd) */
-#define LSTM_FWD(T, pi, pf, pg, po)                                                                                  \
+/* one column j of an LSTM step from its four pre-activations (the rows' pointers as in lstm_fwd); the gates are
+ * kept for backward only where SAVE is true (a literal, so each loop compiles without the test) */
+#define LSTM_FWD(T, SAVE, pi, pf, pg, po)                                                                            \
     T i = sigmoid_##T(pi), f = sigmoid_##T(pf), g = tanh_##T(pg), o = sigmoid_##T(po);                              \
-    q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o;                                                      \
+    if (SAVE) { q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o; }                                        \
     T cn = f * cq[j] + i * g;                                                                                        \
     T hn = o * tanh_##T(cn);                                                                                         \
     cr[j] = run ? cn : cq[j];                                                                                        \
     hr[j] = run ? hn : hq[j];
+
+/* one column j of a GRU step (the rows' pointers as in gru_fwd); (r, z, hW_n + b_hn) and n are kept for backward
+ * only where SAVE is true (a literal) */
+#define GRU_FWD(T, SAVE)                                                                                             \
+    T r = sigmoid_##T(q[j] + p[j]), z = sigmoid_##T(q[H + j] + p[H + j]), hn = p[2 * H + j] + bn[j];                 \
+    T n = tanh_##T(q[2 * H + j] + r * hn);                                                                           \
+    if (SAVE) { q[j] = r; q[H + j] = z; q[2 * H + j] = hn; nr[j] = n; }                                              \
+    hr[j] = run ? n + z * (hq[j] - n) : hq[j];
 
 #define DEFINE_KERNELS(T)                                                                                            \
 /* RNN forward: h = act(pre + x), x (the step's input projection) left out when NULL; x may be h itself */          \
@@ -108,18 +117,24 @@ static void rnn_bwd_##T(int64_t b0, int64_t b1, int64_t H,                      
     }                                                                                                                \
 }                                                                                                                    \
 /* LSTM forward: with pre-activations pre + x (x, the step's input projection, left out when NULL; it may be        \
- * gates itself): gates = (sig i, sig f, tanh g, sig o);  c = f c_prev + i g;  h = o tanh(c) */                      \
+ * gates itself): gates = (sig i, sig f, tanh g, sig o), kept for backward unless gates is NULL (inference);         \
+ * c = f c_prev + i g;  h = o tanh(c) */                                                                             \
 static void lstm_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                          \
                          const T *pre, const T *x, T *gates, const T *cp, T *c, const T *hp, T *h,                   \
                          const uint8_t *keep) {                                                                      \
     ROWS {                                                                                                           \
         const T *p = pre + b * 4 * H, *cq = cp + b * H, *hq = hp + b * H, *xr = x ? x + b * 4 * H : 0;               \
-        T *q = gates + b * 4 * H, *cr = c + b * H, *hr = h + b * H;                                                  \
+        T *q = gates ? gates + b * 4 * H : 0, *cr = c + b * H, *hr = h + b * H;                                      \
         int run = !keep || keep[b];                                                                                  \
-        if (xr) { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, p[j] + xr[j], p[H + j] + xr[H + j],             \
-                                                                  p[2 * H + j] + xr[2 * H + j],                      \
-                                                                  p[3 * H + j] + xr[3 * H + j]) } }                  \
-        else { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, p[j], p[H + j], p[2 * H + j], p[3 * H + j]) } }    \
+        if (xr && q) { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, 1, p[j] + xr[j], p[H + j] + xr[H + j],     \
+                                                                       p[2 * H + j] + xr[2 * H + j],                 \
+                                                                       p[3 * H + j] + xr[3 * H + j]) } }             \
+        else if (xr) { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, 0, p[j] + xr[j], p[H + j] + xr[H + j],     \
+                                                                       p[2 * H + j] + xr[2 * H + j],                 \
+                                                                       p[3 * H + j] + xr[3 * H + j]) } }             \
+        else if (q) { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, 1, p[j], p[H + j], p[2 * H + j],            \
+                                                                      p[3 * H + j]) } }                              \
+        else { SIMD for (int64_t j = 0; j < H; j++) { LSTM_FWD(T, 0, p[j], p[H + j], p[2 * H + j], p[3 * H + j]) } } \
     }                                                                                                                \
 }                                                                                                                    \
 /* LSTM backward, dgates = the gradients of the pre-activations of gates (i, f, g, o):                               \
@@ -151,21 +166,17 @@ static void lstm_bwd_##T(int64_t b0, int64_t b1, int64_t H,                     
 }                                                                                                                    \
 /* GRU (reset after the product) forward. hW = h_prev W_hh^T (the step's product), bn = b_hn, X = the step's input   \
  * projections plus the additive biases (x_r + b_ir + b_hr, x_z + b_iz + b_hz, x_n + b_in), overwritten by           \
- * (r, z, hW_n + b_hn) for backward:                                                                                 \
+ * (r, z, hW_n + b_hn) for backward, with n in n_out; where n_out is NULL (inference) neither is written:            \
  * r = sig(X_r + hW_r);  z = sig(X_z + hW_z);  n = tanh(X_n + r (hW_n + b_hn));  h = n + z (h_prev - n) */           \
 static void gru_fwd_##T(int64_t b0, int64_t b1, int64_t H,                                                           \
                         const T *hW, const T *bn, T *X, T *n_out, const T *hp, T *h,                                 \
                         const uint8_t *keep) {                                                                       \
     ROWS {                                                                                                           \
         const T *p = hW + b * 3 * H, *hq = hp + b * H;                                                               \
-        T *q = X + b * 3 * H, *nr = n_out + b * H, *hr = h + b * H;                                                  \
+        T *q = X + b * 3 * H, *nr = n_out ? n_out + b * H : 0, *hr = h + b * H;                                      \
         int run = !keep || keep[b];                                                                                  \
-        SIMD for (int64_t j = 0; j < H; j++) {                                                                       \
-            T r = sigmoid_##T(q[j] + p[j]), z = sigmoid_##T(q[H + j] + p[H + j]), hn = p[2 * H + j] + bn[j];         \
-            T n = tanh_##T(q[2 * H + j] + r * hn);                                                                   \
-            q[j] = r; q[H + j] = z; q[2 * H + j] = hn; nr[j] = n;                                                    \
-            hr[j] = run ? n + z * (hq[j] - n) : hq[j];                                                               \
-        }                                                                                                            \
+        if (nr) { SIMD for (int64_t j = 0; j < H; j++) { GRU_FWD(T, 1) } }                                           \
+        else { SIMD for (int64_t j = 0; j < H; j++) { GRU_FWD(T, 0) } }                                              \
     }                                                                                                                \
 }                                                                                                                    \
 /* GRU (reset after) backward, from X = (r, z, hW_n + b_hn) and n: the gradients of the hidden side's pre-activations \

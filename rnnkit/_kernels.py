@@ -234,11 +234,13 @@ def _self_test(steps: dict[torch.dtype, Steps]) -> str | None:
         want_c = f * cp + i * gg
         tol = 1e-5 if dtype == torch.float32 else 1e-12
         part = torch.randn(B, 4 * H, generator=g, dtype=dtype)
-        for first, second in ((pre, None), (pre - part, part)):  # pre-activations whole, or as product + projection
-            gates, c, h = torch.empty_like(pre), torch.empty_like(cp), torch.empty_like(hp)
+        # pre-activations whole, or as product + projection; the gates kept for backward, or not (inference)
+        for first, second, keep_gates in ((pre, None, True), (pre - part, part, True), (pre, None, False)):
+            gates, c, h = torch.zeros_like(pre), torch.empty_like(cp), torch.empty_like(hp)
             s.lstm_fwd(B, H, first.data_ptr(), None if second is None else second.data_ptr(),
-                       *(t.data_ptr() for t in (gates, cp, c, hp, h)), None)
-            for got, want in ((gates, torch.cat([i, f, gg, o], 1)), (c, want_c), (h, o * want_c.tanh())):
+                       gates.data_ptr() if keep_gates else None, *(t.data_ptr() for t in (cp, c, hp, h)), None)
+            kept = torch.cat([i, f, gg, o], 1) if keep_gates else torch.zeros_like(pre)
+            for got, want in ((gates, kept), (c, want_c), (h, o * want_c.tanh())):
                 if not torch.allclose(got, want, atol=tol, rtol=tol):
                     return f"{dtype} results differ from PyTorch's by {(got - want).abs().max().item():.3g}"
     return None
