@@ -230,12 +230,12 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
         G_, S_ = G.unbind(0), S.unbind(0)
         Ga, Sa = addresses(G), addresses(S)
         Ca = addresses(C) if plan.saves else [C[t & 1].data_ptr() for t in range(T)]
-        gates = Ga if plan.saves else [None] * T  # the gates over G's pre-activations, for backward
+        gates_at = Ga if plan.saves else [None] * T  # the gates over G's pre-activations, for backward
         step, proj = _forward_product(plan, Ga)
         w, h, hp, cp = pack(w_hh), h0, h0.data_ptr(), c0.data_ptr()
         for t in plan.steps:
             pre = step(G_[t], h, w)  # (B, 4H) h W_hh^T, plus the projection in place unless proj[t] is added
-            k.lstm_fwd(B, H, pre.data_ptr(), proj[t], gates[t], cp, Ca[t], hp, Sa[t], keep[t])  # c_t, h_t (gates)
+            k.lstm_fwd(B, H, pre.data_ptr(), proj[t], gates_at[t], cp, Ca[t], hp, Sa[t], keep[t])  # c_t, h_t (gates)
             h, hp, cp = S_[t], Sa[t], Ca[t]
     out = S if plan.valid is None else S * plan.valid  # (T, B, H), zeros past each length
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, S, C, G, mask)
