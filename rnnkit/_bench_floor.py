@@ -20,7 +20,8 @@ def floor_workload(net: Any, x: torch.Tensor):
     of two reused buffers and adds nothing (a fused step adds the input projection to it, or the kernel reads it):
     calling ``torch.addmm(add, a, w)`` instead would allocate, copy ``add`` and read it again in every step, work a
     layer can avoid, and then the fused backend could beat its "floor". Where the layer runs the compiled
-    whole-sequence loops, so do the floor's products (``gemm_steps``: the same per-thread rows, no Python per step)."""
+    whole-sequence loops, so do the floor's products (``gemm_steps``: the same per-thread rows, no Python per step),
+    the input projections step by step as the loops make them."""
     T, B, I = x.shape
     w_ih, w_hh, b = net.weight_ih_l0.detach(), net.weight_hh_l0.detach(), net.bias_ih_l0.detach()
     GH, H = w_hh.shape
@@ -29,11 +30,14 @@ def floor_workload(net: Any, x: torch.Tensor):
     S = torch.randn(T, B, H, device=x.device)  # stands in for the states
     d = torch.randn(T, B, GH, device=x.device)  # stands in for the gate gradients
     plan = make_plan(x, w_ih, w_hh, None, False)  # the kernels the fused layer would choose for these shapes
-    forward_steps, backward_steps = (_loop_products if plan.loop else _step_products)(w_hh, S, d, plan)
+    if plan.loop:
+        fwd, backward_steps = _loop_products(x, w_ih, b, w_hh, S, d)
+    else:
+        forward_steps, backward_steps = _step_products(w_hh, S, d, plan)
 
-    def fwd():
-        input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections
-        forward_steps()
+        def fwd():
+            input_projection(x, w_ih, b, plan.bulk_onednn)  # all input projections in one GEMM
+            forward_steps()
 
     def fwd_bwd():
         fwd()
@@ -66,17 +70,21 @@ def _step_products(w_hh: torch.Tensor, S: torch.Tensor, d: torch.Tensor, plan: P
     return forward, backward
 
 
-def _loop_products(w_hh: torch.Tensor, S: torch.Tensor, d: torch.Tensor, plan: Plan):
-    """``(forward, backward)`` for a layer that runs the compiled loops: each step's product of every thread's rows
-    into one reused buffer, all steps in one call, as the loops issue them."""
+def _loop_products(x: torch.Tensor, w_ih: torch.Tensor, b: torch.Tensor, w_hh: torch.Tensor, S: torch.Tensor,
+                   d: torch.Tensor):
+    """``(forward, backward)`` for a layer that runs the compiled loops: each step's products of every thread's rows
+    into reused buffers, all steps in one call, as the loops issue them -- in forward the step's input projection
+    ``b + x_t W_ih^T`` (the loops make it step by step) and ``h_{t-1} W_hh^T``."""
     T, B, H = S.shape
-    GH = w_hh.shape[0]
+    GH, I = w_hh.shape[0], x.shape[2]
     k = _kernels.steps_for(S)
     assert k is not None
-    w = w_hh.contiguous()  # the closures hold it: the products read it by address
-    out, grad = S.new_empty(B, GH), S.new_empty(B, H)
+    w, wi, xc = w_hh.contiguous(), w_ih.contiguous(), x.contiguous()  # the closures hold them: read by address
+    out, grad, proj = S.new_empty(B, GH), S.new_empty(B, H), S.new_empty(B, GH)
 
     def forward():
+        inputs = k.product(wi, True, I, GH, False, b)
+        k.gemm_steps(T, B, xc.data_ptr(), B * I, proj.data_ptr(), 0, *inputs)  # per step (B, GH) b + x_t W_ih^T
         product = k.product(w, True, H, GH, False)
         k.gemm_steps(T, B, S.data_ptr(), B * H, out.data_ptr(), 0, *product)  # per step (B, GH) h_{t-1} W_hh^T
 

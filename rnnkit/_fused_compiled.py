@@ -94,6 +94,19 @@ def _forward_product(plan: Plan, projections: list[int]) -> tuple[Product, list[
     return make_accumulate(False), [None] * len(projections)
 
 
+def _input_steps(k: _kernels.Steps, x: Tensor, w_ih: Tensor, bias: Tensor | None
+                 ) -> tuple[tuple[Tensor, Tensor, Tensor | None], tuple[int, ...]]:
+    """``((x', W_ih', bias'), product)`` for a compiled forward that makes each step's input projection
+    ``bias + x_t W_ih^T`` itself, for each thread's rows just before the step reads them (``k.run``'s ``inputs``):
+    where one GEMM over the whole sequence wrote them first, the steps read them back from memory (at H=128 a GRU's
+    loop took 0.6 ms longer with its projections out of cache than in it). The tensors are the operands the product
+    reads by address, which the caller keeps for the call; ``x'`` is ``x`` with unit column stride (a
+    ``batch_first`` input's rows are read in place), ``x'[t]`` the step's ``A``."""
+    x = x if x.stride(2) == 1 else x.contiguous()
+    w, b = w_ih.contiguous(), None if bias is None else bias.contiguous()
+    return (x, w, b), k.product(w, True, x.stride(1), w.shape[0], False, b)
+
+
 class _Run:
     """The argument columns (:mod:`rnnkit._kernels`' ``fixed``, ``stepping``, ``alternating``) of one compiled run
     over the times ``t0, t0 + dt, ...``: a forward direction, or one backward chunk in backward's order."""
@@ -147,16 +160,19 @@ class _Run:
 
 # ------------------------------------------------------------------------------------------------ Elman RNN
 def rnn_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Plan, relu: bool):
-    B, H = x.shape[1], w_hh.shape[1]
-    # (T, B, H): one GEMM for all steps' input projections; each step's state is written over its own projection
-    # (an RNN needs no pre-activation in backward), so the states take no second buffer, and no fresh pages
-    S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)
+    T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
+    # (T, B, H): the steps' input projections (each step's state is then written over its own: an RNN needs no
+    # pre-activation in backward, so the states take no second buffer, and no fresh pages)
     mask, keep = keep_addresses(plan)
-    if plan.loop:  # pre = S[t] += h_prev W_hh^T, then h_t = f(pre) over it
+    if plan.loop:  # S[t] = x_t W_ih^T + b, pre = S[t] += h_prev W_hh^T, then h_t = f(pre) over it
+        S = x.new_empty(T, B, H)
+        operands, inputs = _input_steps(k, x, w_ih, add_biases(b_ih, b_hh))
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
         k.run(k.seq_rnn_fwd, [f(B), f(H), f(relu), run.at(S), f(0), run.at(S), run.prev(S, h0), run.keep(mask),
-                              run.prev(S, h0), run.at(S)], plan.T, True, k.product(wc, True, H, H, True))
+                              run.prev(S, h0), run.at(S), run.at(operands[0]), run.at(S)], T, True,
+              k.product(wc, True, H, H, True), inputs)
     else:
+        S = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # one GEMM for all steps
         pack, _ = make_linear(plan.onednn, B)
         S_, Sa = S.unbind(0), addresses(S)
         step, proj = _forward_product(plan, Sa)
@@ -210,22 +226,26 @@ def rnn_backward(ctx, k: _kernels.Steps, dout: Tensor, dh_n: Tensor):
 # ------------------------------------------------------------------------------------------------ LSTM
 def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan: Plan):
     T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
-    G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
     S = x.new_empty(T, B, H)  # (T, B, H): h_t in time order
     # c_t in time order for backward; without one, two (B, H) buffers in turn (step t writes C[t & 1])
     C = x.new_empty(T if plan.saves else 2, B, H)
     mask, keep = keep_addresses(plan)
-    if plan.loop:  # G[t] += h_prev W_hh^T, then the kernel
+    if plan.loop:  # G[t] = x_t W_ih^T + b, G[t] += h_prev W_hh^T, then the kernel
+        # (T, B, 4H) rows (i, f, g, o), over which the kernel writes the gates for backward; without one, one step's
+        G = x.new_empty(T if plan.saves else 1, B, 4 * H)
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
+        operands, inputs = _input_steps(k, x, w_ih, add_biases(b_ih, b_hh))
         if plan.saves:
-            c_prev, c_at = run.prev(C, c0), run.at(C)
+            c_prev, c_at, at_g = run.prev(C, c0), run.at(C), run.at(G)
         else:
-            c_prev, c_at = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1]))
-        gates = run.at(G) if plan.saves else f(0)  # the gates over G's pre-activations, for backward
-        k.run(k.seq_lstm_fwd, [f(B), f(H), run.at(G), f(0), gates, c_prev, c_at,
-                               run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), run.at(G)],
-              T, True, k.product(wc, True, H, 4 * H, True))
+            c_prev, c_at, at_g = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1])), f(G.data_ptr())
+        gates = at_g if plan.saves else f(0)  # the gates over G's pre-activations, for backward
+        k.run(k.seq_lstm_fwd, [f(B), f(H), at_g, f(0), gates, c_prev, c_at,
+                               run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), at_g,
+                               run.at(operands[0]), at_g],
+              T, True, k.product(wc, True, H, 4 * H, True), inputs)
     else:
+        G = input_projection(x, w_ih, add_biases(b_ih, b_hh), plan.bulk_onednn)  # (T, B, 4H) rows (i, f, g, o)
         pack, _ = make_linear(plan.onednn, B)
         G_, S_ = G.unbind(0), S.unbind(0)
         Ga, Sa = addresses(G), addresses(S)
@@ -290,21 +310,25 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     # the input projection carries every additive bias (b_ih and b_hh's r, z rows); b_hn goes to the kernel
     b_x = add_biases(b_ih, None if b_hh is None else torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)]))
     b_hn = x.new_zeros(H) if b_hh is None else b_hh[2 * H :].contiguous()
-    X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
     S = x.new_empty(T, B, H)  # (T, B, H): h in time order
     # n in time order for backward; without one the kernels keep neither n nor (r, z, hW_n) over X
     N = x.new_empty(T if plan.saves else 0, B, H)
     mask, keep = keep_addresses(plan)
     bufs = (x.new_empty(B, 3 * H), x.new_empty(B, 3 * H))  # torch.mm writes each step's product into one, in turn
     bn = b_hn.data_ptr()
-    if plan.loop:  # bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
+    if plan.loop:  # X[t] = x_t W_ih^T + b_x, bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
+        # (T, B, 3H) input projections that become (r, z, hW_n) for backward; without one, one step's
+        X = x.new_empty(T if plan.saves else 1, B, 3 * H)
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
+        operands, inputs = _input_steps(k, x, w_ih, b_x)
         product_out = f(bufs[0].data_ptr())  # one (B, 3H) buffer: each thread writes and reads only its rows
-        k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), run.at(X), run.at(N) if plan.saves else f(0),
-                              run.prev(S, h0), run.at(S),
-                              run.keep(mask), run.prev(S, h0), product_out],
-              T, True, k.product(wc, True, H, 3 * H, False))
+        at_x = run.at(X) if plan.saves else f(X.data_ptr())
+        k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), at_x, run.at(N) if plan.saves else f(0),
+                              run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), product_out,
+                              run.at(operands[0]), at_x],
+              T, True, k.product(wc, True, H, 3 * H, False), inputs)
     else:
+        X = input_projection(x, w_ih, b_x, plan.bulk_onednn)  # (T, B, 3H) input projections, become (r, z, hW_n)
         pack, linear = make_linear(plan.onednn, B)
         w, S_, Xa, Sa = pack(w_hh), S.unbind(0), addresses(X), addresses(S)
         Na = addresses(N) if plan.saves else [None] * T

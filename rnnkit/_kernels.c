@@ -284,14 +284,24 @@ typedef void gemm_float_fn(const char *, const char *, const int *, const int *,
 typedef void gemm_double_fn(const char *, const char *, const int *, const int *, const int *, const double *,
                             const double *, const int *, const double *, const int *, const double *, double *,
                             const int *);
-struct gemm { void *fn; const void *w; int trans, n, k, ldw, lda, ldc, beta; };
+/* C (+)= A op(W), or with a bias (not NULL, beta 0) C = bias + A op(W): each row of C first takes the bias */
+struct gemm { void *fn; const void *w; int trans, n, k, ldw, lda, ldc, beta; const void *bias; };
 #define DEFINE_GEMM(T)                                                                                               \
 static inline void gemm_rows_##T(const struct gemm *g, int64_t r0, int64_t r1, const T *a, T *c) {                  \
     const int m = (int)(r1 - r0);                                                                                    \
-    const T one = 1, beta = (T)g->beta;                                                                              \
-    if (m > 0)                                                                                                       \
-        ((gemm_##T##_fn *)g->fn)(g->trans ? "T" : "N", "N", &g->n, &m, &g->k, &one, (const T *)g->w, &g->ldw,         \
-                                 a + r0 * g->lda, &g->lda, &beta, c + r0 * g->ldc, &g->ldc);                         \
+    const T one = 1;                                                                                                 \
+    T beta = (T)g->beta;                                                                                             \
+    if (m <= 0) return;                                                                                              \
+    if (g->bias) {                                                                                                   \
+        const T *bias = (const T *)g->bias;                                                                          \
+        for (int64_t r = r0; r < r1; r++) {                                                                          \
+            T *row = c + r * g->ldc;                                                                                 \
+            SIMD for (int j = 0; j < g->n; j++) row[j] = bias[j];                                                    \
+        }                                                                                                            \
+        beta = 1;                                                                                                    \
+    }                                                                                                                \
+    ((gemm_##T##_fn *)g->fn)(g->trans ? "T" : "N", "N", &g->n, &m, &g->k, &one, (const T *)g->w, &g->ldw,             \
+                             a + r0 * g->lda, &g->lda, &beta, c + r0 * g->ldc, &g->ldc);                             \
 }
 DEFINE_GEMM(float)
 DEFINE_GEMM(double)
@@ -309,9 +319,10 @@ static int read_ints(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, i
     }
     return 0;
 }
+#define GEMM_INTS 10  /* a product's arguments: fn, w, trans, n, k, ldw, lda, ldc, beta, bias */
 static int read_gemm(const int64_t *v, struct gemm *g) {
     *g = (struct gemm){(void *)(intptr_t)v[0], (const void *)(intptr_t)v[1], (int)v[2], (int)v[3], (int)v[4],
-                       (int)v[5], (int)v[6], (int)v[7], (int)v[8]};
+                       (int)v[5], (int)v[6], (int)v[7], (int)v[8], (const void *)(intptr_t)v[9]};
     for (int i = 3; i < 9; i++)
         if (v[i] < 0 || v[i] > INT32_MAX) {
             PyErr_SetString(PyExc_ValueError, "matrix size out of the BLAS's int range");
@@ -359,30 +370,36 @@ static inline void step_args(const struct column *col, int64_t n, int64_t s, int
         v[j] = s == k->e ? k->c : k->kind == 0 ? k->a : k->kind == 1 ? k->a + s * k->b : (s & 1) ? k->b : k->a;
     }
 }
-/* py_seq_NAME(columns, steps, product_first, gemm...): a whole run of steps in one call, the arguments of step s
- * those of py_NAME, then the addresses of its product's A and C, from the (n + 2) columns. Each thread takes its rows
- * of every step: the product of its rows (before the kernel in forward, after it in backward), then the kernel on
- * them. Rows never mix within a step, so the threads meet only at the end. */
+/* py_seq_NAME(columns, steps, product_first, gemm..., input gemm...): a whole run of steps in one call, the
+ * arguments of step s those of py_NAME, then the addresses of its product's A and C, from the (n + 2) columns. Each
+ * thread takes its rows of every step: the product of its rows (before the kernel in forward, after it in backward),
+ * then the kernel on them. Rows never mix within a step, so the threads meet only at the end. A forward may also
+ * name an input product (its fn not 0) with two more columns, x_t and the buffer it fills: the step's input
+ * projection bias + x_t W_ih^T is then made for the thread's rows first, while they are in cache, instead of by one
+ * GEMM over the whole sequence that the steps would read back from memory. */
 #define SEQ(T, base, n, ...)                                                                                         \
     static PyObject *py_seq_##base##_##T(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                  \
-        int64_t a[12];                                                                                               \
-        struct gemm g;                                                                                               \
+        int64_t a[3 + 2 * GEMM_INTS];                                                                                \
+        struct gemm g, gx;                                                                                           \
         (void)self;                                                                                                  \
-        if (read_ints(args, nargs, 12, a) < 0 || read_gemm(a + 3, &g) < 0) return NULL;                              \
+        if (read_ints(args, nargs, 3 + 2 * GEMM_INTS, a) < 0 || read_gemm(a + 3, &g) < 0) return NULL;             \
+        const int inputs = a[3 + GEMM_INTS] != 0;                                                                    \
+        if (inputs && read_gemm(a + 3 + GEMM_INTS, &gx) < 0) return NULL;                                          \
         const struct column *col = (const struct column *)(intptr_t)a[0];                                            \
-        const int64_t steps = a[1], first = a[2];                                                                    \
+        const int64_t steps = a[1], first = a[2], cols = n + 2 + 2 * inputs;                                        \
         if (steps <= 0) Py_RETURN_NONE;                                                                              \
         Py_BEGIN_ALLOW_THREADS                                                                                       \
-        int64_t v0[n + 2];                                                                                           \
-        step_args(col, n + 2, 0, v0);                                                                                \
+        int64_t v0[n + 4];                                                                                           \
+        step_args(col, cols, 0, v0);                                                                                 \
         const int64_t B = v0[0], H = v0[1];                                                                          \
         const int parallel = B > 1;                                                                                  \
         (void)parallel;                                                                                              \
         _Pragma("omp parallel if (parallel)") {                                                                      \
             THREAD_ROWS(B)                                                                                           \
-            int64_t v[n + 2];                                                                                        \
+            int64_t v[n + 4];                                                                                        \
             for (int64_t s = 0; s < steps; s++) {                                                                    \
-                step_args(col, n + 2, s, v);                                                                         \
+                step_args(col, cols, s, v);                                                                          \
+                if (inputs) gemm_rows_##T(&gx, r0, r1, (const T *)P(n + 2), (T *)P(n + 3));                         \
                 if (first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                               \
                 base##_##T(r0, r1, H, __VA_ARGS__);                                                                  \
                 if (!first) gemm_rows_##T(&g, r0, r1, (const T *)P(n), (T *)P(n + 1));                              \
@@ -406,10 +423,10 @@ static inline void step_args(const struct column *col, int64_t n, int64_t s, int
     /* gemm_steps_T(steps, B, a, a_step, c, c_step, gemm...): the products alone, as the loops run them (the bench's \
      * floor and the measured choice of kernel); a_step and c_step in elements */                                    \
     static PyObject *py_gemm_steps_##T(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                    \
-        int64_t a[15];                                                                                               \
+        int64_t a[6 + GEMM_INTS];                                                                                    \
         struct gemm g;                                                                                               \
         (void)self;                                                                                                  \
-        if (read_ints(args, nargs, 15, a) < 0 || read_gemm(a + 6, &g) < 0) return NULL;                              \
+        if (read_ints(args, nargs, 6 + GEMM_INTS, a) < 0 || read_gemm(a + 6, &g) < 0) return NULL;                   \
         const int64_t steps = a[0], B = a[1], as = a[3], cs = a[5];                                                  \
         const T *A = (const T *)(intptr_t)a[2];                                                                      \
         T *C = (T *)(intptr_t)a[4];                                                                                  \

@@ -91,26 +91,32 @@ class Steps:
         self.max_threads = module.max_threads  # rows of a backward's bias sums (GradSums.bias_rows), at call time
         self.blas = blas
 
-    def product(self, w: Tensor, transposed: bool, lda: int, ldc: int, accumulate: bool) -> tuple[int, ...]:
+    def product(self, w: Tensor, transposed: bool, lda: int, ldc: int, accumulate: bool,
+                bias: Tensor | None = None) -> tuple[int, ...]:
         """A step's product for :meth:`run` and ``gemm_steps``: ``C (B, n) (+)= A (B, k) @ (w.T if transposed else
-        w)``, ``A``'s rows ``lda`` and ``C``'s ``ldc`` elements apart; ``w`` contiguous, kept alive by the caller."""
+        w)``, or ``C = bias + A @ ...`` with a ``bias (n,)`` (not with ``accumulate``), ``A``'s rows ``lda`` and
+        ``C``'s ``ldc`` elements apart; ``w`` and ``bias`` contiguous, kept alive by the caller."""
         if self.blas is None:
             raise RuntimeError(f"no whole-sequence loops: {_state.get('why_loop')}")
         n, k = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
-        return (self.blas, w.data_ptr(), int(transposed), n, k, w.stride(0), lda, ldc, int(accumulate))
+        return (self.blas, w.data_ptr(), int(transposed), n, k, w.stride(0), lda, ldc, int(accumulate),
+                0 if bias is None else bias.data_ptr())
 
     @staticmethod
     def run(seq: Callable[..., None], columns: list[Column], steps: int, product_first: bool,
-            product: tuple[int, ...]) -> None:
+            product: tuple[int, ...], inputs: tuple[int, ...] | None = None) -> None:
         """Run ``seq`` (a ``seq_*`` kernel) over ``steps`` steps whose arguments are ``columns``: those of the
-        kernel's one-step form, then the addresses of the product's ``A`` and ``C`` (see ``_kernels.c``)."""
+        kernel's one-step form, then the addresses of the product's ``A`` and ``C``, and with an ``inputs`` product
+        (a forward's input projection, made step by step) the addresses of its ``A`` and ``C`` (see
+        ``_kernels.c``)."""
         if steps > 0:
             table = ctypes.create_string_buffer(struct.pack(f"{5 * len(columns)}q",
                                                             *itertools.chain.from_iterable(columns)))
-            seq(ctypes.addressof(table), steps, product_first, *product)
+            seq(ctypes.addressof(table), steps, product_first, *product, *(inputs or NO_PRODUCT))
 
 
 Column = tuple[int, int, int, int, int]  # (kind, a, b, c, e): one argument of a compiled run, step by step
+NO_PRODUCT = (0,) * 10  # a run without an input product (GEMM_INTS zeros in _kernels.c)
 
 
 def fixed(value: int) -> Column:
@@ -207,7 +213,7 @@ def _blas() -> dict[torch.dtype, int]:
 
 
 def _loop_self_test(s: Steps, dtype: torch.dtype) -> str | None:
-    """Why ``gemm_steps`` disagrees with ``torch.mm`` (both product forms, rows split over threads), or None."""
+    """Why ``gemm_steps`` disagrees with ``torch.mm`` (the three product forms, rows split over threads), or None."""
     g = torch.Generator().manual_seed(1)
     a, w = torch.randn(2, 5, 7, generator=g, dtype=dtype), torch.randn(6, 7, generator=g, dtype=dtype)
     c = torch.randn(2, 5, 6, generator=g, dtype=dtype)
@@ -215,8 +221,10 @@ def _loop_self_test(s: Steps, dtype: torch.dtype) -> str | None:
     s.gemm_steps(2, 5, a.data_ptr(), 35, c.data_ptr(), 30, *s.product(w, True, 7, 6, True))
     d, back = torch.randn(2, 5, 6, generator=g, dtype=dtype), torch.empty(2, 5, 7, dtype=dtype)
     s.gemm_steps(2, 5, d.data_ptr(), 30, back.data_ptr(), 35, *s.product(w, False, 6, 7, False))
+    bias, biased = torch.randn(6, generator=g, dtype=dtype), torch.full((2, 5, 6), float("nan"), dtype=dtype)
+    s.gemm_steps(2, 5, a.data_ptr(), 35, biased.data_ptr(), 30, *s.product(w, True, 7, 6, False, bias))
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    for got, ref in ((c, want), (back, d @ w)):
+    for got, ref in ((c, want), (back, d @ w), (biased, bias + a @ w.t())):
         if not torch.allclose(got, ref, atol=tol, rtol=tol):
             return f"{dtype} products differ from torch.mm's by {(got - ref).abs().max().item():.3g}"
     return None

@@ -79,8 +79,8 @@ def test_memory_is_the_peak_of_tensor_bytes_held_at_once():
 @pytest.mark.parametrize("path", ["addmm", "loop"])
 def test_the_floor_runs_the_products_the_way_the_layer_does(path, monkeypatch):
     """Where the layer runs its steps in the compiled loops, the floor's per-step products go through the same loops
-    (gemm_steps, each thread's rows), else through PyTorch once per step: a floor made of slower calls than the layer
-    makes could be beaten by it."""
+    (gemm_steps, each thread's rows; in forward the input projections too, as the loops make them step by step),
+    else through PyTorch once per step: a floor made of slower calls than the layer makes could be beaten by it."""
     from rnnkit import _fused_gemm, _kernels
 
     x = torch.zeros(1)
@@ -96,7 +96,8 @@ def test_the_floor_runs_the_products_the_way_the_layer_does(path, monkeypatch):
         monkeypatch.setattr(steps, "gemm_steps", lambda *a: (calls.append(a[0]), real(*a)))
     _, fwd_bwd = bench._workload("LSTM", "floor", 6, cfg, "cpu")
     fwd_bwd()
-    assert calls == ([4, 4] if path == "loop" else [])  # forward's and backward's T=4 products, one call each
+    # forward's input and hidden products and backward's, T=4 steps of each in one call
+    assert calls == ([4, 4, 4] if path == "loop" else [])
 
 
 @pytest.mark.parametrize("path", ["addmm", "onednn", "loop"])

@@ -524,6 +524,33 @@ def test_strided_output_gradients(mode, ra, layout, monkeypatch):
     assert_all_close(list(grads[1]), list(grads[2]), atol=1e-12)
 
 
+@pytest.mark.parametrize("mode,ra", [("RNN", True), ("LSTM", True), ("GRU", True), ("GRU", False)])
+@pytest.mark.parametrize("layout", ["batch-major", "sliced"])
+def test_strided_inputs_and_weights(mode, ra, layout):
+    """x as a batch-major view (what a batch_first layer hands over: rows T*I apart) or every other feature of a
+    wider tensor, W_ih as a transposed copy: each step's input projection reads them in place or from a copy, and
+    the results equal the textbook loop's (values and gradients), with lengths, both directions."""
+    x, hx, params, lens = make_case(mode, 6, 5, 3, 4, lengths=[6, 2, 5, 1, 6], seed=18)
+    with torch.no_grad():
+        if layout == "batch-major":
+            x_in = x.detach().transpose(0, 1).contiguous().transpose(0, 1)  # (T, B, I), strides (I, T*I, 1)
+        else:
+            x_in = torch.stack([x.detach(), torch.zeros_like(x)], dim=3).flatten(2)[..., ::2]  # stride 2 features
+        w_ih = params[0].detach().t().contiguous().t()  # (G*H, I), strides (1, G*H)
+    x_in, w_ih = x_in.requires_grad_(), w_ih.requires_grad_()
+    assert torch.equal(x_in, x) and not x_in.is_contiguous() and not w_ih.is_contiguous()
+    params = [w_ih, *params[1:]]
+    for reverse in (False, True):
+        kw = dict(reverse=reverse, reset_after=ra)
+        got = outputs_and_grads(fused.run_direction, mode, x_in, hx, params, lens, **kw)
+        want = outputs_and_grads(loop_direction, mode, x_in, hx, params, lens, **kw)
+        assert_all_close(got, want)
+    with torch.no_grad():  # inference: the LSTM's and GRU's projections go to one step's buffer
+        got_out, _ = fused.run_direction(mode, x_in, hx, *params, lengths=lens, reset_after=ra)
+    want_out, _ = loop_direction(mode, x_in, hx, *params, lengths=lens, reset_after=ra)
+    assert_all_close([got_out], [want_out.detach()])
+
+
 @pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
 def test_non_contiguous_initial_state(mode):
     """h_0 (and c_0) as strided views: the same results as contiguous copies."""

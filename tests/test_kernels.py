@@ -105,7 +105,8 @@ needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="th
 @pytest.mark.parametrize("B", [1, 2, 7, 64])
 def test_gemm_steps_are_the_loops_products(dtype, B):
     """The whole-sequence loops' product on each thread's rows (any batch, split unevenly or not at all) equals
-    torch.mm, in both forms: forward adds h W^T to a strided step, backward writes d W."""
+    torch.mm, in its three forms: forward adds h W^T to a strided step, backward writes d W, and a forward's input
+    projection writes b + x W^T into a strided step (every row, no stale values)."""
     steps = _kernels.steps_for(torch.zeros(1, dtype=dtype))
     assert steps is not None and steps.blas is not None, _kernels.status()
     g = torch.Generator().manual_seed(B)
@@ -117,8 +118,12 @@ def test_gemm_steps_are_the_loops_products(dtype, B):
     steps.gemm_steps(T, B, h.data_ptr(), B * H, pre.data_ptr(), B * 2 * GH, *steps.product(w, True, H, 2 * GH, True))
     d, back = torch.randn(T, B, GH, generator=g, dtype=dtype), torch.full((T, B, H), float("nan"), dtype=dtype)
     steps.gemm_steps(T, B, d.data_ptr(), B * GH, back.data_ptr(), B * H, *steps.product(w, False, GH, H, False))
+    b, proj = torch.randn(GH, generator=g, dtype=dtype), torch.full((T, B, 2 * GH), float("nan"), dtype=dtype)
+    steps.gemm_steps(T, B, h.data_ptr(), B * H, proj.data_ptr(), B * 2 * GH,
+                     *steps.product(w, True, H, 2 * GH, False, b))
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     assert torch.allclose(pre, want, atol=tol, rtol=tol) and torch.allclose(back, d @ w, atol=tol, rtol=tol)
+    assert torch.allclose(proj[..., :GH], b + h @ w.t(), atol=tol, rtol=tol) and proj[..., GH:].isnan().all()
 
 
 @needs_gcc
