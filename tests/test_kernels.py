@@ -96,6 +96,31 @@ def test_choice_is_checked_and_followed(fresh, monkeypatch):
         assert _kernels.steps_for(torch.zeros(1, dtype=dtype)) is None
 
 
+@needs_gcc
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-7), (torch.float64, 1e-15)])
+def test_tanh_and_sigmoid_are_accurate_everywhere(dtype, tol):
+    """The kernels' tanh (a rational approximation in float) and sigmoid (through tanh) on a dense grid over the
+    whole range, saturated arguments, infinities and NaN: within ``tol`` of float64's, NaN where the input is."""
+    steps = _kernels.steps_for(torch.zeros(1, dtype=dtype))
+    assert steps is not None, _kernels.status()
+    grid = torch.linspace(-20, 20, 400_001, dtype=torch.float64)
+    x = torch.cat([grid, torch.tensor([0.0, -0.0, 1e-30, 1e30, -1e30, float("inf"), -float("inf"), float("nan")],
+                                      dtype=torch.float64)]).to(dtype)
+    B = x.numel()
+    h = torch.empty_like(x)
+    steps.rnn_fwd(B, 1, 0, x.data_ptr(), None, h.data_ptr(), h.data_ptr(), None)  # h = tanh(x)
+    want = torch.tanh(x.double())
+    assert (h.double() - want)[:-1].abs().max().item() <= tol and h[-1].isnan()
+    # sigmoid: the LSTM's input gate, read back from the gates it keeps for backward
+    H, zeros = 1, torch.zeros(B, dtype=dtype)
+    pre = torch.stack([x, zeros, zeros, zeros], 1).contiguous()  # (B, 4H) pre-activations (i, f, g, o)
+    gates, c, hn = torch.empty_like(pre), torch.empty(B, dtype=dtype), torch.empty(B, dtype=dtype)
+    steps.lstm_fwd(B, H, pre.data_ptr(), None, gates.data_ptr(), zeros.data_ptr(), c.data_ptr(), zeros.data_ptr(),
+                   hn.data_ptr(), None)
+    sig = torch.sigmoid(x.double())
+    assert (gates[:, 0].double() - sig)[:-1].abs().max().item() <= tol and gates[-1, 0].isnan()
+
+
 needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this PyTorch links no MKL")
 
 
