@@ -3,10 +3,10 @@ r"""Compiled element-wise steps for the fused backend: ``_kernels.c``, built wit
 A fused time step is one matrix product and a handful of element-wise operations. At the sizes of a course
 (B=64, H=128) each PyTorch operator costs a few microseconds of dispatch and a full read and write of the step, so
 the element-wise half cost as much as the product. ``_kernels.c`` does that half in one pass per step, vectorised
-with glibc's libmvec and split over PyTorch's own OpenMP threads, and is a small Python extension module (each
-kernel a ``METH_FASTCALL`` function of integer addresses: ctypes would cost a microsecond a call). It needs no
-PyTorch headers, so it compiles in about a second (``gcc -O3 -march=native``); the module is cached per source,
-compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default ``~/.cache/rnnkit/kernels``).
+(a rational tanh in float, glibc's libmvec in double) and split over PyTorch's own OpenMP threads, and is a small
+Python extension module (each kernel a ``METH_FASTCALL`` function of integer addresses: ctypes would cost a
+microsecond a call). It needs no PyTorch headers, so it compiles in about a second (``gcc -O3 -march=native``); the
+module is cached per source, compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default ``~/.cache/rnnkit/kernels``).
 
 Each kernel also runs **a whole run of steps in one call** (``seq_*``): every thread takes the same rows of every
 step and computes them start to end, the step's matrix product of its rows included, through the BLAS PyTorch links
@@ -319,4 +319,4 @@ def status() -> str:
     steps: Steps = _state["steps"][torch.float32]  # type: ignore[index]
     loops = ("whole-sequence loops available (MKL gemm per thread's rows)" if steps.blas is not None
              else f"no whole-sequence loops: {_state['why_loop']}")
-    return f"compiled C ({' '.join(FLAGS[:2])}, libmvec, {threads}); {loops}"
+    return f"compiled C ({' '.join(FLAGS[:2])}, rational tanh in float, {threads}); {loops}"
