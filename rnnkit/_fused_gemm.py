@@ -6,6 +6,7 @@ and the callables its loops call: the per-step product (:func:`make_linear`, :fu
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -41,6 +42,8 @@ _CHOICES: dict[tuple, str] = {}  # ("step", dtype, batch, hidden, gate rows) -> 
 # ("bulk", rows, inputs, split) -> "onednn" | "addmm"
 _LOOP_STEPS = 8  # steps per timed call of the compiled loop's products
 _MEASURE_SECONDS = 0.004  # per candidate and shape: a few milliseconds at a layer's first call
+_ROUNDS = 4  # the candidates are timed in turn, this many times each, and each keeps its best: a burst of load on
+# a shared machine then slows one round of every candidate, not every round of one (which flipped choices)
 _BULK_ROWS = 512  # rows of the probe for the whole-sequence products
 
 
@@ -112,7 +115,7 @@ def _seconds_per_step(path: str, dtype: torch.dtype, batch: int, hidden: int, ro
             product(out_b, d, w_b)  # (B, H): a backward step's product
         per_call = 1
     times: list[float] = []
-    deadline = time.perf_counter() + _MEASURE_SECONDS
+    deadline = time.perf_counter() + _MEASURE_SECONDS / _ROUNDS
     while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
         start = time.perf_counter()
         one()
@@ -148,10 +151,19 @@ def gemm_path(x: Tensor, w_hh: Tensor) -> str:
         return forced
     key = ("step", x.dtype, x.shape[1], w_hh.shape[1], w_hh.shape[0])
     if key not in _CHOICES:
-        with torch.no_grad():
-            seconds = {path: _seconds_per_step(path, *key[1:]) for path in paths}
+        seconds = _in_turn({path: functools.partial(_seconds_per_step, path, *key[1:]) for path in paths})
         _CHOICES[key] = min(paths, key=seconds.__getitem__)
     return _CHOICES[key]
+
+
+def _in_turn(timers: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Each candidate's best of ``_ROUNDS`` timings, taken in turn."""
+    best = dict.fromkeys(timers, float("inf"))
+    with torch.no_grad():
+        for _ in range(_ROUNDS):
+            for name, timer in timers.items():
+                best[name] = min(best[name], timer())
+    return best
 
 
 def _seconds_bulk(onednn: bool, rows: int, inputs: int, split: int = 0) -> float:
@@ -165,7 +177,7 @@ def _seconds_bulk(onednn: bool, rows: int, inputs: int, split: int = 0) -> float
     mm, mm_into = matmul_for(onednn), matmul_into_for(onednn)
     rest = d[:, split:].contiguous()  # the GRU's d_n, a buffer of its own
     times: list[float] = []
-    for _ in range(4):
+    for _ in range(2):
         start = time.perf_counter()
         input_projection(x.unsqueeze(0), w, None, onednn)
         if split:
@@ -173,7 +185,7 @@ def _seconds_bulk(onednn: bool, rows: int, inputs: int, split: int = 0) -> float
         else:
             mm(d, w)
         times.append(time.perf_counter() - start)
-    return min(times[1:])  # the first call pays for warm-up
+    return times[1]  # the first call pays for warm-up
 
 
 def bulk_path(x: Tensor, w_ih: Tensor, split: int = 0) -> str:
@@ -187,9 +199,9 @@ def bulk_path(x: Tensor, w_ih: Tensor, split: int = 0) -> str:
         return forced
     key = ("bulk", w_ih.shape[0], w_ih.shape[1], split)
     if key not in _CHOICES:
-        with torch.no_grad():
-            onednn, addmm = (_seconds_bulk(k, *key[1:]) for k in (True, False))
-        _CHOICES[key] = "onednn" if onednn < addmm else "addmm"
+        seconds = _in_turn({path: functools.partial(_seconds_bulk, path == "onednn", *key[1:])
+                            for path in ("onednn", "addmm")})
+        _CHOICES[key] = "onednn" if seconds["onednn"] < seconds["addmm"] else "addmm"
     return _CHOICES[key]
 
 

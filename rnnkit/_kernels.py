@@ -6,7 +6,8 @@ the element-wise half cost as much as the product. ``_kernels.c`` does that half
 (a rational tanh in float, glibc's libmvec in double) and split over PyTorch's own OpenMP threads, and is a small
 Python extension module (each kernel a ``METH_FASTCALL`` function of integer addresses: ctypes would cost a
 microsecond a call). It needs no PyTorch headers, so it compiles in about a second (``gcc -O3 -march=native``); the
-module is cached per source, compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default ``~/.cache/rnnkit/kernels``).
+module is cached per source, compiler, Python and CPU under ``$RNNKIT_CACHE/kernels`` (default
+``~/.cache/rnnkit/kernels``).
 
 Each kernel also runs **a whole run of steps in one call** (``seq_*``): every thread takes the same rows of every
 step and computes them start to end, the step's matrix product of its rows included, through the BLAS PyTorch links

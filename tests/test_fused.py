@@ -409,7 +409,8 @@ def test_the_whole_sequence_probe_has_the_cells_layout(monkeypatch):
     x = torch.zeros(4, 8, 3)
     for gates in (1, 3, 4):
         _fused_common.make_plan(x, torch.zeros(gates * 5, 3), torch.zeros(gates * 5, 5), None, False)
-    assert probes == [(5, 3, 0)] * 2 + [(15, 3, 10)] * 2 + [(20, 3, 0)] * 2  # both kernels, each cell
+    rounds = 2 * _fused_gemm._ROUNDS  # both kernels, in turn
+    assert probes == [(5, 3, 0)] * rounds + [(15, 3, 10)] * rounds + [(20, 3, 0)] * rounds  # each cell
     g = torch.Generator().manual_seed(0)
     d, w = torch.randn(7, 6, generator=g), torch.randn(6, 3, generator=g)
     for onednn in (False, True) if _fused_gemm._onednn_available() else (False,):
