@@ -206,12 +206,14 @@ class _RNNBase(_Recurrent):
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]  # (T, B, D * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)  # between layers, like torch.nn
+        # (L * D, B, H) each; one layer and direction: a view of its own final state, no copy
+        stack = (lambda ts: ts[0].unsqueeze(0)) if len(finals) == 1 else torch.stack
         h_n: State
         if self.mode == "LSTM":
             pairs = cast(list[tuple[Tensor, Tensor]], finals)
-            h_n = (torch.stack([h for h, _ in pairs]), torch.stack([c for _, c in pairs]))  # 2 x (L * D, B, H)
+            h_n = (stack([h for h, _ in pairs]), stack([c for _, c in pairs]))
         else:
-            h_n = torch.stack(cast(list[Tensor], finals))  # (L * D, B, H)
+            h_n = stack(cast(list[Tensor], finals))
         return layer_input, h_n
 
 def _permute(state, indices: Tensor | None):
