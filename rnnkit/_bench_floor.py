@@ -86,13 +86,13 @@ def _loop_products(x: torch.Tensor, w_ih: torch.Tensor, b: torch.Tensor, w_hh: t
     k = _kernels.steps_for(S)
     assert k is not None
     w, wi, xc = w_hh.contiguous(), w_ih.contiguous(), x.contiguous()  # the closures hold them: read by address
-    out, grad, step_proj = S.new_empty(B, GH), S.new_empty(B, H), S.new_empty(B, GH)
+    out, grad = S.new_empty(B, GH), S.new_empty(B, H)
+    step_proj = S.new_empty(1, B, GH).expand(T, B, GH)  # one step's buffer, time stride 0
 
     def forward(saves: bool) -> None:
         inputs = k.product(wi, True, I, GH, False, b)
         proj = S.new_empty(T, B, GH) if saves or GH == H else step_proj
-        k.gemm_steps(T, B, xc.data_ptr(), B * I, proj.data_ptr(), B * GH if proj.dim() == 3 else 0,
-                     *inputs)  # per step (B, GH) b + x_t W_ih^T
+        k.gemm_steps(T, B, xc.data_ptr(), B * I, proj.data_ptr(), proj.stride(0), *inputs)  # (B, GH) b + x_t W_ih^T
         product = k.product(w, True, H, GH, False)
         k.gemm_steps(T, B, S.data_ptr(), B * H, out.data_ptr(), 0, *product)  # per step (B, GH) h_{t-1} W_hh^T
 

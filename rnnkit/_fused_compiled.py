@@ -107,6 +107,12 @@ def _input_steps(k: _kernels.Steps, x: Tensor, w_ih: Tensor, bias: Tensor | None
     return (x, w, b), k.product(w, True, x.stride(1), w.shape[0], False, b)
 
 
+def _steps_buffer(x: Tensor, T: int, B: int, N: int, saves: bool) -> Tensor:
+    """A ``(T, B, N)`` buffer of every step's values, or, where no backward will read them, one step's ``(B, N)``
+    seen as ``T`` steps (time stride 0): every step of a compiled run then writes and reads the same rows."""
+    return x.new_empty(T, B, N) if saves else x.new_empty(1, B, N).expand(T, B, N)
+
+
 class _Run:
     """The argument columns (:mod:`rnnkit._kernels`' ``fixed``, ``stepping``, ``alternating``) of one compiled run
     over the times ``t0, t0 + dt, ...``: a forward direction, or one backward chunk in backward's order."""
@@ -232,13 +238,14 @@ def lstm_forward(ctx, k: _kernels.Steps, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan
     mask, keep = keep_addresses(plan)
     if plan.loop:  # G[t] = x_t W_ih^T + b, G[t] += h_prev W_hh^T, then the kernel
         # (T, B, 4H) rows (i, f, g, o), over which the kernel writes the gates for backward; without one, one step's
-        G = x.new_empty(T if plan.saves else 1, B, 4 * H)
+        G = _steps_buffer(x, T, B, 4 * H, plan.saves)
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
         operands, inputs = _input_steps(k, x, w_ih, add_biases(b_ih, b_hh))
         if plan.saves:
-            c_prev, c_at, at_g = run.prev(C, c0), run.at(C), run.at(G)
+            c_prev, c_at = run.prev(C, c0), run.at(C)
         else:
-            c_prev, c_at, at_g = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1])), f(G.data_ptr())
+            c_prev, c_at = run.reads(c0, (C[0], C[1])), run.turns((C[0], C[1]))
+        at_g = run.at(G)
         gates = at_g if plan.saves else f(0)  # the gates over G's pre-activations, for backward
         k.run(k.seq_lstm_fwd, [f(B), f(H), at_g, f(0), gates, c_prev, c_at,
                                run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), at_g,
@@ -318,11 +325,11 @@ def gru_forward(ctx, k: _kernels.Steps, x, h0, w_ih, w_hh, b_ih, b_hh, plan: Pla
     bn = b_hn.data_ptr()
     if plan.loop:  # X[t] = x_t W_ih^T + b_x, bufs[0] = h_prev W_hh^T (each thread its rows), then the kernel
         # (T, B, 3H) input projections that become (r, z, hW_n) for backward; without one, one step's
-        X = x.new_empty(T if plan.saves else 1, B, 3 * H)
+        X = _steps_buffer(x, T, B, 3 * H, plan.saves)
         wc, run, f = w_hh.contiguous(), _Run.forward(plan), _kernels.fixed  # wc: read by address in the loop
         operands, inputs = _input_steps(k, x, w_ih, b_x)
         product_out = f(bufs[0].data_ptr())  # one (B, 3H) buffer: each thread writes and reads only its rows
-        at_x = run.at(X) if plan.saves else f(X.data_ptr())
+        at_x = run.at(X)
         k.run(k.seq_gru_fwd, [f(B), f(H), product_out, f(bn), at_x, run.at(N) if plan.saves else f(0),
                               run.prev(S, h0), run.at(S), run.keep(mask), run.prev(S, h0), product_out,
                               run.at(operands[0]), at_x],
