@@ -24,7 +24,7 @@ __attribute__((simd("notinbranch"))) double tanh(double);
  * special-case path where it overflows or underflows (|x| > 87 in float), which made a step of saturated LSTM gates ten
  * times slower (a clamp before exp does not help: the compiler moves it after the call).
  * In float, tanh is Eigen's rational approximation (odd degree-13 over even degree-6 polynomial in x, the argument
- * clamped to +-7.905, where it reaches 1): 0.31 against libmvec's 0.46 ns per element on a Zen 4 EPYC, about as fast
+ * clamped to +-7.905, where it reaches 1): 0.31 against libmvec's 0.46 ns per element on a Zen 4 EPYC, 10% slower
  * on a Xeon (1.1 against 1.0 us for 4,096 floats); absolute error below 2.8e-7 (libmvec's: 1e-7), which
  * tests/test_kernels.py holds it to. Every gate of a forward step goes through it. Doubles keep libmvec's tanh. */
 static inline float tanh_float(float x) {
